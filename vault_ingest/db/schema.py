@@ -1,0 +1,70 @@
+"""The app database's tables. Alembic migrations (vault_ingest/migrations) create exactly these."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean, Column, DateTime, ForeignKey, Integer, MetaData, Numeric, String, Table, Text,
+)
+
+WINDOW_COLUMNS = {"day": "day", "week": "week", "month": "month", "allTime": "all_time"}
+
+metadata = MetaData()
+
+
+def _address(name: str, *args, **kwargs) -> Column:
+    return Column(name, String(42), *args, **kwargs)
+
+
+vaults = Table(
+    "vaults",
+    metadata,
+    _address("address", primary_key=True),
+    Column("name", Text, nullable=False),
+    _address("leader", nullable=False),
+    Column("description", Text),  # from vaultDetails only
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("is_closed", Boolean, nullable=False),
+    Column("relationship", String(8), nullable=False),  # normal | parent | child
+    _address("parent_address"),  # set on children
+    Column("allow_deposits", Boolean),
+    Column("leader_commission", Numeric),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("not_found_at", DateTime(timezone=True)),  # vaultDetails answered null
+)
+
+
+def _per_window(prefix: str, type_) -> list[Column]:
+    return [Column(f"{prefix}_{suffix}", type_) for suffix in WINDOW_COLUMNS.values()]
+
+
+vault_metrics = Table(
+    "vault_metrics",
+    metadata,
+    _address("vault_address", ForeignKey("vaults.address", ondelete="CASCADE"), primary_key=True),
+    Column("observed_at", DateTime(timezone=True), primary_key=True),
+    # from the stats list
+    Column("tvl", Numeric),
+    Column("apr", Numeric),
+    # from vaultDetails
+    Column("max_distributable", Numeric),
+    Column("max_withdrawable", Numeric),
+    Column("leader_fraction", Numeric),
+    Column("followers_listed", Integer),  # the API caps the list: not the number of depositors
+    # cumulative PnL at the end of each window: from the list, or from vaultDetails' portfolio
+    *_per_window("pnl", Numeric),
+    # from vaultDetails' portfolio, each within its own window
+    *_per_window("volume", Numeric),
+    *_per_window("return", Numeric),
+    *_per_window("max_drawdown", Numeric),
+)
+
+vault_history = Table(
+    "vault_history",
+    metadata,
+    _address("vault_address", ForeignKey("vaults.address", ondelete="CASCADE"), primary_key=True),
+    Column("period", String(16), primary_key=True),  # day, week, ..., perpAllTime
+    Column("ts", DateTime(timezone=True), primary_key=True),
+    Column("account_value", Numeric, nullable=False),
+    Column("pnl", Numeric),
+)

@@ -1,0 +1,57 @@
+"""Every error vault_ingest raises on purpose, as one hierarchy (in the manner of httpx).
+
+Catch `VaultIngestError` for all of them; each message names what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class VaultIngestError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(VaultIngestError):
+    """An environment variable or option has a value we cannot use."""
+
+
+class HyperliquidError(VaultIngestError):
+    """Talking to the Hyperliquid API failed."""
+
+
+class TransportError(HyperliquidError):
+    """The request never got an HTTP answer (connection refused, timeout), even after retries."""
+
+
+class HTTPStatusError(HyperliquidError):
+    """The API answered with a status we do not accept."""
+
+    def __init__(self, message: str, *, status_code: int, request_description: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.request_description = request_description
+
+
+class RequestRejectedError(HTTPStatusError):
+    """422: the API could not deserialize our request. A bug on our side, so never retried."""
+
+
+class RetriesExhaustedError(HTTPStatusError):
+    """429 or 5xx on every attempt."""
+
+
+class MalformedResponseError(HyperliquidError):
+    """The response is not JSON, or not the structure the endpoint documents. Nothing is written."""
+
+
+class VaultRecordError(HyperliquidError):
+    """One vault record is invalid: a required field is missing or has the wrong type."""
+
+    def __init__(self, address: str | None, field: str, problem: str) -> None:
+        self.address = address or "<unknown address>"
+        self.field = field
+        self.problem = problem
+        super().__init__(f"vault {self.address}: field {field!r} {problem}")
+
+
+class StorageError(VaultIngestError):
+    """The app database rejected or could not take a write."""
