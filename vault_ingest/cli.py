@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
 import sys
+from decimal import Decimal, InvalidOperation
 
 from vault_ingest.errors import VaultIngestError
 
@@ -14,6 +18,49 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve.main(args.extra)
 
 
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from vault_ingest.config import Settings
+    from vault_ingest.db.engine import make_engine
+    from vault_ingest.db.migrate import upgrade
+
+    engine = make_engine(Settings.from_env().database_url)
+    try:
+        print(f"app database at revision {upgrade(engine)}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from vault_ingest import ingest
+    from vault_ingest.config import Settings
+    from vault_ingest.progress import TerminalProgress
+    from vault_ingest.runtime import open_run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    log = logging.getLogger("vault_ingest")
+
+    async def go() -> ingest.RunSummary:
+        async with open_run(Settings.from_env()) as (engine, client):
+            if args.flow == "sync-vaults":
+                return await ingest.sync_vault_list(engine, client, log)
+            return await ingest.sync_vault_details(
+                engine, client, log, min_tvl=args.min_tvl, max_vaults=args.max_vaults,
+                progress=TerminalProgress("vault details"),
+            )
+
+    summary = asyncio.run(go())
+    print(json.dumps(summary.counts()))
+    return 0
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vault-ingest", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -21,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p = sub.add_parser("serve", help="start the Prefect server as Railway's web service")
     serve_p.add_argument("extra", nargs=argparse.REMAINDER, help="passed on to `prefect server start`")
     serve_p.set_defaults(func=_cmd_serve)
+
+    db_p = sub.add_parser("db", help="the app database").add_subparsers(dest="db_command", required=True)
+    db_p.add_parser("upgrade", help="migrate the app database (DATABASE_URL) to the latest schema").set_defaults(
+        func=_cmd_db_upgrade
+    )
+
+    run_p = sub.add_parser("run", help="run a flow in this process, without a Prefect server")
+    flows = run_p.add_subparsers(dest="flow", required=True)
+    flows.add_parser("sync-vaults", help="the vault list into `vaults`").set_defaults(func=_cmd_run)
+    details = flows.add_parser("sync-vault-details", help="vaultDetails of open vaults into metrics and history")
+    details.add_argument("--min-tvl", type=_decimal, default=None, help="only vaults with at least this TVL (USD)")
+    details.add_argument("--max-vaults", type=int, default=None, help="at most this many vaults, highest TVL first")
+    details.set_defaults(func=_cmd_run)
     return parser
 
 

@@ -1,0 +1,122 @@
+"""The two ingestion jobs as plain async functions: the flows and the CLI both call these.
+
+Keeping them free of Prefect lets `vault-ingest run ...` work with no server, and keeps the flows
+a thin layer that adds logging to the UI and the run's artifact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Callable
+
+from sqlalchemy import Engine
+
+from vault_ingest.db.writer import vaults_for_details, write_vault_details, write_vault_list
+from vault_ingest.errors import HTTPStatusError, HyperliquidError, MalformedResponseError, TransportError, VaultRecordError
+from vault_ingest.hyperliquid.client import HyperliquidClient
+from vault_ingest.hyperliquid.models import VaultDetails
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+# Details of a few hundred vaults hold ~10^5 history points: write in batches so memory stays flat
+# and a crash late in a long run keeps what earlier batches landed. Each batch is one transaction.
+DETAILS_BATCH = 200
+# The weight budget, not the connection count, sets the pace; a few in flight hide the latency.
+DETAILS_CONCURRENCY = 4
+
+
+@dataclass
+class RunSummary:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    failed: int = 0
+    not_found: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {k: v for k, v in asdict(self).items() if k != "problems"}
+
+    def add_writes(self, counts) -> None:
+        self.new += counts.new
+        self.updated += counts.updated
+        self.unchanged += counts.unchanged
+
+
+async def sync_vault_list(engine: Engine, client: HyperliquidClient, log: logging.Logger | logging.LoggerAdapter) -> RunSummary:
+    """Stats list -> `vaults` and list metrics, as one snapshot."""
+    snapshot = await client.vault_list()
+    summary = RunSummary(skipped=len(snapshot.errors))
+    for error in snapshot.errors:
+        log.warning("skipped %s", error)
+        summary.problems.append(str(error))
+    log.info("vault list: %d vaults parsed, %d skipped, observed at %s",
+             len(snapshot.vaults), summary.skipped, snapshot.observed_at.isoformat())
+    counts = await asyncio.to_thread(write_vault_list, engine, snapshot.vaults, snapshot.observed_at)
+    summary.add_writes(counts)
+    log.info("vaults: %d new, %d updated, %d unchanged", counts.new, counts.updated, counts.unchanged)
+    return summary
+
+
+async def sync_vault_details(
+    engine: Engine,
+    client: HyperliquidClient,
+    log: logging.Logger | logging.LoggerAdapter,
+    *,
+    min_tvl: Decimal | None = None,
+    max_vaults: int | None = None,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """vaultDetails for open vaults, highest TVL first, within the weight budget."""
+    addresses = await asyncio.to_thread(vaults_for_details, engine, min_tvl, max_vaults)
+    log.info("vault details: %d open vaults selected (min_tvl=%s, max_vaults=%s)", len(addresses), min_tvl, max_vaults)
+    summary = RunSummary()
+    done = 0
+    for start in range(0, len(addresses), DETAILS_BATCH):
+        batch = addresses[start:start + DETAILS_BATCH]
+        details, not_found = await _fetch_batch(client, batch, summary, log)
+        counts = await asyncio.to_thread(
+            write_vault_details, engine, details, not_found, datetime.now(timezone.utc).replace(microsecond=0)
+        )
+        summary.add_writes(counts)
+        summary.not_found += len(not_found)
+        done += len(batch)
+        if progress:
+            progress(done, len(addresses))
+    log.info("vault details: %s", summary.counts())
+    if addresses and summary.failed == len(addresses):
+        # Nothing got through: the API or the network is down, and the run must say so, not pass.
+        raise HyperliquidError(f"all {len(addresses)} vaultDetails requests failed; first: {summary.problems[0]}")
+    return summary
+
+
+async def _fetch_batch(client, batch, summary: RunSummary, log) -> tuple[list[VaultDetails], list[str]]:
+    gate = asyncio.Semaphore(DETAILS_CONCURRENCY)
+
+    async def one(address: str):
+        async with gate:
+            try:
+                return address, await client.vault_details(address)
+            except VaultRecordError as exc:
+                summary.skipped += 1
+                log.warning("skipped %s", exc)
+                summary.problems.append(str(exc))
+            except (HTTPStatusError, TransportError, MalformedResponseError) as exc:
+                summary.failed += 1
+                log.error("vault %s failed: %s", address, exc)
+                summary.problems.append(f"vault {address}: {exc}")
+            return address, False
+
+    details, not_found = [], []
+    for address, result in await asyncio.gather(*(one(a) for a in batch)):
+        if result is None:
+            log.info("vault %s does not exist (vaultDetails answered null)", address)
+            not_found.append(address)
+        elif result is not False:
+            details.append(result)
+    return details, not_found
