@@ -20,14 +20,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     from vault_ingest.config import Settings
-    from vault_ingest.db.engine import make_engine
-    from vault_ingest.db.migrate import upgrade
+    from vault_ingest.runtime import migrated_engine
 
-    engine = make_engine(Settings.from_env().database_url)
-    try:
-        print(f"app database at revision {upgrade(engine)}")
-    finally:
-        engine.dispose()
+    engine, revision = migrated_engine(Settings.from_env().database_url)
+    engine.dispose()
+    print(f"app database at revision {revision}")
     return 0
 
 

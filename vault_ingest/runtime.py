@@ -6,19 +6,31 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from vault_ingest.config import Settings
 from vault_ingest.db.engine import make_engine
 from vault_ingest.db.migrate import upgrade
+from vault_ingest.errors import StorageError
 from vault_ingest.hyperliquid.client import HyperliquidClient
 from vault_ingest.hyperliquid.limiter import shared_limiter
 
 
+def migrated_engine(database_url: str | None) -> tuple[Engine, str]:
+    """An engine on the app database, migrated to the latest revision (idempotent, so every run does it)."""
+    engine = make_engine(database_url)
+    try:
+        return engine, upgrade(engine)
+    except OperationalError as exc:
+        engine.dispose()
+        where = engine.url.render_as_string(hide_password=True)
+        raise StorageError(f"cannot reach the app database {where} (DATABASE_URL): {exc.orig}") from None
+
+
 @asynccontextmanager
 async def open_run(settings: Settings) -> AsyncIterator[tuple[Engine, HyperliquidClient]]:
-    engine = make_engine(settings.database_url)
+    engine, _ = migrated_engine(settings.database_url)
     try:
-        upgrade(engine)  # idempotent, so every run can make sure the tables exist
         client = HyperliquidClient(
             settings.api_url, settings.stats_url, limiter=shared_limiter(settings.weight_per_minute)
         )

@@ -1,0 +1,38 @@
+"""`make bench`: every benchmark in one run, each as a ratio against a baseline measured beside it."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from benchmarks import p1_list_ingest, p2_budget
+from emulator.postgres import PostgresServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="vault-bench-") as tmp:
+        server = None
+        admin_url = os.environ.get("DATABASE_URL")
+        if not admin_url:
+            server = PostgresServer(Path(tmp) / "pg").start()
+            admin_url = server.url()
+        try:
+            results["P1 list ingest"] = p1_list_ingest.run(admin_url, Path(tmp))
+            print("P1", json.dumps(results["P1 list ingest"]), flush=True)
+        finally:
+            if server:
+                server.stop()
+    results["P2 weight budget"] = p2_budget.run(ROOT / "cassettes")
+    print("P2", json.dumps(results["P2 weight budget"]), flush=True)
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
