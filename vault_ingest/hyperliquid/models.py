@@ -13,6 +13,7 @@ Rules (../shared/reference/hyperliquid.md):
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -23,6 +24,7 @@ from vault_ingest.errors import MalformedResponseError, VaultRecordError
 WINDOWS = ("day", "week", "month", "allTime")
 PERIODS = WINDOWS + ("perpDay", "perpWeek", "perpMonth", "perpAllTime")
 RELATIONSHIPS = ("normal", "parent", "child")
+_ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}")
 
 
 def loads(body: str | bytes, what: str) -> Any:
@@ -113,7 +115,7 @@ class _Record:
 
     def address_(self, key: str) -> str:
         value = self.text(key)
-        if not (len(value) == 42 and value[:2] in ("0x", "0X") and _is_hex(value[2:])):
+        if not _ADDRESS.fullmatch(value):
             raise VaultRecordError(self.address, self._name(key), f"is {value[:60]!r}, expected a 0x address")
         return value.lower()
 
@@ -128,10 +130,6 @@ class _Record:
 
     def millis(self, key: str) -> datetime:
         return to_datetime(self.get(key), self.address, self._name(key))
-
-
-def _is_hex(text: str) -> bool:
-    return all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def to_decimal(value: Any, address: str | None, name: str) -> Decimal | None:
