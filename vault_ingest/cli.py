@@ -18,6 +18,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve.main(args.extra)
 
 
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from vault_ingest import deploy
+
+    return deploy.run(args)
+
+
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     from vault_ingest.config import Settings
     from vault_ingest.runtime import migrated_engine
@@ -65,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p = sub.add_parser("serve", help="start the Prefect server as Railway's web service")
     serve_p.add_argument("extra", nargs=argparse.REMAINDER, help="passed on to `prefect server start`")
     serve_p.set_defaults(func=_cmd_serve)
+
+    deploy_p = sub.add_parser("deploy", help="deploy the flows to a Prefect process work pool, code cloned from git")
+    deploy_p.add_argument("--work-pool", required=True, help="process work pool, created if missing")
+    deploy_p.add_argument("--source", help="git URL the worker clones (default: the current checkout's origin)")
+    deploy_p.add_argument("--ref", help="branch or tag to deploy (default: the repository's default branch)")
+    deploy_p.add_argument("--dry-run", action="store_true", help="print the deployments as JSON, contact nothing")
+    deploy_p.set_defaults(func=_cmd_deploy)
 
     db_p = sub.add_parser("db", help="the app database").add_subparsers(dest="db_command", required=True)
     db_p.add_parser("upgrade", help="migrate the app database (DATABASE_URL) to the latest schema").set_defaults(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -24,6 +24,7 @@ from vault_ingest.errors import MalformedResponseError, VaultRecordError
 WINDOWS = ("day", "week", "month", "allTime")
 PERIODS = WINDOWS + ("perpDay", "perpWeek", "perpMonth", "perpAllTime")
 RELATIONSHIPS = ("normal", "parent", "child")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}")
 
 
@@ -150,8 +151,8 @@ def to_datetime(value: Any, address: str | None, name: str) -> datetime:
     if isinstance(value, bool) or not isinstance(value, int):
         raise VaultRecordError(address, name, f"is {value!r}, expected integer milliseconds")
     try:
-        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
-    except (OverflowError, OSError, ValueError):
+        return EPOCH + timedelta(milliseconds=value)  # integer arithmetic: value / 1000 as a float drifts
+    except OverflowError:
         raise VaultRecordError(address, name, f"is {value!r}, out of range for a timestamp") from None
 
 

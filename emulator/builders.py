@@ -1,0 +1,319 @@
+"""What Railway's builders make of the repo: the start command, how the image runs it, what the image holds.
+
+Each builder has its own precedence for the start command (railway.md §1, §2, §7.2):
+
+- Railpack: custom start command > RAILPACK_START_CMD > railpack.json `deploy.startCommand` > Procfile
+  (web > worker > the first other entry) > the Python provider's main.py/app.py/... default.
+- Nixpacks: custom start command > NIXPACKS_START_CMD > nixpacks.toml `[start] cmd` > Procfile (web >
+  worker > alphabetical; `release` is a build phase, never picked) > the Python provider's default.
+- Dockerfile: a custom start command (exec form, no shell) > ENTRYPOINT/CMD.
+
+Railpack logs "Found web command in Procfile" whenever the Procfile has `web`, even when a custom start
+command overrides it, because its Procfile provider always runs. The images differ in what they hold:
+Railpack's runtime (debian slim) has no git unless its deploy apt packages name it; the Nixpacks image has
+git and curl from its base; a Dockerfile image has what its base and its apt-get lines give it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from emulator.plan import BuildError
+from emulator.procfile import Procfile, read_procfile
+from emulator.stack import Service
+
+OPTIONAL_TOOLS = ("git", "curl", "wget", "ssh")  # the tools whose presence depends on the image
+PACKAGE_TOOLS = {"git": "git", "curl": "curl", "wget": "wget", "openssh-client": "ssh", "ssh": "ssh"}
+NIXPACKS_TOOLS = frozenset({"git", "curl"})  # from its base image's apt-get line
+# Both builders bake these into a Python image (railpack python.go GetPythonEnvVars; nixpacks python.rs).
+PYTHON_ENV = {
+    "PYTHONFAULTHANDLER": "1",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONHASHSEED": "random",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    "PIP_DEFAULT_TIMEOUT": "100",
+}
+NO_START_RAILPACK = "No start command detected. Specify a start command: https://railpack.com/config/file#deploy"
+NO_START_NIXPACKS = ("No start command could be found. Set a Custom Start Command, NIXPACKS_START_CMD, "
+                     "`[start] cmd` in nixpacks.toml or a Procfile `web:` entry")
+
+_PYTHON_MARKERS = ("main.py", "requirements.txt", "pyproject.toml", "Pipfile")
+_RAILPACK_MAIN_FILES = ("main.py", "app.py", "bot.py", "hello.py", "server.py")
+_JSON_COMMENT = re.compile(r'("(?:\\.|[^"\\])*")|//[^\n]*|/\*.*?\*/', re.S)
+# Official images built on buildpack-deps (the full, non-slim tags) carry its scm tools.
+_FULL_IMAGES = ("python", "node", "ruby", "golang", "buildpack-deps")
+
+
+@dataclass(frozen=True)
+class Build:
+    builder: str  # "railpack" | "nixpacks" | "dockerfile"
+    argv: tuple[str, ...]  # how the image's entrypoint runs the start command
+    log: tuple[str, ...]
+    tools: frozenset[str]  # the OPTIONAL_TOOLS the runtime image has
+    env: dict[str, str] = field(default_factory=dict)  # variables baked into the image
+
+
+def build(service: Service, repo_dir: Path, variables: Mapping[str, str]) -> Build:
+    """Plan the image for a repo service; `variables` are its resolved service variables, which Railway
+    also hands to the build. Raises BuildError with the builder's message."""
+    repo_dir = Path(repo_dir)
+    dockerfile = _dockerfile(service, repo_dir, variables)
+    if dockerfile:
+        return _dockerfile_build(service, repo_dir, *dockerfile)
+    procfile = read_procfile(repo_dir)
+    if service.builder == "nixpacks":
+        return _nixpacks(service, repo_dir, variables, procfile)
+    return _railpack(service, repo_dir, variables, procfile)
+
+
+def _railpack(service: Service, repo_dir: Path, variables: Mapping[str, str], procfile: Procfile | None) -> Build:
+    log = ["Railpack (emulated)"]
+    config = {}
+    if (repo_dir / "railpack.json").is_file():
+        config = _railpack_config(repo_dir / "railpack.json")
+        log.append("↳ Using config file `railpack.json`")
+    python = _detects_python(repo_dir)
+    if python:
+        log.append("↳ Detected Python")
+    kind, procfile_command = _procfile_pick(procfile, nixpacks=False)
+    if kind:
+        log.append(f"↳ Found {kind} command in Procfile")
+    log.extend(_lint_lines(procfile))
+    deploy = config.get("deploy") or {}
+    default = next((f"python {name}" for name in _RAILPACK_MAIN_FILES if python and (repo_dir / name).is_file()), None)
+    command = _first(service.start_command, variables.get("RAILPACK_START_CMD"), deploy.get("startCommand"),
+                     procfile_command, default)
+    if not command:
+        raise BuildError(NO_START_RAILPACK)
+    apt = _extend([], deploy.get("aptPackages") or [])
+    apt = _extend(apt, variables.get("RAILPACK_DEPLOY_APT_PACKAGES", "").split())
+    tools = frozenset(PACKAGE_TOOLS[name] for name in apt if name in PACKAGE_TOOLS)
+    return Build("railpack", ("/bin/bash", "-c", command), (*log, "Deploy", f"$ {command}"), tools,
+                 dict(PYTHON_ENV) if python else {})
+
+
+def _nixpacks(service: Service, repo_dir: Path, variables: Mapping[str, str], procfile: Procfile | None) -> Build:
+    config = {}
+    if (repo_dir / "nixpacks.toml").is_file():
+        try:
+            config = tomllib.loads((repo_dir / "nixpacks.toml").read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise BuildError(f"Error: Reading nixpacks.toml: {exc}") from None
+    python = _detects_python(repo_dir)
+    _, procfile_command = _procfile_pick(procfile, nixpacks=True)
+    command = _first(service.start_command, variables.get("NIXPACKS_START_CMD"),
+                     (config.get("start") or {}).get("cmd"), procfile_command,
+                     _nixpacks_default(repo_dir) if python else None)
+    if not command:
+        raise BuildError(NO_START_NIXPACKS)
+    log = ("Nixpacks (emulated)", *_lint_lines(procfile), f"║ start      │ {command}")
+    # ENTRYPOINT ["/bin/bash", "-l", "-c"]: a login shell, so the profile sets PATH before the command.
+    return Build("nixpacks", ("/bin/bash", "-l", "-c", command), log, NIXPACKS_TOOLS,
+                 dict(PYTHON_ENV) if python else {})
+
+
+def _dockerfile(service: Service, repo_dir: Path, variables: Mapping[str, str]) -> tuple[str, bool] | None:
+    """(path relative to the repo, whether it was auto-detected), or None for a builder without one."""
+    path = service.dockerfile_path or variables.get("RAILWAY_DOCKERFILE_PATH")
+    if path:
+        return path, False
+    # "Railway will always build with a Dockerfile if it finds one": exactly `Dockerfile` at the root.
+    if service.builder == "dockerfile" or "Dockerfile" in os.listdir(repo_dir):
+        return "Dockerfile", True
+    return None
+
+
+def _dockerfile_build(service: Service, repo_dir: Path, path: str, detected: bool) -> Build:
+    file = repo_dir / path
+    if not file.is_file():
+        raise BuildError(f"Dockerfile `{path}` does not exist; fix the Dockerfile path or add the file")
+    image = parse_dockerfile(file.read_text())
+    if service.start_command:
+        # Railway runs a custom start command in exec form, replacing ENTRYPOINT: no shell, no $PORT.
+        argv = tuple(shlex.split(service.start_command))
+    else:
+        argv = image.argv()
+    if not argv:
+        raise BuildError(f"`{path}` has no CMD or ENTRYPOINT and the service has no start command; add one")
+    log = ("Using detected Dockerfile!" if detected else f"Using Dockerfile `{path}`", "Deploy", f"$ {shlex.join(argv)}")
+    return Build("dockerfile", argv, log, frozenset(image.tools), dict(image.env))
+
+
+@dataclass
+class DockerImage:
+    """The final stage of a Dockerfile, as far as the emulator needs it."""
+
+    tools: set[str] = field(default_factory=set)
+    env: dict[str, str] = field(default_factory=dict)
+    entrypoint: tuple[list[str], bool] | None = None  # (words, exec form?)
+    cmd: tuple[list[str], bool] | None = None
+
+    def argv(self) -> tuple[str, ...]:
+        if self.entrypoint:
+            words, exec_form = self.entrypoint
+            if not exec_form:  # shell-form ENTRYPOINT ignores CMD
+                return ("/bin/sh", "-c", words[0])
+            return (*words, *_as_argv(self.cmd))
+        return _as_argv(self.cmd)
+
+
+def parse_dockerfile(text: str) -> DockerImage:
+    stages: dict[str, DockerImage] = {}
+    image = None
+    for keyword, args in _instructions(text):
+        if keyword == "FROM":
+            words = [word for word in args.split() if not word.startswith("--")]
+            parent = stages.get(words[0].lower())
+            image = DockerImage(set(parent.tools), dict(parent.env), parent.entrypoint, parent.cmd) if parent \
+                else DockerImage(set(_base_tools(words[0])))
+            if len(words) >= 3 and words[1].lower() == "as":
+                stages[words[2].lower()] = image
+        elif image is None:  # ARG before the first FROM
+            continue
+        elif keyword == "RUN":
+            image.tools |= _installed_tools(args)
+        elif keyword == "ENV":
+            image.env.update(_env_pairs(args))
+        elif keyword == "ENTRYPOINT":
+            image.entrypoint, image.cmd = _command_form(args), None  # Docker resets an inherited CMD
+        elif keyword == "CMD":
+            image.cmd = _command_form(args)
+    return image or DockerImage()
+
+
+def _instructions(text: str) -> list[tuple[str, str]]:
+    """(KEYWORD, arguments) with continuation lines joined and comment lines dropped, as Docker does."""
+    out, pending = [], ""
+    for line in text.splitlines():
+        if line.strip().startswith("#"):
+            continue
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        if line.strip():
+            keyword, _, args = line.strip().partition(" ")
+            out.append((keyword.upper(), args.strip()))
+    return out
+
+
+def _base_tools(image: str) -> set[str]:
+    name, _, tag = image.lower().split("@")[0].partition(":")
+    repo, tag = name.rsplit("/", 1)[-1], tag or "latest"
+    if repo == "buildpack-deps" and tag.endswith("curl"):
+        return {"curl", "wget"}
+    if repo in _FULL_IMAGES and "slim" not in tag and "alpine" not in tag:
+        return set(OPTIONAL_TOOLS)
+    if repo == "alpine" or "alpine" in tag:
+        return {"wget"}  # busybox
+    return set()
+
+
+def _installed_tools(script: str) -> set[str]:
+    tools = set()
+    for segment in re.split(r"&&|\|\||;|\|", script):
+        words = [word for word in _split(segment) if word != "sudo"]
+        for manager, verb in (("apt-get", "install"), ("apt", "install"), ("apk", "add")):
+            if manager in words and verb in words[words.index(manager):]:
+                packages = words[words.index(verb, words.index(manager)) + 1:]
+                tools |= {PACKAGE_TOOLS[p.split("=")[0]] for p in packages if p.split("=")[0] in PACKAGE_TOOLS}
+    return tools
+
+
+def _env_pairs(args: str) -> dict[str, str]:
+    words = _split(args)
+    if words and "=" not in words[0]:  # legacy `ENV KEY value with spaces`
+        key, _, value = args.partition(" ")
+        return {key: value.strip()}
+    return dict(word.split("=", 1) for word in words if "=" in word)
+
+
+def _command_form(args: str) -> tuple[list[str], bool]:
+    if args.startswith("["):
+        try:
+            return [str(word) for word in json.loads(args)], True
+        except ValueError:
+            pass  # Docker treats a malformed JSON array as shell form
+    return [args], False
+
+
+def _as_argv(command: tuple[list[str], bool] | None) -> tuple[str, ...]:
+    if command is None:
+        return ()
+    words, exec_form = command
+    return tuple(words) if exec_form else ("/bin/sh", "-c", words[0])
+
+
+def _split(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return text.split()
+
+
+def _procfile_pick(procfile: Procfile | None, *, nixpacks: bool) -> tuple[str | None, str | None]:
+    if procfile is None:
+        return None, None
+    candidates = {name: command for name, command in procfile.processes.items() if command}
+    if nixpacks:
+        candidates.pop("release", None)
+    for preferred in ("web", "worker"):
+        if preferred in candidates:
+            return preferred, candidates[preferred]
+    # Nixpacks sorts; Railpack iterated a Go map (random) before it moved to file order: the emulator
+    # takes the deterministic file order.
+    others = sorted(candidates) if nixpacks else list(candidates)
+    return (others[0], candidates[others[0]]) if others else (None, None)
+
+
+def _lint_lines(procfile: Procfile | None) -> tuple[str, ...]:
+    return tuple(f"⚠ {note}" for note in procfile.lint) if procfile else ()
+
+
+def _railpack_config(path: Path) -> dict:
+    try:
+        config = json.loads(_JSON_COMMENT.sub(lambda m: m[1] or "", path.read_text()))
+    except ValueError as exc:
+        raise BuildError(f"Failed to read config file `railpack.json`: {exc}. "
+                         "Use the schema https://schema.railpack.com to validate it") from None
+    if not isinstance(config, dict):
+        raise BuildError("Failed to read config file `railpack.json`: it must be a JSON object")
+    return config
+
+
+def _nixpacks_default(repo_dir: Path) -> str | None:
+    # Nixpacks' Python provider starts a pyproject project as a module named after it, else main.py.
+    if (repo_dir / "pyproject.toml").is_file():
+        try:
+            name = tomllib.loads((repo_dir / "pyproject.toml").read_text()).get("project", {}).get("name")
+        except tomllib.TOMLDecodeError:
+            name = None
+        if name:
+            return f"python -m {name}"
+    return "python main.py" if (repo_dir / "main.py").is_file() else None
+
+
+def _detects_python(repo_dir: Path) -> bool:
+    return any((repo_dir / marker).exists() for marker in _PYTHON_MARKERS)
+
+
+def _extend(lower: list[str], upper: list[str]) -> list[str]:
+    """Railpack/Nixpacks list merging: a list replaces the lower layer unless it contains "..."."""
+    if not upper:
+        return lower
+    if "..." not in upper:
+        return list(upper)
+    at = upper.index("...")
+    return [*upper[:at], *lower, *upper[at + 1:]]
+
+
+def _first(*candidates: str | None) -> str | None:
+    return next((candidate for candidate in candidates if candidate and candidate.strip()), None)

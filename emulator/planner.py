@@ -1,0 +1,244 @@
+"""From the stack and the repo to one ServicePlan per replica: what each local process runs, and with what.
+
+Railway services are independent, so a service whose variables or build fail gets a BuildError and the
+others are planned anyway. The local stand-ins for what a container would give a process:
+
+- Ports: every replica listens on its own free local port, exposed as PORT; `${{svc.PORT}}` resolves to
+  the same number and `<slug>.railway.internal:<port>` is rewritten to it. A user-set PORT is honoured
+  as is (it must be free locally, and rules out replicas).
+- The image: PATH is the project's venv bin (the installed project) followed by a directory of symlinks
+  to the host's executables, minus the optional tools the image lacks and minus every package manager,
+  so nothing a service runs can install onto the host.
+- HOME: one per replica, as each container has its own filesystem. Its .profile/.bash_profile
+  re-export PATH because Nixpacks' `bash -l` reads /etc/profile, which resets PATH on Debian (in the real
+  image root's ~/.profile puts the Nix profile back the same way).
+- Postgres keeps its data in a volume directory under the state dir, which survives redeploys.
+
+Plans are keyed by instance name: the service name, or `<service>.<n>` when it has several replicas.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import socket
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Mapping
+
+from emulator.builders import OPTIONAL_TOOLS, build
+from emulator.plan import BuildError, ServicePlan
+from emulator.stack import Service, Stack
+from emulator.variables import (
+    POSTGRES_PORT, POSTGRES_TEMPLATE, POSTGRES_VOLUME, RAILWAY_PORT, Endpoint, localize, railway_variables,
+    resolve, secret_store, secret_values, slug,
+)
+
+TOOL_EXECUTABLES = {"git": ("git", "git-*"), "curl": ("curl",), "wget": ("wget",), "ssh": ("ssh", "ssh-*", "scp", "sftp")}
+NEVER_ON_PATH = ("apt", "apt-*", "aptitude", "dpkg", "dpkg-*", "apk", "yum", "dnf", "microdnf", "zypper",
+                 "pacman", "brew", "snap", "sudo", "su")
+_RESERVED = ("PATH", "HOME")  # the emulator's model of the image; a user value would undo it
+
+
+def plan_stack(stack: Stack, repo_dir: Path, state_dir: Path, ports: Mapping[str, int] | None = None,
+               edge_domains: Mapping[str, str] | None = None, venv_bin: Path | None = None,
+               host_path: str | None = None) -> dict[str, ServicePlan | BuildError]:
+    """Plan every service. `ports` (by instance name) and `edge_domains` (by service name, "localhost:<port>")
+    pin what the runtime already holds; anything missing is picked free here. `venv_bin` defaults to this
+    interpreter's environment, `host_path` to $PATH."""
+    return _Planner(stack, Path(repo_dir).resolve(), Path(state_dir).resolve(), dict(ports or {}),
+                    dict(edge_domains or {}), Path(venv_bin or Path(sys.prefix) / "bin"),
+                    host_path if host_path is not None else os.environ.get("PATH", "")).plan()
+
+
+class _Planner:
+    def __init__(self, stack, repo_dir, state_dir, ports, edge_domains, venv_bin, host_path):
+        self.stack, self.repo_dir, self.state_dir = stack, repo_dir, state_dir
+        self.venv_bin, self.host_path = venv_bin, host_path
+        self.failed: dict[str, BuildError] = {}
+        self.instances = {name: _instance_names(service) for name, service in stack.services.items()}
+        self.ports = self._local_ports(ports)
+        wanted = [name for name, service in stack.services.items() if service.public_domain and name not in edge_domains]
+        self.domains = {**edge_domains, **{name: f"localhost:{port}" for name, port in zip(wanted, _free_ports(len(wanted)))}}
+        self.endpoints = {slug(name): Endpoint(self._railway_port(service), self.ports.get(self.instances[name][0], 0))
+                          for name, service in stack.services.items()}
+        self.deployments = {name: str(uuid.uuid4()) for name in stack.services}
+        self.replica_ids = {instance: str(uuid.uuid4()) for names in self.instances.values() for instance in names}
+        self.secret = secret_store(state_dir)
+
+    def plan(self) -> dict[str, ServicePlan | BuildError]:
+        plans: dict[str, ServicePlan | BuildError] = {}
+        for name, service in self.stack.services.items():
+            try:
+                if name in self.failed:
+                    raise self.failed[name]
+                plans.update(self._service(service))
+            except BuildError as exc:
+                plans[name] = exc
+        return plans
+
+    def _service(self, service: Service) -> dict[str, ServicePlan]:
+        reserved = [var for var in _RESERVED if var in service.variables]
+        if reserved:
+            raise BuildError(f"{service.name}: {reserved[0]} is set as a service variable; the emulator sets it to "
+                             "model the runtime image, so remove it")
+        if service.source == "postgres" and service.replicas > 1:
+            raise BuildError(f"{service.name}: a service with a volume cannot have replicas; set replicas = 1")
+        replicas = [(instance, self._variables(service, index)) for index, instance in enumerate(self.instances[service.name])]
+        if service.source != "repo":
+            return {instance: self._builtin_plan(service, instance, variables) for instance, variables in replicas}
+        image = build(service, self.repo_dir, replicas[0][1])
+        bin_dir = self._runtime_bin(image.tools)
+        plans = {}
+        path = f"{self.venv_bin}{os.pathsep}{bin_dir}"
+        for instance, variables in replicas:
+            env = {"PYTHONUNBUFFERED": "1", **image.env, **self._local(variables)}
+            env.update(HOME=str(self._home(self.replica_ids[instance], path)), PATH=path)
+            plans[instance] = self._plan(service, instance, variables, env, kind="app", argv=image.argv, cwd=self.repo_dir,
+                                         builder=image.builder, build_log=image.log)
+        return plans
+
+    def _builtin_plan(self, service: Service, instance: str, variables: dict[str, str]) -> ServicePlan:
+        env = self._local(variables)
+        cwd = self.repo_dir
+        if service.source == "postgres":
+            cwd = self.state_dir / "volumes" / slug(service.name)
+            cwd.mkdir(parents=True, exist_ok=True)
+            env = {key: value.replace(POSTGRES_VOLUME, str(cwd)) for key, value in env.items()}
+        return self._plan(service, instance, variables, env, kind=service.source, argv=(), cwd=cwd)
+
+    def _plan(self, service: Service, instance: str, variables: dict[str, str], env: dict[str, str], **fields) -> ServicePlan:
+        return ServicePlan(
+            name=instance,
+            env=env,
+            port=self.ports[instance],
+            public_domain=self.domains.get(service.name),
+            healthcheck_path=service.healthcheck_path,
+            healthcheck_timeout=_seconds(variables, "RAILWAY_HEALTHCHECK_TIMEOUT_SEC", service.healthcheck_timeout),
+            restart_policy=service.restart_policy,
+            max_retries=service.restart_max_retries,
+            replicas=service.replicas,
+            draining_seconds=_seconds(variables, "RAILWAY_DEPLOYMENT_DRAINING_SECONDS", 0.0),
+            secrets=secret_values(env),
+            **fields,
+        )
+
+    def _variables(self, service: Service, index: int) -> dict[str, str]:
+        """The service's resolved variables as replica `index` sees them (Railway's values, local ports)."""
+        namespaces = {"shared": self.stack.shared}
+        for name, other in self.stack.services.items():
+            namespaces[name] = self._namespace(other, index if name == service.name else 0)
+        return resolve(namespaces, service.name, self.secret)
+
+    def _namespace(self, service: Service, index: int) -> dict[str, str]:
+        instance = self.instances[service.name][index]
+        variables = railway_variables(self.stack.project, self.stack.environment, service.name,
+                                      deployment_id=self.deployments[service.name], replica_id=self.replica_ids[instance],
+                                      public_domain=self.domains.get(service.name))
+        port = str(self.ports.get(instance, 0))
+        if service.source == "postgres":
+            # PGPORT is Postgres's "port variable": anything reading it must reach the local server.
+            variables.update(POSTGRES_TEMPLATE, PGPORT=port, RAILWAY_VOLUME_NAME=f"{slug(service.name)}-volume",
+                             RAILWAY_VOLUME_MOUNT_PATH=POSTGRES_VOLUME)
+        else:
+            variables["PORT"] = port
+        return {**variables, **service.variables}
+
+    def _local(self, variables: Mapping[str, str]) -> dict[str, str]:
+        return {key: localize(value, self.endpoints, self.domains.values()) for key, value in variables.items()}
+
+    def _local_ports(self, given: dict[str, int]) -> dict[str, int]:
+        ports = {}
+        for name, service in self.stack.services.items():
+            user_port = service.variables.get("PORT")
+            if user_port is None or service.source == "postgres":
+                continue
+            if not user_port.isdigit() or not 0 < int(user_port) < 65536:
+                self.failed[name] = BuildError(f"{name}: PORT = {user_port!r} must be a port number like 4200")
+            elif service.replicas > 1:
+                self.failed[name] = BuildError(f"{name}: with PORT set, replicas would share one local port; "
+                                               "remove PORT or set replicas = 1")
+            else:
+                ports[name] = int(user_port)
+        missing = [instance for names in self.instances.values() for instance in names
+                   if instance not in ports and instance not in given]
+        return {**given, **ports, **dict(zip(missing, _free_ports(len(missing))))}
+
+    def _railway_port(self, service: Service) -> int:
+        if service.source == "postgres":
+            return POSTGRES_PORT
+        user_port = service.variables.get("PORT", "")
+        return int(user_port) if user_port.isdigit() else RAILWAY_PORT
+
+    def _runtime_bin(self, tools: frozenset[str]) -> Path:
+        """A bin directory of the host's executables minus what the image lacks; shared by identical images."""
+        hidden = NEVER_ON_PATH + tuple(p for tool in OPTIONAL_TOOLS if tool not in tools for p in TOOL_EXECUTABLES[tool])
+        dirs = [d for d in self.host_path.split(os.pathsep) if os.path.isabs(d) and os.path.isdir(d)]
+        # Keyed by content, so a running deployment's directory is never rewritten under it.
+        key = hashlib.sha256(json.dumps([sorted(tools), dirs, [os.stat(d).st_mtime_ns for d in dirs]]).encode()).hexdigest()[:16]
+        root = self.state_dir / "runtimes"
+        target = root / key
+        if not target.is_dir():
+            root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
+            _link_executables(dirs, staging / "bin", hidden)
+            try:
+                staging.rename(target)
+            except OSError:  # another planner made it meanwhile
+                shutil.rmtree(staging)
+        return target / "bin"
+
+    def _home(self, replica_id: str, path: str) -> Path:
+        home = self.state_dir / "homes" / replica_id
+        home.mkdir(parents=True, exist_ok=True)
+        for profile in (".profile", ".bash_profile"):
+            (home / profile).write_text(f"export PATH={shlex.quote(path)}\n")
+        return home
+
+
+def _instance_names(service: Service) -> list[str]:
+    if service.replicas == 1:
+        return [service.name]
+    return [f"{service.name}.{n}" for n in range(1, service.replicas + 1)]
+
+
+def _link_executables(dirs: list[str], bin_dir: Path, hidden: tuple[str, ...]) -> None:
+    bin_dir.mkdir(parents=True)
+    seen = set()
+    for directory in dirs:
+        for entry in os.scandir(directory):
+            if entry.name in seen:
+                continue  # PATH order: the first directory wins
+            seen.add(entry.name)
+            if any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in hidden):
+                continue
+            if entry.is_file() and os.access(entry.path, os.X_OK):
+                (bin_dir / entry.name).symlink_to(entry.path)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):  # held open together so no port is handed out twice
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _seconds(variables: Mapping[str, str], name: str, default: float) -> float:
+    if name not in variables:
+        return default
+    try:
+        return float(variables[name])
+    except ValueError:
+        raise BuildError(f"{name} = {variables[name]!r} must be a number of seconds") from None

@@ -1,0 +1,345 @@
+"""Runs a project's service plans side by side, as Railway runs a project's deployments.
+
+Services are independent: one that crashes or completes never stops another (unlike honcho or
+foreman). Each public domain gets an edge. Databases start first, a local convenience only: Railway
+does not order push deploys. Everything that runs is written to `<state>/runtime.json`, so another
+process (`python -m emulator down` / `status`) can see it and stop it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import psutil
+
+from emulator.edge import Edge
+from emulator.logs import LogSink
+from emulator.plan import BuildError, ServicePlan
+from emulator.postgres import PostgresServer
+from emulator.process import ACTIVE, FAILED, FINISHED, REMOVED, Deployment, ProcessGroup
+
+RUNTIME_FILE = "runtime.json"
+# Railway's RAILWAY_DEPLOYMENT_DRAINING_SECONDS defaults to 0; a local `up` is nicer with time to shut down.
+LOCAL_DRAINING_SECONDS = 10.0
+BUILTIN_KINDS = ("postgres", "replay")
+_BUILTIN_READY_TIMEOUT = 60.0
+_REPLAY_MAIN = ("import sys; from emulator.replay import ReplayServer; "
+                "ReplayServer(sys.argv[1], int(sys.argv[2])).serve_forever()")
+
+
+class Supervisor:
+    def __init__(self, plans: Mapping[str, ServicePlan | BuildError], state_dir: Path,
+                 sink: LogSink | None = None, *, restart_delay: float = 0.0) -> None:
+        self.state_dir = Path(state_dir)
+        self.sink = sink or LogSink(self.state_dir)
+        self.plans = dict(plans)
+        self.build_errors = {name: str(p) for name, p in self.plans.items() if isinstance(p, BuildError)}
+        self.deployments: dict[str, Deployment] = {}
+        self.edges: dict[str, Edge] = {}
+        self._restart_delay = restart_delay
+        self._halt = threading.Event()
+        self._lock = threading.RLock()
+        self._seen: dict[str, tuple[str, int | None]] = {}
+        self._stopped = False
+
+    # -- lifecycle
+
+    def start(self) -> "Supervisor":
+        """Start edges, then databases (waiting until they are ready), then the other services."""
+        running = read_runtime(self.state_dir)
+        if running and supervisor_alive(running) and running["supervisor"]["pid"] != os.getpid():
+            raise RuntimeError(f"the emulator is already running from {self.state_dir} "
+                               f"(pid {running['supervisor']['pid']}); stop it with `python -m emulator down`")
+        self.sink.register(self.plans)
+        self.sink.add_secrets(s for p in self.plans.values() if isinstance(p, ServicePlan) for s in p.secrets)
+        for name, message in self.build_errors.items():
+            self.sink.build(name, message)
+            self.sink.system(f"{name} {FAILED}: the build failed")
+        for name, plan in self._service_plans():
+            self.deployments[name] = self._deployment(plan)
+            if plan.replicas > 1:
+                self.sink.system(f"{name} asks for {plan.replicas} replicas; the emulator runs 1")
+        for name, plan in self._service_plans():
+            if plan.public_domain:
+                self.edges[name] = self._edge(plan)
+        self._write_runtime()
+        builtins = [d for d in self.deployments.values() if d.plan.kind in BUILTIN_KINDS]
+        for deployment in builtins:
+            deployment.start()
+        for deployment in builtins:
+            self._wait_ready(deployment)
+        for deployment in self.deployments.values():
+            if deployment.plan.kind not in BUILTIN_KINDS and not self._halt.is_set():
+                deployment.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop every service (the apps, then the databases), then the edges; leave no process behind."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._halt.set()
+        draining = max((d.plan.draining_seconds for d in self.deployments.values()), default=0)
+        self.sink.system(f"stopping all services (SIGTERM, SIGKILL after up to {draining:g}s)")
+        apps = [d for d in self.deployments.values() if d.plan.kind not in BUILTIN_KINDS]
+        for batch in (apps, [d for d in self.deployments.values() if d not in apps]):
+            threads = [threading.Thread(target=d.stop) for d in batch]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        for edge in self.edges.values():
+            edge.stop()
+        survivors = [p.pid for d in self.deployments.values() for p in d.processes()]
+        if survivors:
+            self.sink.system(f"processes {survivors} survived the stop")
+        self._write_runtime(final=True)
+        self.sink.system("all services stopped")
+
+    def serve(self) -> int:
+        """Start, run until SIGINT/SIGTERM, stop; the exit status is 128 + the signal, as honcho's."""
+        received: list[int] = []
+
+        def on_signal(signum, _frame):
+            received.append(signum)
+            self._halt.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            self._halt.wait()
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return 128 + received[0] if received else 0
+
+    def __enter__(self) -> "Supervisor":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- queries
+
+    def state(self, service: str) -> str:
+        if service in self.build_errors:
+            return FAILED
+        return self.deployments[service].state
+
+    def restart_count(self, service: str) -> int:
+        return 0 if service in self.build_errors else self.deployments[service].restarts
+
+    def wait_state(self, service: str, states: str | Iterable[str], timeout: float) -> str:
+        if service in self.build_errors:
+            wanted = {states} if isinstance(states, str) else set(states)
+            if FAILED not in wanted:
+                raise TimeoutError(f"{service} is {FAILED} (its build failed), not {'/'.join(sorted(wanted))}")
+            return FAILED
+        return self.deployments[service].wait_state(states, timeout)
+
+    def url(self, service: str) -> str | None:
+        edge = self.edges.get(service)
+        return edge.url if edge else None
+
+    # -- internals
+
+    def _service_plans(self):
+        return [(n, p) for n, p in self.plans.items() if isinstance(p, ServicePlan)]
+
+    def _deployment(self, plan: ServicePlan) -> Deployment:
+        common = {"restart_delay": self._restart_delay, "on_change": self._changed}
+        if plan.kind == "app":
+            return Deployment(plan, self.sink, **common)
+        if plan.kind == "postgres":
+            return _postgres(plan, self.state_dir, self.sink, common)
+        if plan.kind == "replay":
+            argv = (sys.executable, "-c", _REPLAY_MAIN, str(Path(plan.cwd) / "cassettes"), str(plan.port))
+            return Deployment(dataclasses.replace(plan, argv=argv), self.sink,
+                              ready=lambda stopped: _wait_port(plan.port, stopped), **common)
+        raise ValueError(f"{plan.name}: unknown service kind {plan.kind!r}")
+
+    def _edge(self, plan: ServicePlan) -> Edge:
+        host, _, port = plan.public_domain.rpartition(":")
+        if host != "localhost" or not port.isdigit():
+            raise ValueError(f"{plan.name}: public domain {plan.public_domain!r} is not localhost:<edge port>")
+        try:
+            edge = Edge(int(port), plan.port, self.state_dir / "tls").start()
+        except OSError as exc:
+            raise RuntimeError(f"{plan.name}: cannot listen on {plan.public_domain} ({exc}); is another "
+                               "emulator running? `python -m emulator down` stops it") from exc
+        self.sink.system(f"{plan.name} public at {edge.url} (and http://{edge.domain}) -> 127.0.0.1:{plan.port}")
+        return edge
+
+    def _wait_ready(self, deployment: Deployment) -> None:
+        deadline = time.monotonic() + _BUILTIN_READY_TIMEOUT
+        while not self._halt.is_set() and time.monotonic() < deadline:
+            try:
+                deployment.wait_state(FINISHED | {ACTIVE}, timeout=0.2)
+                return
+            except TimeoutError:
+                continue
+        if not self._halt.is_set():
+            self.sink.system(f"{deployment.name} not ready after {_BUILTIN_READY_TIMEOUT:g}s; starting the rest anyway")
+
+    def _changed(self, deployment: Deployment) -> None:
+        with self._lock:
+            now = (deployment.state, deployment.pid)
+            before = self._seen.get(deployment.name, (None, None))
+            self._seen[deployment.name] = now
+            if now[0] != before[0]:
+                self.sink.system(f"{deployment.name} {now[0]}")
+            if now[1] is not None and now[1] != before[1]:
+                self.sink.system(f"{deployment.name} started (pid={now[1]})")
+            if not self._stopped:
+                self._write_runtime()
+
+    def _write_runtime(self, final: bool = False) -> None:
+        with self._lock:
+            services = {}
+            for name, plan in self.plans.items():
+                if isinstance(plan, BuildError):
+                    services[name] = {"kind": None, "state": FAILED, "error": self.build_errors[name]}
+                    continue
+                deployment, edge = self.deployments.get(name), self.edges.get(name)
+                pid = None if final or deployment is None else deployment.pid
+                services[name] = {
+                    "kind": plan.kind,
+                    "state": deployment.state if deployment else FAILED,
+                    "pid": pid, "pgid": pid,  # each service leads its own process group
+                    "started_at": deployment.started_at if pid else None,
+                    "restarts": deployment.restarts if deployment else 0,
+                    "exit_code": deployment.exit_code if deployment else None,
+                    "port": plan.port,
+                    "draining_seconds": plan.draining_seconds,
+                    "public_domain": plan.public_domain,
+                    "url": edge.url if edge else None,
+                    "edge_port": edge.port if edge else None,
+                    "logs": {stream: str(self.sink.path(name, stream)) for stream in ("build", "deploy")},
+                }
+            me = psutil.Process()
+            runtime = {
+                "version": 1,
+                "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "supervisor": None if final else {"pid": me.pid, "started_at": me.create_time()},
+                "services": services,
+            }
+            _write_json(self.state_dir / RUNTIME_FILE, runtime)
+
+
+def _postgres(plan: ServicePlan, state_dir: Path, sink: LogSink, common: dict) -> Deployment:
+    """PostgreSQL in the foreground as the deployment's process, its data in a volume under the state dir."""
+    password = plan.env.get("POSTGRES_PASSWORD") or plan.env.get("PGPASSWORD")
+    if not password:
+        raise ValueError(f"{plan.name}: a postgres plan needs POSTGRES_PASSWORD in its environment")
+    server = PostgresServer(state_dir / "volumes" / plan.name / "pgdata", port=plan.port, password=password)
+    # PostgresServer knows the binaries and, as root, the unprivileged user; it runs pg_ctl, we want the
+    # postmaster itself so it is our child and its log lines are the deploy log.
+    argv = (str(server._bin / "postgres"), "-D", str(server.data_dir), "-h", "127.0.0.1", "-p", str(plan.port),
+            "-k", str(server.data_dir), "-c", "fsync=off", "-c", "full_page_writes=off")
+    database = plan.env.get("POSTGRES_DB") or plan.env.get("PGDATABASE") or "railway"
+
+    def ready(stopped) -> bool:
+        server.wait_ready(_BUILTIN_READY_TIMEOUT)
+        server.create_database(database)  # as the postgres image does for POSTGRES_DB on first start
+        return True
+
+    return Deployment(dataclasses.replace(plan, argv=argv), sink, prepare=server.init, ready=ready,
+                      user=server._run_as.get("user"), **common)
+
+
+def _wait_port(port: int, stopped, timeout: float = _BUILTIN_READY_TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not stopped() and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+# -- for another process: `status` and `down`
+
+def read_runtime(state_dir: Path) -> dict | None:
+    """The last `runtime.json` written under `state_dir`, or None if the emulator never ran there."""
+    try:
+        return json.loads((Path(state_dir) / RUNTIME_FILE).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def supervisor_alive(runtime: dict) -> bool:
+    owner = runtime.get("supervisor")
+    return bool(owner) and _same_process(owner["pid"], owner["started_at"]) is not None
+
+
+def stop_from_state_file(state_dir: Path, timeout: float | None = None) -> list[str]:
+    """Stop what `runtime.json` says runs: SIGTERM the supervisor and let it stop its services; if it is
+    gone or hangs, stop each service's process group directly (SIGTERM, SIGKILL after its draining).
+    Returns the services that were running."""
+    runtime = read_runtime(state_dir)
+    if runtime is None:
+        return []
+    services = runtime["services"]
+    running = [name for name, s in services.items() if s.get("pid") and s.get("state") not in FINISHED]
+    owner = runtime.get("supervisor")
+    supervisor = _same_process(owner["pid"], owner["started_at"]) if owner else None
+    if supervisor is not None and supervisor.pid != os.getpid():
+        draining = max((s.get("draining_seconds") or 0 for s in services.values()), default=0)
+        supervisor.send_signal(signal.SIGTERM)
+        try:
+            supervisor.wait(timeout if timeout is not None else draining + 30)
+        except psutil.TimeoutExpired:
+            supervisor.kill()
+    for service in services.values():
+        if service.get("pgid") and _still_ours(service):
+            ProcessGroup(service["pgid"]).terminate(service.get("draining_seconds") or 0)
+    after = read_runtime(state_dir) or runtime
+    after["supervisor"] = None
+    for service in after["services"].values():
+        if service.get("pid"):
+            service.update(pid=None, pgid=None, started_at=None, state=REMOVED)
+    _write_json(Path(state_dir) / RUNTIME_FILE, after)
+    return running
+
+
+def _same_process(pid: int, started_at: float | None) -> psutil.Process | None:
+    """The process `pid` if it is still the one that started at `started_at` (pids get reused)."""
+    try:
+        proc = psutil.Process(pid)
+        return proc if started_at is not None and abs(proc.create_time() - started_at) < 0.01 else None
+    except psutil.Error:
+        return None
+
+
+def _still_ours(service: dict) -> bool:
+    pgid, started_at = service["pgid"], service.get("started_at")
+    if started_at is None:
+        return False
+    if psutil.pid_exists(pgid):
+        return _same_process(pgid, started_at) is not None
+    # The leader is gone but the group lives on: its members were all started after the leader.
+    members = ProcessGroup(pgid).track()
+    try:
+        return bool(members) and all(p.create_time() >= started_at - 0.01 for p in members)
+    except psutil.Error:
+        return False

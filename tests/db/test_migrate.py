@@ -1,0 +1,115 @@
+"""Migrations against a real PostgreSQL: they build exactly schema.py, once, even when raced."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+
+import psycopg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+
+from vault_ingest.db.engine import make_engine
+from vault_ingest.db.migrate import LOCK_KEY, MIGRATIONS, alembic_config, upgrade
+from vault_ingest.db.schema import metadata
+from vault_ingest.errors import StorageError
+
+HEAD = ScriptDirectory.from_config(alembic_config(None)).get_current_head()
+
+
+def schema_diffs(database_url: str) -> list:
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+            return compare_metadata(context, metadata)
+    finally:
+        engine.dispose()
+
+
+def table_names(database_url: str) -> set[str]:
+    engine = make_engine(database_url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_migrations_ship_inside_the_package():
+    assert (MIGRATIONS / "env.py").is_file() and (MIGRATIONS / "script.py.mako").is_file()
+    assert HEAD == "0001"
+
+
+def test_upgrade_from_empty_creates_exactly_the_schema(database_url):
+    assert upgrade(database_url) == HEAD
+    assert schema_diffs(database_url) == []
+    assert table_names(database_url) == set(metadata.tables) | {"alembic_version"}
+
+
+def test_second_upgrade_is_a_no_op_and_keeps_data(database_url):
+    upgrade(database_url)
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO vaults (address, name, leader, created_at, is_closed, relationship, first_seen, last_seen) "
+            "VALUES ('0xa', 'kept', '0xb', now(), false, 'normal', now(), now())"
+        )
+    assert upgrade(database_url) == HEAD
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT name FROM vaults").fetchall() == [("kept",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
+
+
+def _upgrade_together(barrier, database_url: str, results) -> None:
+    barrier.wait()
+    try:
+        results.put(upgrade(database_url))
+    except Exception as exc:  # the parent's assert shows it
+        results.put(repr(exc))
+
+
+def test_concurrent_upgrades_from_two_processes_both_succeed(database_url):
+    # Processes, as on Railway (a deploy and a worker), not threads: Alembic's context is per process.
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_upgrade_together, args=(barrier, database_url, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join()
+    assert outcomes == [HEAD, HEAD]
+    assert schema_diffs(database_url) == []
+
+
+def _wait_until(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+
+
+def test_upgrade_waits_while_another_process_holds_the_migration_lock(database_url):
+    """What makes racing upgrades safe: nothing is created until the lock is free."""
+    result: list[object] = []
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        worker = threading.Thread(target=lambda: result.append(upgrade(database_url)))
+        worker.start()
+        _wait_until(lambda: holder.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone()[0] == 1)
+        assert table_names(database_url) == set()
+        holder.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+        worker.join()
+    assert result == [HEAD]
+    assert schema_diffs(database_url) == []
+
+
+def test_unreachable_database_is_a_storage_error_naming_the_fix():
+    with pytest.raises(StorageError, match="DATABASE_URL"):
+        upgrade("postgresql://nobody:wrong@127.0.0.1:1/nowhere")

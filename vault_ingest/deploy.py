@@ -1,0 +1,265 @@
+"""Deploy the two flows to a Prefect process work pool, their code pulled from git by `git_clone`.
+
+`build_specs` says what will be deployed and touches neither the server nor git, so `--dry-run` can print it
+anywhere. `apply` makes the server match: it creates the pool if missing, then creates or updates each
+deployment in place under its fixed name, so a rerun changes nothing but what changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from vault_ingest.errors import ConfigError, VaultIngestError
+
+DEFAULT_WORK_POOL = "hyperliquid-vault-ingestion"
+TIMEZONE = "UTC"
+
+# vaultDetails weighs 20 of Hyperliquid's 1,200 per minute, so one process fetches 60 vaults a minute:
+# 2,400 vaults take 40 minutes and leave a third of the hour for retries before the next run at :15.
+DETAILS_MAX_VAULTS = 2400
+
+
+class DeployError(VaultIngestError):
+    """Deploying the flows failed."""
+
+
+class ServerUnreachableError(DeployError):
+    """The Prefect API did not answer."""
+
+
+class AuthRefusedError(DeployError):
+    """The Prefect API answered 401/403: basic auth is on and the credentials are missing or wrong."""
+
+
+class SourceError(DeployError):
+    """The source is not a git URL, or cannot be cloned at the ref."""
+
+
+class EntrypointNotFoundError(DeployError):
+    """The cloned source has no flow at an entrypoint."""
+
+
+@dataclass(frozen=True)
+class FlowDeployment:
+    """One flow as this project deploys it; the schedule and defaults are the reasons for each value."""
+
+    entrypoint: str
+    flow_name: str
+    name: str
+    cron: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+FLOWS = (
+    FlowDeployment(
+        entrypoint="vault_ingest/flows.py:sync_vaults",
+        flow_name="sync-vaults",
+        name="hourly",
+        cron="0 * * * *",  # the stats list refreshes hourly
+        description="Every vault in Hyperliquid's stats list into `vaults`, with its list metrics.",
+    ),
+    FlowDeployment(
+        entrypoint="vault_ingest/flows.py:sync_vault_details",
+        flow_name="sync-vault-details",
+        name="hourly",
+        cron="15 * * * *",  # after sync-vaults has refreshed the list and TVLs it ranks by
+        description=f"vaultDetails for the {DETAILS_MAX_VAULTS} open vaults with the highest TVL, within budget.",
+        parameters={"min_tvl": 0, "max_vaults": DETAILS_MAX_VAULTS},
+    ),
+)
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    flow: FlowDeployment
+    work_pool: str
+    repository: str
+    branch: str | None  # None: the repository's default branch
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.flow.flow_name}/{self.flow.name}"
+
+    def storage(self):
+        from prefect.runner.storage import GitRepository
+
+        return GitRepository(url=self.repository, branch=self.branch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.full_name,
+            "entrypoint": self.flow.entrypoint,
+            "work_pool": {"name": self.work_pool, "type": "process"},
+            "pull_steps": [self.storage().to_pull_step()],
+            "schedules": [{"cron": self.flow.cron, "timezone": TIMEZONE}],
+            "parameters": self.flow.parameters,
+            "concurrency_limit": 1,
+            "description": self.flow.description,
+        }
+
+
+_SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:(?!//)\S+$")  # git@github.com:owner/repo.git
+
+
+def git_url(source: str) -> str:
+    """`source` if git can clone it as a URL; file:// counts, a bare path does not (git_clone shallow-clones,
+    and git ignores --depth for plain paths)."""
+    parts = urlsplit(source)
+    if parts.username or parts.password:
+        raise SourceError(
+            "--source carries credentials, which would be stored in the deployment and shown in the Prefect UI; "
+            "pass the URL without them"
+        )
+    if (parts.scheme in ("https", "http", "ssh", "git") and parts.netloc) or (parts.scheme == "file" and parts.path):
+        return source
+    if _SCP_LIKE.match(source):
+        return source
+    hint = f"file://{Path(source).resolve()}" if Path(source).exists() else "https://github.com/you/repo.git"
+    raise SourceError(f"--source {source!r} is not a git URL; pass one git can clone, e.g. {hint}")
+
+
+def default_source(repo_dir: Path) -> str:
+    """The `origin` remote of the checkout at `repo_dir`: where the worker will clone the flows from."""
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(repo_dir), "remote", "get-url", "origin"], capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        raise SourceError("git is not installed, so --source cannot default to the `origin` remote; pass --source") from None
+    if result.returncode != 0 or not result.stdout.strip():
+        raise SourceError(
+            f"no --source given and {repo_dir} has no `origin` remote; pass --source with the URL the worker "
+            "should clone, e.g. https://github.com/you/repo.git"
+        )
+    return result.stdout.strip()
+
+
+def build_specs(work_pool: str, source: str, ref: str | None) -> list[DeploymentSpec]:
+    repository = git_url(source)
+    return [DeploymentSpec(flow, work_pool, repository, ref) for flow in FLOWS]
+
+
+def _api_url() -> str:
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        raise ConfigError(
+            "PREFECT_API_URL is not set, so this would deploy to a throwaway local server; "
+            "set it to your server, e.g. PREFECT_API_URL=https://my-app.up.railway.app/api"
+        )
+    return url
+
+
+def _refused(exc: Exception, api_url: str) -> AuthRefusedError | None:
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    if isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code in (401, 403):
+        return AuthRefusedError(
+            f"the Prefect server at {api_url} refused the credentials (HTTP {exc.response.status_code}); set "
+            "PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING (user:password)"
+        )
+    return None
+
+
+def ensure_work_pool(client, name: str) -> bool:
+    """Create process work pool `name` unless it exists; True when it was created."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    try:
+        pool = client.read_work_pool(name)
+    except ObjectNotFound:
+        try:
+            client.create_work_pool(
+                WorkPoolCreate(
+                    name=name, type="process", base_job_template=ProcessWorker.get_default_base_job_template()
+                )
+            )
+        except ObjectAlreadyExists:
+            return False  # created by someone else between our read and our create
+        return True
+    if pool.type != "process":
+        raise DeployError(
+            f"work pool {name!r} exists with type {pool.type!r}, but this project's worker is a process worker; "
+            "pass another --work-pool or delete that pool"
+        )
+    return False
+
+
+def _load(spec: DeploymentSpec):
+    """Clone the source at the ref and load the flow: proves the worker will find it there."""
+    from prefect import Flow
+    from prefect.exceptions import MissingFlowError, ScriptError
+
+    try:
+        return Flow.from_source(source=spec.storage(), entrypoint=spec.flow.entrypoint)
+    except RuntimeError as exc:  # GitRepository's clone failure
+        raise SourceError(
+            f"cannot clone {spec.repository} at {spec.branch or 'its default branch'}: {exc} Check the URL, that "
+            "the ref is pushed, and that the repository is public"
+        ) from None
+    except (MissingFlowError, ScriptError, FileNotFoundError) as exc:
+        raise EntrypointNotFoundError(
+            f"{spec.flow.entrypoint} is not a flow in {spec.repository} at {spec.branch or 'its default branch'} "
+            f"({exc}); push the commit that has it, or pass --ref with a branch that does"
+        ) from None
+
+
+def apply(specs: Sequence[DeploymentSpec]) -> dict[str, str]:
+    """Make the server match `specs`; returns deployment name -> id."""
+    from prefect.client.orchestration import get_client
+    from prefect.schedules import Cron
+
+    api_url = _api_url()
+    flows = [_load(spec) for spec in specs]  # source problems surface before anything changes on the server
+    with get_client(sync_client=True) as client:
+        problem = client.api_healthcheck()
+        if problem is not None:
+            raise ServerUnreachableError(
+                f"cannot reach the Prefect API at {api_url} ({problem}); start the server, or point PREFECT_API_URL "
+                "at it, e.g. https://my-app.up.railway.app/api"
+            )
+        try:
+            for pool in dict.fromkeys(spec.work_pool for spec in specs):
+                created = ensure_work_pool(client, pool)
+                print(f"work pool {pool!r}: {'created' if created else 'exists'}")
+            deployed = {}
+            for spec, flow in zip(specs, flows):
+                deployment = flow.to_deployment(
+                    name=spec.flow.name,
+                    work_pool_name=spec.work_pool,
+                    schedules=[Cron(spec.flow.cron, timezone=TIMEZONE)],
+                    parameters=spec.flow.parameters,
+                    description=spec.flow.description,
+                    concurrency_limit=1,
+                )
+                deployed[spec.full_name] = str(deployment.apply())
+                print(f"deployment {spec.full_name}: {deployed[spec.full_name]}")
+        except Exception as exc:
+            refused = _refused(exc, api_url)
+            if refused is None:
+                raise
+            raise refused from None
+    return deployed
+
+
+def run(args: argparse.Namespace, repo_dir: Path | None = None) -> int:
+    """`vault-ingest deploy`: args has work_pool, source, ref and dry_run."""
+    source = args.source or default_source(repo_dir or Path.cwd())
+    specs = build_specs(args.work_pool, source, args.ref)
+    if args.dry_run:
+        print(json.dumps([spec.to_dict() for spec in specs], indent=2))
+        return 0
+    apply(specs)
+    return 0

@@ -1,0 +1,206 @@
+"""Async HTTP client for the two Hyperliquid endpoints the flows use: the stats vault list and vaultDetails.
+
+Retries 429, 500, 502, 503, 504 and lost connections with exponential backoff and full jitter, never waiting
+less than a `Retry-After` header asks. 422 and other 4xx mean our request is wrong, so they fail at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random as _random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from vault_ingest.errors import (
+    HTTPStatusError,
+    RequestRejectedError,
+    RetriesExhaustedError,
+    TransportError,
+    VaultRecordError,
+)
+from vault_ingest.hyperliquid.limiter import WeightLimiter
+from vault_ingest.hyperliquid.models import VaultDetails, VaultSummary, loads, parse_vault_details, parse_vault_list
+
+log = logging.getLogger("vault_ingest.hyperliquid")
+
+VAULT_DETAILS_WEIGHT = 20
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Failures where the server may never have seen the request or may answer next time; anything else
+# (an unsupported URL scheme, a malformed request) would fail the same way again.
+RETRIED_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+PREVIEW_CHARS = 200
+USER_AGENT = "vault-ingest/0.1"
+
+_STATUS_HINTS = {
+    403: "Hyperliquid refuses requests from some regions; run from an allowed region",
+    404: "check HYPERLIQUID_API_URL and HYPERLIQUID_STATS_URL",
+}
+
+
+@dataclass(frozen=True)
+class VaultListSnapshot:
+    """One fetch of the stats list. `observed_at` identifies the snapshot: the file is regenerated hourly."""
+
+    vaults: list[VaultSummary]
+    errors: list[VaultRecordError]
+    observed_at: datetime
+
+
+class HyperliquidClient:
+    """Use as `async with HyperliquidClient(...) as client:`; share one `limiter` per process (see shared_limiter)."""
+
+    def __init__(
+        self,
+        api_url: str,
+        stats_url: str,
+        *,
+        limiter: WeightLimiter,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_attempts: int = 6,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        timeout: float = 30.0,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        self._info_url = api_url.rstrip("/") + "/info"
+        self._stats_url = stats_url
+        self._limiter = limiter
+        self._max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._sleep = sleep
+        self._random = random
+        self._http = httpx.AsyncClient(
+            transport=transport, timeout=timeout, headers={"User-Agent": USER_AGENT}, follow_redirects=True
+        )
+
+    async def __aenter__(self) -> HyperliquidClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def vault_list(self) -> VaultListSnapshot:
+        """Every vault in the stats file. Not weighted: it is a static file on another host, with no known limit."""
+        what = f"GET {self._stats_url} (vault list)"
+        response = await self._send(what, "GET", self._stats_url)
+        vaults, errors = parse_vault_list(loads(response.content, what))
+        observed_at = _last_modified(response) or datetime.now(timezone.utc).replace(microsecond=0)
+        return VaultListSnapshot(vaults=vaults, errors=errors, observed_at=observed_at)
+
+    async def vault_details(self, address: str) -> VaultDetails | None:
+        """One vault's details; None when the API answers `null` (no such vault). Raises VaultRecordError if invalid."""
+        what = f"POST {self._info_url} vaultDetails {address}"
+        payload = {"type": "vaultDetails", "vaultAddress": address}
+        response = await self._send(what, "POST", self._info_url, json=payload, weight=VAULT_DETAILS_WEIGHT)
+        return parse_vault_details(loads(response.content, what), address)
+
+    async def _send(self, what: str, method: str, url: str, *, weight: int = 0, **kwargs: Any) -> httpx.Response:
+        for attempt in range(1, self._max_attempts + 1):
+            if weight:
+                await self._limiter.acquire(weight)
+            try:
+                response = await self._http.request(method, url, **kwargs)
+            except RETRIED_TRANSPORT_ERRORS as exc:
+                failure, last, retry_after = f"{type(exc).__name__}: {exc}", exc, None
+            except httpx.TransportError as exc:
+                raise TransportError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+            else:
+                if response.is_success:
+                    return response
+                _raise_unless_retried(what, response)
+                failure, last, retry_after = f"HTTP {response.status_code}", response, _retry_after(response)
+            if attempt == self._max_attempts:
+                break
+            delay = self._backoff(attempt, retry_after)
+            log.warning(
+                "%s: %s (attempt %d of %d); retrying in %.2f s", what, failure, attempt, self._max_attempts, delay
+            )
+            await self._sleep(delay)
+        if isinstance(last, httpx.Response):
+            raise RetriesExhaustedError(
+                f"{what} failed after {self._max_attempts} attempts, last with HTTP {last.status_code} "
+                f"{_preview(last)}; Hyperliquid is rate limiting or unavailable. Try again later, and lower "
+                "HYPERLIQUID_WEIGHT_PER_MINUTE if other clients share this IP",
+                status_code=last.status_code,
+                request_description=what,
+            )
+        raise TransportError(
+            f"{what} got no HTTP answer in {self._max_attempts} attempts, last {failure}; "
+            "check that this machine can reach the host"
+        ) from last
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        # Full jitter spreads retries of many concurrent callers instead of sending them in lockstep.
+        ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
+        return max(self._random() * ceiling, retry_after or 0.0)
+
+
+def _raise_unless_retried(what: str, response: httpx.Response) -> None:
+    status = response.status_code
+    if status in RETRIED_STATUSES:
+        return
+    if status == 422:
+        raise RequestRejectedError(
+            f"{what} was rejected with HTTP 422 {_preview(response)}: the API could not read the request, "
+            "so it is not retried; check the address is a 42-character 0x hex string",
+            status_code=status,
+            request_description=what,
+        )
+    hint = _STATUS_HINTS.get(status, "this status is not retried")
+    raise HTTPStatusError(
+        f"{what} answered HTTP {status} {response.reason_phrase} {_preview(response)}; {hint}",
+        status_code=status,
+        request_description=what,
+    )
+
+
+def _preview(response: httpx.Response) -> str:
+    """The start of a body, for messages: enough to recognise an error text, never a whole 15 MB list."""
+    text = response.content[: PREVIEW_CHARS * 4].decode("utf-8", "replace")[:PREVIEW_CHARS]
+    return repr(text) if text else "(empty body)"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """`Retry-After` in seconds, from delta-seconds or an HTTP date; None when absent or unreadable."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _last_modified(response: httpx.Response) -> datetime | None:
+    value = response.headers.get("last-modified")
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        log.warning("ignoring unreadable Last-Modified header %r; using the fetch time", value[:60])
+        return None
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
