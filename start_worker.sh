@@ -39,8 +39,10 @@ ensure_git() {
       echo "start_worker.sh: WORKER_INSTALL_GIT=1 needs root and apt-get, and this container lacks one of them" >&2
     fi
   fi
-  fail "git is not installed, and flow runs clone their code with git (every run would Crash). Fix it for the builder this service uses:" \
-    "Railpack (the default): keep railpack.json (deploy.aptPackages: git) at the repo root, or set the service variable RAILPACK_DEPLOY_APT_PACKAGES=git" \
+  fail "git is not installed, and flow runs clone their code with git (every run would Crash)." \
+    "Fix it for the builder this service uses:" \
+    "Railpack (the default): keep railpack.json (deploy.aptPackages: git) at the repo root," \
+    "  or set the service variable RAILPACK_DEPLOY_APT_PACKAGES=git" \
     "Dockerfile: build the worker from Dockerfile.worker (service variable RAILWAY_DOCKERFILE_PATH=Dockerfile.worker)" \
     "Nixpacks (deprecated): nixpacks.toml already adds git; make sure nixPkgs keeps \"...\"" \
     "Or set WORKER_INSTALL_GIT=1 to apt-get install git at every start (root images only)"
@@ -49,8 +51,9 @@ ensure_git() {
 # Health is unauthenticated; the second request tells a wrong or missing PREFECT_API_AUTH_STRING apart
 # now, instead of as a worker that logs 401s forever.
 wait_for_server() {
-  [[ -n "${PREFECT_API_URL:-}" ]] || fail "PREFECT_API_URL is not set, so the worker would talk to a throwaway local server; set it on the worker service:" \
-    "PREFECT_API_URL=https://\${{web.RAILWAY_PUBLIC_DOMAIN}}/api"
+  [[ -n "${PREFECT_API_URL:-}" ]] \
+    || fail "PREFECT_API_URL is not set, so the worker would talk to a throwaway local server." \
+      "Set it on the worker service: PREFECT_API_URL=https://\${{web.RAILWAY_PUBLIC_DOMAIN}}/api"
   [[ "$PREFECT_API_URL" == http://* || "$PREFECT_API_URL" == https://* ]] \
     || fail "PREFECT_API_URL=$PREFECT_API_URL has no http(s):// scheme; set it like https://my-app.up.railway.app/api"
   [[ "$wait_seconds" =~ ^[0-9]+$ ]] || fail "PREFECT_SERVER_WAIT_SECONDS=$wait_seconds is not a whole number of seconds"

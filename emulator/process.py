@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import defaultdict
 from typing import Callable, Iterable
 
 import psutil
@@ -28,7 +29,7 @@ REMOVING, REMOVED = "Removing", "Removed"
 FINISHED = frozenset({COMPLETED, CRASHED, FAILED, REMOVED})
 POLICIES = ("ON_FAILURE", "ALWAYS", "NEVER")
 _POLL = 0.02
-_TRACK_EVERY = 1.0  # how often descendants are noted, so ones that leave the group still die with it
+_TRACK_EVERY = 2.0  # how often descendants are noted (a scan costs ~10 ms), so ones that leave the group die with it
 _COMMAND_NOT_FOUND = 127
 
 
@@ -45,14 +46,24 @@ class ProcessGroup:
 
     def track(self) -> list[psutil.Process]:
         """Note and return every live member and descendant."""
-        members = _group_members(self.pgid)
-        for proc in list(members):
+        if not self._seen and not _group_exists(self.pgid):
+            return []
+        members, children = [], defaultdict(list)
+        for proc in psutil.process_iter(["ppid"]):
+            children[proc.info["ppid"]].append(proc)
             try:
-                members.extend(proc.children(recursive=True))
-            except psutil.Error:
+                if os.getpgid(proc.pid) == self.pgid:
+                    members.append(proc)
+            except OSError:
                 pass
-        self._seen = {p for p in self._seen.union(members) if _alive(p)}
-        return list(self._seen)
+        found, pending = set(), [*members, *self._seen]
+        while pending:
+            proc = pending.pop()
+            if proc not in found and _alive(proc):  # _alive also tells a reused pid apart
+                found.add(proc)
+                pending.extend(children.get(proc.pid, ()))
+        self._seen = found
+        return list(found)
 
     def terminate(self, draining_seconds: float, on_kill: Callable[[], None] = lambda: None) -> bool:
         """SIGTERM to the group, SIGKILL to everything left after the draining period; True if it came to that."""
@@ -89,21 +100,14 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def _group_members(pgid: int) -> list[psutil.Process]:
+def _group_exists(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
-        return []
+        return False
     except PermissionError:
         pass
-    members = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getpgid(proc.pid) == pgid and _alive(proc):
-                members.append(proc)
-        except (OSError, psutil.Error):
-            pass
-    return members
+    return True
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -236,7 +240,7 @@ class Deployment:
                 start_new_session=True,
             )
         except OSError as exc:
-            self._sink.deploy(self.name, f"Failed to start {self.plan.argv[0] if self.plan.argv else '(no command)'}: {exc}")
+            self._sink.deploy(self.name, f"Failed to start the container's command: {exc}")
             self._proc, self._group, self.started_at = None, None, None
             return
         self._proc, self._group = proc, ProcessGroup(proc.pid)
@@ -280,7 +284,8 @@ class Deployment:
         if final == COMPLETED:
             self._sink.deploy(self.name, "Exited with code 0: Completed")
         elif final == CRASHED:
-            tries = f"after {self.restarts} restarts" if self.plan.restart_policy == "ON_FAILURE" else "(restart policy NEVER)"
+            policy = self.plan.restart_policy
+            tries = f"after {self.restarts} restarts" if policy == "ON_FAILURE" else f"(restart policy {policy})"
             self._sink.deploy(self.name, f"Exited with code {code} {tries}: Crashed")
         self._set(final)
 
@@ -296,7 +301,8 @@ class Deployment:
         try:
             ok = self._ready(self._halt.is_set)
         except Exception as exc:  # noqa: BLE001 - a readiness error fails the deploy, with its message
-            self._sink.build(self.name, f"Deploy failed: {exc}")
+            if not self._halt.is_set():
+                self._sink.build(self.name, f"Deploy failed: {exc}")
             ok = False
         if ok:
             self._set(ACTIVE, only_from=DEPLOYING)

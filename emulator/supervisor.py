@@ -49,7 +49,9 @@ class Supervisor:
         self._restart_delay = restart_delay
         self._halt = threading.Event()
         self._lock = threading.RLock()
+        self._own_sink = sink is None
         self._seen: dict[str, tuple[str, int | None]] = {}
+        self._claimed = False  # runtime.json is ours to write only once start() found no live owner
         self._stopped = False
 
     # -- lifecycle
@@ -60,6 +62,7 @@ class Supervisor:
         if running and supervisor_alive(running) and running["supervisor"]["pid"] != os.getpid():
             raise RuntimeError(f"the emulator is already running from {self.state_dir} "
                                f"(pid {running['supervisor']['pid']}); stop it with `python -m emulator down`")
+        self._claimed = True
         self.sink.register(self.plans)
         self.sink.add_secrets(s for p in self.plans.values() if isinstance(p, ServicePlan) for s in p.secrets)
         for name, message in self.build_errors.items():
@@ -104,8 +107,11 @@ class Supervisor:
         survivors = [p.pid for d in self.deployments.values() for p in d.processes()]
         if survivors:
             self.sink.system(f"processes {survivors} survived the stop")
-        self._write_runtime(final=True)
+        if self._claimed:
+            self._write_runtime(final=True)
         self.sink.system("all services stopped")
+        if self._own_sink:
+            self.sink.close()
 
     def serve(self) -> int:
         """Start, run until SIGINT/SIGTERM, stop; the exit status is 128 + the signal, as honcho's."""
@@ -202,7 +208,7 @@ class Supervisor:
                 self.sink.system(f"{deployment.name} {now[0]}")
             if now[1] is not None and now[1] != before[1]:
                 self.sink.system(f"{deployment.name} started (pid={now[1]})")
-            if not self._stopped:
+            if self._claimed and not self._stopped:
                 self._write_runtime()
 
     def _write_runtime(self, final: bool = False) -> None:
@@ -251,7 +257,9 @@ def _postgres(plan: ServicePlan, state_dir: Path, sink: LogSink, common: dict) -
     database = plan.env.get("POSTGRES_DB") or plan.env.get("PGDATABASE") or "railway"
 
     def ready(stopped) -> bool:
-        server.wait_ready(_BUILTIN_READY_TIMEOUT)
+        if not _wait_port(plan.port, stopped):
+            return False
+        server.wait_ready(_BUILTIN_READY_TIMEOUT)  # listening is not yet accepting: recovery may be under way
         server.create_database(database)  # as the postgres image does for POSTGRES_DB on first start
         return True
 
@@ -306,9 +314,7 @@ def stop_from_state_file(state_dir: Path, timeout: float | None = None) -> list[
     if supervisor is not None and supervisor.pid != os.getpid():
         draining = max((s.get("draining_seconds") or 0 for s in services.values()), default=0)
         supervisor.send_signal(signal.SIGTERM)
-        try:
-            supervisor.wait(timeout if timeout is not None else draining + 30)
-        except psutil.TimeoutExpired:
+        if not _wait_gone(supervisor, timeout if timeout is not None else draining + 30):
             supervisor.kill()
     for service in services.values():
         if service.get("pgid") and _still_ours(service):
@@ -320,6 +326,20 @@ def stop_from_state_file(state_dir: Path, timeout: float | None = None) -> list[
             service.update(pid=None, pgid=None, started_at=None, state=REMOVED)
     _write_json(Path(state_dir) / RUNTIME_FILE, after)
     return running
+
+
+def _wait_gone(proc: psutil.Process, timeout: float) -> bool:
+    # Polled rather than psutil's wait(), which would reap the process, and its exit status, from a parent
+    # that is waiting for it (the shell or test that ran `up`).
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _same_process(pid: int, started_at: float | None) -> psutil.Process | None:

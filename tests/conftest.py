@@ -10,6 +10,10 @@ import pytest
 
 from emulator.postgres import PostgresServer
 
+# Prefect's telemetry writes to its SQLite database from a service loop and locks it under tests.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
 
 @pytest.fixture(scope="session")
 def postgres_admin_url(tmp_path_factory) -> str:

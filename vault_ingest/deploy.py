@@ -107,14 +107,14 @@ class DeploymentSpec:
         }
 
 
-_SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:(?!//)\S+$")  # git@github.com:owner/repo.git
+_SCP_LIKE = re.compile(r"^[\w.-]+@([\w.-]+):(?!//)(\S+)$")  # git@github.com:owner/repo.git
 
 
 def git_url(source: str) -> str:
     """`source` if git can clone it as a URL; file:// counts, a bare path does not (git_clone shallow-clones,
     and git ignores --depth for plain paths)."""
     parts = urlsplit(source)
-    if parts.username or parts.password:
+    if parts.password or (parts.scheme in ("http", "https") and parts.username):
         raise SourceError(
             "--source carries credentials, which would be stored in the deployment and shown in the Prefect UI; "
             "pass the URL without them"
@@ -134,13 +134,21 @@ def default_source(repo_dir: Path) -> str:
             ["git", "-C", str(repo_dir), "remote", "get-url", "origin"], capture_output=True, text=True, check=False
         )
     except FileNotFoundError:
-        raise SourceError("git is not installed, so --source cannot default to the `origin` remote; pass --source") from None
-    if result.returncode != 0 or not result.stdout.strip():
+        raise SourceError("git is not installed, so --source cannot default to the origin remote; pass it") from None
+    origin = result.stdout.strip()
+    if result.returncode != 0 or not origin:
         raise SourceError(
             f"no --source given and {repo_dir} has no `origin` remote; pass --source with the URL the worker "
             "should clone, e.g. https://github.com/you/repo.git"
         )
-    return result.stdout.strip()
+    # Deploying from an SSH origin works (this machine has the key), then every run crashes on the worker.
+    scp, parts = _SCP_LIKE.match(origin), urlsplit(origin)
+    if scp or parts.scheme == "ssh":
+        https = f"https://{scp.group(1)}/{scp.group(2)}" if scp else f"https://{parts.hostname}{parts.path}"
+        raise SourceError(
+            f"origin is {origin}, an SSH URL, and the worker has no SSH key to clone it with; pass --source {https}"
+        )
+    return origin
 
 
 def build_specs(work_pool: str, source: str, ref: str | None) -> list[DeploymentSpec]:
@@ -175,11 +183,12 @@ def ensure_work_pool(client, name: str) -> bool:
     """Create process work pool `name` unless it exists; True when it was created."""
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-    from prefect.workers.process import ProcessWorker
 
     try:
         pool = client.read_work_pool(name)
     except ObjectNotFound:
+        from prefect.workers.process import ProcessWorker  # slow import, only needed here
+
         try:
             client.create_work_pool(
                 WorkPoolCreate(
@@ -202,18 +211,21 @@ def _load(spec: DeploymentSpec):
     from prefect import Flow
     from prefect.exceptions import MissingFlowError, ScriptError
 
+    where = f"{spec.repository} at {spec.branch or 'its default branch'}"
     try:
         return Flow.from_source(source=spec.storage(), entrypoint=spec.flow.entrypoint)
     except RuntimeError as exc:  # GitRepository's clone failure
         raise SourceError(
-            f"cannot clone {spec.repository} at {spec.branch or 'its default branch'}: {exc} Check the URL, that "
-            "the ref is pushed, and that the repository is public"
+            f"cannot clone {where}: {exc} Check the URL, that the ref is pushed, and that the repository is public"
         ) from None
-    except (MissingFlowError, ScriptError, FileNotFoundError) as exc:
-        raise EntrypointNotFoundError(
-            f"{spec.flow.entrypoint} is not a flow in {spec.repository} at {spec.branch or 'its default branch'} "
-            f"({exc}); push the commit that has it, or pass --ref with a branch that does"
-        ) from None
+    except FileNotFoundError:
+        reason = f"there is no {spec.flow.entrypoint.partition(':')[0]}"
+    except (MissingFlowError, ScriptError) as exc:
+        reason = str(exc).strip()
+    raise EntrypointNotFoundError(
+        f"flow entrypoint {spec.flow.entrypoint} not found in {where}: {reason}. Push the commit that has it, "
+        "or pass --ref with a branch that does"
+    )
 
 
 def apply(specs: Sequence[DeploymentSpec]) -> dict[str, str]:
@@ -222,7 +234,6 @@ def apply(specs: Sequence[DeploymentSpec]) -> dict[str, str]:
     from prefect.schedules import Cron
 
     api_url = _api_url()
-    flows = [_load(spec) for spec in specs]  # source problems surface before anything changes on the server
     with get_client(sync_client=True) as client:
         problem = client.api_healthcheck()
         if problem is not None:
@@ -230,6 +241,7 @@ def apply(specs: Sequence[DeploymentSpec]) -> dict[str, str]:
                 f"cannot reach the Prefect API at {api_url} ({problem}); start the server, or point PREFECT_API_URL "
                 "at it, e.g. https://my-app.up.railway.app/api"
             )
+        flows = [_load(spec) for spec in specs]  # source problems surface before anything changes on the server
         try:
             for pool in dict.fromkeys(spec.work_pool for spec in specs):
                 created = ensure_work_pool(client, pool)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import acreate_table_artifact
 
 from vault_ingest import ingest
 from vault_ingest.config import Settings
@@ -15,13 +15,13 @@ from vault_ingest.runtime import open_run
 TOP_N = 10
 
 
-def _publish(key: str, title: str, summary: ingest.RunSummary, engine) -> None:
+async def _publish(key: str, title: str, summary: ingest.RunSummary, engine) -> None:
     counts = " · ".join(f"**{name}** {value}" for name, value in summary.counts().items())
     rows = [
         {"name": v["name"], "address": v["address"], "tvl": str(v["tvl"]), "apr": str(v["apr"])}
         for v in top_vaults(engine, TOP_N)
     ]
-    create_table_artifact(key=key, table=rows, description=f"### {title}\n{counts}\n\nTop {TOP_N} vaults by TVL:")
+    await acreate_table_artifact(key=key, table=rows, description=f"### {title}\n{counts}\n\nTop {TOP_N} vaults by TVL:")
 
 
 @flow(name="sync-vaults", log_prints=True)
@@ -29,7 +29,7 @@ async def sync_vaults() -> dict[str, int]:
     """Every vault in Hyperliquid's stats list into `vaults`, with its list metrics."""
     async with open_run(Settings.from_env()) as (engine, client):
         summary = await ingest.sync_vault_list(engine, client, get_run_logger())
-        _publish("sync-vaults", "Vault list synced", summary, engine)
+        await _publish("sync-vaults", "Vault list synced", summary, engine)
     return summary.counts()
 
 
@@ -42,5 +42,5 @@ async def sync_vault_details(min_tvl: Decimal | None = None, max_vaults: int | N
             engine, client, log, min_tvl=min_tvl, max_vaults=max_vaults,
             progress=lambda done, total: log.info("details: %d/%d vaults", done, total),
         )
-        _publish("sync-vault-details", "Vault details synced", summary, engine)
+        await _publish("sync-vault-details", "Vault details synced", summary, engine)
     return summary.counts()

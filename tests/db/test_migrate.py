@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-import time
 
 import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect
 
+from tests.db.advisory import wait_until_queued
 from vault_ingest.db.engine import make_engine
 from vault_ingest.db.migrate import LOCK_KEY, MIGRATIONS, alembic_config, upgrade
 from vault_ingest.db.schema import metadata
@@ -85,13 +85,6 @@ def test_concurrent_upgrades_from_two_processes_both_succeed(database_url):
     assert schema_diffs(database_url) == []
 
 
-def _wait_until(condition, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-
-
 def test_upgrade_waits_while_another_process_holds_the_migration_lock(database_url):
     """What makes racing upgrades safe: nothing is created until the lock is free."""
     result: list[object] = []
@@ -99,10 +92,7 @@ def test_upgrade_waits_while_another_process_holds_the_migration_lock(database_u
         holder.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         worker = threading.Thread(target=lambda: result.append(upgrade(database_url)))
         worker.start()
-        _wait_until(lambda: holder.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        ).fetchone()[0] == 1)
+        wait_until_queued(holder)
         assert table_names(database_url) == set()
         holder.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
         worker.join()

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import sys
 import time
@@ -106,7 +107,7 @@ def test_unknown_restart_policy_is_a_clear_error(tmp_path):
 
 def test_missing_executable_counts_as_a_failed_start(deploy, tmp_path):
     plan = bash("ghost", "", tmp_path, max_retries=1)
-    d = deploy(ServicePlan(**{**plan.__dict__, "argv": (str(tmp_path / "no-such-binary"),)}))
+    d = deploy(dataclasses.replace(plan, argv=(str(tmp_path / "no-such-binary"),)))
     assert d.wait_state([COMPLETED, CRASHED], 10) == CRASHED
     assert d.exit_code == 127 and "Failed to start" in log(tmp_path, "ghost")
 
@@ -118,7 +119,8 @@ def test_healthcheck_success_makes_the_deploy_active(deploy, tmp_path):
     d = deploy(plan)
     assert d.wait_state([ACTIVE, FAILED], 15) == ACTIVE
     build = log(tmp_path, "web", "build")
-    assert build.startswith("====================\nStarting Healthcheck\n====================\n\nPath: /\nRetry window: 10s\n")
+    header = "====================\nStarting Healthcheck\n====================\n\nPath: /\nRetry window: 10s\n"
+    assert build.startswith(header)
     assert build.endswith("\n[1/1] Healthcheck succeeded!\n")
 
 

@@ -2,6 +2,7 @@ import json
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -73,8 +74,9 @@ def background(tmp_path):
     def launch(plans) -> subprocess.Popen:
         plans_file = tmp_path / "plans.pickle"
         plans_file.write_bytes(pickle.dumps(plans))
-        proc = subprocess.Popen([sys.executable, "-c", SERVE, str(plans_file), str(tmp_path / "state")],
-                                cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL)
+        with open(tmp_path / "console.txt", "w") as console:
+            proc = subprocess.Popen([sys.executable, "-c", SERVE, str(plans_file), str(tmp_path / "state")],
+                                    cwd=REPO, start_new_session=True, stdout=console, stderr=subprocess.STDOUT)
         procs.append(proc)
         return proc
 
@@ -103,7 +105,8 @@ def test_services_are_independent_and_each_gets_its_state(supervised, tmp_path):
         "web": web(tmp_path),
         "crasher": bash("crasher", "echo boom; exit 1", tmp_path, max_retries=1),
         "job": bash("job", "echo done", tmp_path),
-        "broken": BuildError("No start command detected. Specify a start command: https://railpack.com/config/file#deploy"),
+        "broken": BuildError("No start command detected. Specify a start command: "
+                             "https://railpack.com/config/file#deploy"),
     }
     supervisor = supervised(plans)
     assert supervisor.wait_state("crasher", [COMPLETED, CRASHED], 10) == CRASHED
@@ -133,7 +136,7 @@ def test_services_are_independent_and_each_gets_its_state(supervised, tmp_path):
 
 def test_an_edge_port_in_use_is_a_clear_error(supervised, tmp_path):
     plan = web(tmp_path)
-    with __import__("socket").create_server(("127.0.0.1", int(plan.public_domain.split(":")[1]))):
+    with socket.create_server(("127.0.0.1", int(plan.public_domain.split(":")[1]))):
         with pytest.raises(RuntimeError, match="cannot listen on localhost:"):
             supervised({"web": plan})
 
@@ -166,8 +169,11 @@ def test_down_from_another_process_stops_everything(background, tmp_path):
     members = [p.pid for p in psutil.Process(runtime["services"]["worker"]["pid"]).children()]
     assert len(members) == 2
 
+    second = Supervisor({"worker": plan}, tmp_path / "state", LogSink(None, console=None))
     with pytest.raises(RuntimeError, match="already running"):
-        Supervisor({"worker": plan}, tmp_path / "state", LogSink(None, console=None)).start()
+        second.start()
+    second.stop()  # as `up` does after a failed start: it must not disown the running emulator
+    assert supervisor_alive(read_runtime(tmp_path / "state"))
 
     assert sorted(stop_from_state_file(tmp_path / "state")) == ["web", "worker"]
     assert proc.wait(5) == 128 + signal.SIGTERM

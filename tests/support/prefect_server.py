@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -144,12 +145,14 @@ def prefect_server(
     env: Mapping[str, str] | None = None,
     launcher: bool = False,
     timeout: float = 90.0,
+    stop_grace: float = 3.0,
 ) -> Iterator[PrefectServer]:
     """Run a Prefect server until the block exits; yield it once `/api/health` answers.
 
     `launcher=True` starts it as Railway's `web` service does, through `vault-ingest serve` with `PORT`;
     otherwise `prefect server start` runs directly. `env` is added on top of the fast settings, so a test
     can set `PREFECT_API_DATABASE_CONNECTION_URL`, `PREFECT_SERVER_API_AUTH_STRING`, `RAILWAY_*` and so on.
+    Teardown gives the server `stop_grace` seconds after SIGTERM; tests of graceful shutdown raise it.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port(HOST)
@@ -177,7 +180,7 @@ def prefect_server(
         wait_until(server.healthy, timeout=timeout, what=f"Prefect server health on {server.api_url}")
         yield server
     finally:
-        stop_process_group(process)
+        stop_process_group(process, stop_grace)
 
 
 def _system_postgres_bin() -> Path | None:
@@ -205,26 +208,31 @@ NO_PREFECT_POSTGRES = (
 
 
 @contextmanager
-def prefect_postgres(workdir: Path) -> Iterator[str | None]:
-    """A superuser URL (postgresql://) of a PostgreSQL that Prefect can migrate, or None where none exists."""
+def prefect_postgres() -> Iterator[str | None]:
+    """A superuser URL (postgresql://) of a PostgreSQL that Prefect can migrate, or None where none exists.
+
+    Its data lives outside pytest's temporary root: every pytest session, a neighbour's too, resets that
+    root to mode 0700, which would lock out the unprivileged user PostgreSQL runs as under root.
+    """
     bin_dir = _system_postgres_bin()
     if bin_dir is None:
         yield None
         return
-    server = _SystemPostgresServer(workdir / "pgdata", bin_dir).start()
-    try:
-        yield server.url()
-    finally:
-        server.stop()
+    with tempfile.TemporaryDirectory(prefix="vault-ingest-pg-") as data_root:
+        server = _SystemPostgresServer(Path(data_root) / "pgdata", bin_dir).start()
+        try:
+            yield server.url()
+        finally:
+            server.stop()
 
 
 @contextmanager
-def prefect_database(workdir: Path) -> Iterator[dict[str, str]]:
+def prefect_database() -> Iterator[dict[str, str]]:
     """Server settings for a PostgreSQL database where one can run, else none (SQLite in PREFECT_HOME).
 
     Only speed differs: Prefect's migrations take ~4 s on PostgreSQL and ~13 s on SQLite.
     """
-    with prefect_postgres(workdir) as admin_url:
+    with prefect_postgres() as admin_url:
         if admin_url is None:
             yield {}
             return

@@ -43,13 +43,13 @@ def upgrade(engine_or_url: Engine | str) -> str:
             return MigrationContext.configure(conn).get_current_revision()
     except CommandError as exc:
         raise StorageError(
-            f"cannot migrate the app database: {exc}. If it was migrated by a newer vault_ingest, "
-            "deploy that version (or newer) instead."
+            f"cannot migrate the app database: {str(exc).rstrip('. ')}. If a newer vault_ingest "
+            "migrated it, deploy that version (or newer) instead."
         ) from exc
     except DBAPIError as exc:
         raise StorageError(
-            f"cannot migrate the app database: {exc.orig}. Check that DATABASE_URL points at a reachable "
-            "PostgreSQL and that its user may create tables."
+            f"cannot migrate the app database: {str(exc.orig).strip().rstrip('.')}. Check that DATABASE_URL "
+            "points at a reachable PostgreSQL and that its user may create tables."
         ) from exc
     finally:
         if engine is not engine_or_url:

@@ -11,29 +11,36 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from psycopg.errors import UndefinedColumn, UndefinedTable
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, Table, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 
-from vault_ingest.db.schema import WINDOW_COLUMNS
+from vault_ingest.db.schema import WINDOW_COLUMNS, vault_history, vault_metrics, vaults
 from vault_ingest.errors import StorageError
 from vault_ingest.hyperliquid.models import WINDOWS, VaultDetails, VaultSummary
 from vault_ingest.metrics import window_metrics
 
 log = logging.getLogger(__name__)
 
-# Called with each finished stage's name, inside the transaction: lets a test fail a snapshot midway.
-AfterStage = Callable[[str], None] | None
+# Called with each finished stage's name inside the transaction: lets a test fail a snapshot midway.
+AfterStage = Callable[[str], None]
+
+# Snapshot writes take turns: a list write and a details write both update `vaults` rows, and
+# taking row locks in different orders could deadlock. Any fixed bigint; "vault_wr".
+WRITE_LOCK_KEY = 0x7661756C745F7772
 
 _SUFFIXES = [WINDOW_COLUMNS[w] for w in WINDOWS]
+LIST_ATTRIBUTES = ["name", "leader", "created_at", "is_closed", "relationship"]
 LIST_METRICS = ["tvl", "apr", *(f"pnl_{s}" for s in _SUFFIXES)]
+DETAIL_ATTRIBUTES = ["description", "allow_deposits", "leader_commission", "is_closed", "relationship"]
 DETAIL_METRICS = [
     "max_distributable", "max_withdrawable", "leader_fraction", "followers_listed",
     *(f"{prefix}_{s}" for prefix in ("pnl", "volume", "return", "max_drawdown") for s in _SUFFIXES),
 ]
-DETAIL_ATTRIBUTES = ["description", "allow_deposits", "leader_commission", "is_closed", "relationship"]
+HISTORY = [c.name for c in vault_history.columns]
 
 
 @dataclass
@@ -43,13 +50,28 @@ class WriteCounts:
     unchanged: int = 0
 
 
+# --- SQL building blocks ----------------------------------------------------------------------
+
+
+def _ddl(table: Table, names: list[str]) -> list[str]:
+    """Staging columns typed exactly as the target's, so COPY rejects what the upsert would."""
+    return [f"{n} {table.c[n].type.compile(postgresql.dialect())}" for n in names]
+
+
+def _cols(names: list[str], prefix: str = "") -> str:
+    return ", ".join(prefix + n for n in names)
+
+
 def _set(columns: list[str]) -> str:
     return ", ".join(f"{c} = excluded.{c}" for c in columns)
 
 
 def _differs(left: str, right: str, columns: list[str]) -> str:
-    return (f"({', '.join(f'{left}.{c}' for c in columns)}) IS DISTINCT FROM "
-            f"({', '.join(f'{right}.{c}' for c in columns)})")
+    return f"({_cols(columns, left + '.')}) IS DISTINCT FROM ({_cols(columns, right + '.')})"
+
+
+def _no_stage(stage: str) -> None:
+    pass
 
 
 def _aware(observed_at: datetime) -> datetime:
@@ -58,82 +80,87 @@ def _aware(observed_at: datetime) -> datetime:
     return observed_at
 
 
-def _once(addresses: Iterable[str]) -> Iterator[str]:
-    """The addresses, raising on a repeat: one upsert cannot change the same row twice."""
+R = TypeVar("R", VaultSummary, VaultDetails)
+
+
+def _each_once(records: Iterable[R]) -> Iterator[R]:
+    """The records, refusing a repeated vault: one upsert cannot change the same row twice."""
     seen: set[str] = set()
-    for address in addresses:
-        if address in seen:
-            raise ValueError(f"vault {address} appears twice in one snapshot; pass each vault once")
-        seen.add(address)
-        yield address
+    for record in records:
+        if record.address in seen:
+            raise ValueError(f"vault {record.address} appears twice in one snapshot; pass each vault once")
+        seen.add(record.address)
+        yield record
 
 
 @contextmanager
-def _snapshot(engine: Engine) -> Iterator[Connection]:
+def _transaction(engine: Engine) -> Iterator[Connection]:
     try:
         with engine.begin() as conn:
             yield conn
     except (DBAPIError, UndefinedTable, UndefinedColumn) as exc:
-        cause = getattr(exc, "orig", exc)
+        cause = getattr(exc, "orig", exc)  # COPY raises psycopg's own errors, unwrapped
         if isinstance(cause, (UndefinedTable, UndefinedColumn)):
             raise StorageError(
-                f"the app database does not have the vault tables this version expects ({cause}); "
+                f"the app database lacks the vault tables this version expects ({str(cause).strip()}); "
                 "run `vault-ingest db upgrade` against DATABASE_URL"
             ) from exc
         raise
 
 
-def _stage(conn: Connection, table: str, columns: str, rows: Iterable[tuple]) -> None:
-    """A temp table of this transaction, filled by streaming COPY (no per-row round trips)."""
-    conn.exec_driver_sql(f"CREATE TEMP TABLE {table} ({columns}) ON COMMIT DROP")
+@contextmanager
+def _snapshot(engine: Engine) -> Iterator[Connection]:
+    with _transaction(engine) as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
+        yield conn
+
+
+def _stage(conn: Connection, table: str, columns: list[str], rows: Iterable[tuple]) -> None:
+    """A temp table of this transaction, filled by streaming COPY: no per-row round trips."""
+    conn.exec_driver_sql(f"CREATE TEMP TABLE {table} ({', '.join(columns)}) ON COMMIT DROP")
     with conn.connection.driver_connection.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
 
 
-def _counts(conn: Connection, sql: str, **params) -> WriteCounts:
-    new, updated, total = conn.execute(text(sql), params).one()
+def _counts(conn: Connection, sql: str) -> WriteCounts:
+    new, updated, total = conn.execute(text(sql)).one()
     return WriteCounts(new=new, updated=updated, unchanged=total - new - updated)
-
-
-def _numeric_columns(names: list[str]) -> str:
-    return ", ".join(f"{n} {'integer' if n == 'followers_listed' else 'numeric'}" for n in names)
 
 
 # --- the stats list ---------------------------------------------------------------------------
 
-LIST_ATTRIBUTES = ["name", "leader", "created_at", "is_closed", "relationship"]
-_STAGED_LIST = (
-    "address text, name text, leader text, created_at timestamptz, is_closed boolean, relationship text, "
-    + _numeric_columns(LIST_METRICS)
-)
+_STAGED_LIST = _ddl(vaults, ["address", *LIST_ATTRIBUTES]) + _ddl(vault_metrics, LIST_METRICS)
 
 
-def _summary_rows(vaults: Sequence[VaultSummary]) -> Iterator[tuple]:
-    for v, address in zip(vaults, _once(v.address for v in vaults)):
-        yield (address, v.name, v.leader, v.created_at, v.is_closed, v.relationship.type, v.tvl, v.apr,
+def _summary_rows(summaries: Sequence[VaultSummary]) -> Iterator[tuple]:
+    for v in _each_once(summaries):
+        yield (v.address, v.name, v.leader, v.created_at, v.is_closed, v.relationship.type, v.tvl, v.apr,
                *(v.pnl.get(w) for w in WINDOWS))
 
 
 def write_vault_list(
-    engine: Engine, vaults: Sequence[VaultSummary], observed_at: datetime, *, _after_stage: AfterStage = None
+    engine: Engine,
+    vaults: Sequence[VaultSummary],
+    observed_at: datetime,
+    *,
+    _after_stage: AfterStage = _no_stage,
 ) -> WriteCounts:
     """One stats-list snapshot into `vaults` and `vault_metrics`; counts are about `vaults` rows."""
-    at = _aware(observed_at)
-    after = _after_stage or (lambda stage: None)
+    at = {"at": _aware(observed_at)}
     with _snapshot(engine) as conn:
         _stage(conn, "staged_list", _STAGED_LIST, _summary_rows(vaults))
-        after("staged")
+        _after_stage("staged")
         counts = _counts(conn, f"""
             SELECT count(*) FILTER (WHERE v.address IS NULL),
                    count(*) FILTER (WHERE v.address IS NOT NULL AND {_differs('s', 'v', LIST_ATTRIBUTES)}),
                    count(*)
             FROM staged_list s LEFT JOIN vaults v ON v.address = s.address""")
-        # A child's leader is its parent when that leader is a parent vault, by this snapshot or
-        # stored; when it cannot be told, a parent already known (from the parent's details) stays.
+        # A child's leader is its parent when that leader is a parent vault, in this snapshot or
+        # stored. When the list cannot tell, a parent known from the parent's details stays.
         conn.execute(text(f"""
-            INSERT INTO vaults ({', '.join(LIST_ATTRIBUTES)}, address, parent_address, first_seen, last_seen)
-            SELECT {', '.join(f's.{c}' for c in LIST_ATTRIBUTES)}, s.address,
+            INSERT INTO vaults (address, {_cols(LIST_ATTRIBUTES)}, parent_address, first_seen, last_seen)
+            SELECT s.address, {_cols(LIST_ATTRIBUTES, 's.')},
                    CASE WHEN s.relationship = 'child'
                          AND coalesce(p.relationship, stored.relationship) = 'parent' THEN s.leader END,
                    :at, :at
@@ -143,24 +170,21 @@ def write_vault_list(
             ON CONFLICT (address) DO UPDATE SET {_set(LIST_ATTRIBUTES)},
                 parent_address = CASE WHEN excluded.relationship = 'child'
                                       THEN coalesce(excluded.parent_address, vaults.parent_address) END,
-                last_seen = greatest(vaults.last_seen, excluded.last_seen)"""), {"at": at})
-        after("vaults")
+                last_seen = greatest(vaults.last_seen, excluded.last_seen)"""), at)
+        _after_stage("vaults")
         conn.execute(text(f"""
-            INSERT INTO vault_metrics (vault_address, observed_at, {', '.join(LIST_METRICS)})
-            SELECT address, :at, {', '.join(LIST_METRICS)} FROM staged_list
+            INSERT INTO vault_metrics (vault_address, observed_at, {_cols(LIST_METRICS)})
+            SELECT address, :at, {_cols(LIST_METRICS)} FROM staged_list
             ON CONFLICT (vault_address, observed_at) DO UPDATE SET {_set(LIST_METRICS)}
-            WHERE {_differs('vault_metrics', 'excluded', LIST_METRICS)}"""), {"at": at})
-        after("vault_metrics")
+            WHERE {_differs('vault_metrics', 'excluded', LIST_METRICS)}"""), at)
+        _after_stage("vault_metrics")
     return counts
 
 
 # --- vaultDetails -----------------------------------------------------------------------------
 
-_STAGED_DETAILS = (
-    "address text, description text, allow_deposits boolean, leader_commission numeric, is_closed boolean, "
-    "relationship text, observed_at timestamptz, " + _numeric_columns(DETAIL_METRICS)
-)
-_STAGED_HISTORY = "vault_address text, period text, ts timestamptz, account_value numeric, pnl numeric"
+_STAGED_DETAILS = _ddl(vaults, ["address", *DETAIL_ATTRIBUTES]) + _ddl(vault_metrics, ["observed_at", *DETAIL_METRICS])
+_STAGED_HISTORY = _ddl(vault_history, HISTORY)
 
 
 def _metrics_time(d: VaultDetails, fallback: datetime) -> datetime:
@@ -170,10 +194,10 @@ def _metrics_time(d: VaultDetails, fallback: datetime) -> datetime:
 
 
 def _detail_rows(details: Sequence[VaultDetails], observed_at: datetime) -> Iterator[tuple]:
-    for d, address in zip(details, _once(d.address for d in details)):
+    for d in _each_once(details):
         windows = [window_metrics(d.portfolio[w]) if w in d.portfolio else None for w in WINDOWS]
         yield (
-            address, d.description, d.allow_deposits, d.leader_commission, d.is_closed, d.relationship.type,
+            d.address, d.description, d.allow_deposits, d.leader_commission, d.is_closed, d.relationship.type,
             _metrics_time(d, observed_at),
             d.max_distributable, d.max_withdrawable, d.leader_fraction, d.followers_listed,
             *(m and m.pnl for m in windows),
@@ -187,7 +211,7 @@ def _history_rows(details: Sequence[VaultDetails]) -> Iterator[tuple]:
     for d in details:
         for period, window in d.portfolio.items():
             pnl_at = dict(window.pnl)
-            # dict(): a timestamp repeated within a series keeps its last value, as one row
+            # dict(): a timestamp repeated within a series becomes one row, with its last value
             for ts, account_value in dict(window.account_value).items():
                 yield d.address, period, ts, account_value, pnl_at.get(ts)
 
@@ -198,49 +222,47 @@ def write_vault_details(
     not_found: Sequence[str],
     observed_at: datetime,
     *,
-    _after_stage: AfterStage = None,
+    _after_stage: AfterStage = _no_stage,
 ) -> WriteCounts:
     """vaultDetails answers into `vaults`, `vault_metrics` and `vault_history`, as one snapshot.
 
-    Counts are about `vault_metrics` rows. Vaults not yet stored (the stats list adds them) and
-    unknown `not_found` addresses are skipped.
+    Counts are about `vault_metrics` rows. Vaults not stored yet (the next list write adds them)
+    and unknown `not_found` addresses are skipped.
     """
     at = _aware(observed_at)
-    after = _after_stage or (lambda stage: None)
     with _snapshot(engine) as conn:
         _stage(conn, "staged_details", _STAGED_DETAILS, _detail_rows(details, at))
         _stage(conn, "staged_history", _STAGED_HISTORY, _history_rows(details))
-        after("staged")
+        _after_stage("staged")
         counts = _counts(conn, f"""
             SELECT count(*) FILTER (WHERE m.vault_address IS NULL),
-                   count(*) FILTER (WHERE m.vault_address IS NOT NULL
-                                      AND {_differs('s', 'm', DETAIL_METRICS)}),
+                   count(*) FILTER (WHERE m.vault_address IS NOT NULL AND {_differs('s', 'm', DETAIL_METRICS)}),
                    count(*)
             FROM staged_details s JOIN vaults v ON v.address = s.address
             LEFT JOIN vault_metrics m ON m.vault_address = s.address AND m.observed_at = s.observed_at""")
         skipped = len(details) - (counts.new + counts.updated + counts.unchanged)
         if skipped:
-            log.warning("skipped vaultDetails of %d vaults not in `vaults` yet; the next list sync adds them", skipped)
-        _write_detail_vaults(conn, details, not_found, at)
-        after("vaults")
+            log.warning("skipped the details of %d vaults not in `vaults` yet; the next list write adds them", skipped)
+        _update_vaults(conn, details, not_found, at)
+        _after_stage("vaults")
         conn.execute(text(f"""
-            INSERT INTO vault_metrics (vault_address, observed_at, {', '.join(DETAIL_METRICS)})
-            SELECT s.address, s.observed_at, {', '.join(f's.{c}' for c in DETAIL_METRICS)}
+            INSERT INTO vault_metrics (vault_address, observed_at, {_cols(DETAIL_METRICS)})
+            SELECT s.address, s.observed_at, {_cols(DETAIL_METRICS, 's.')}
             FROM staged_details s JOIN vaults v ON v.address = s.address
             ON CONFLICT (vault_address, observed_at) DO UPDATE SET {_set(DETAIL_METRICS)}
             WHERE {_differs('vault_metrics', 'excluded', DETAIL_METRICS)}"""))
-        after("vault_metrics")
+        _after_stage("vault_metrics")
+        values = ["account_value", "pnl"]
         conn.execute(text(f"""
-            INSERT INTO vault_history (vault_address, period, ts, account_value, pnl)
-            SELECT h.vault_address, h.period, h.ts, h.account_value, h.pnl
-            FROM staged_history h JOIN vaults v ON v.address = h.vault_address
-            ON CONFLICT (vault_address, period, ts) DO UPDATE SET {_set(['account_value', 'pnl'])}
-            WHERE {_differs('vault_history', 'excluded', ['account_value', 'pnl'])}"""))
-        after("vault_history")
+            INSERT INTO vault_history ({_cols(HISTORY)})
+            SELECT {_cols(HISTORY, 'h.')} FROM staged_history h JOIN vaults v ON v.address = h.vault_address
+            ON CONFLICT (vault_address, period, ts) DO UPDATE SET {_set(values)}
+            WHERE {_differs('vault_history', 'excluded', values)}"""))
+        _after_stage("vault_history")
     return counts
 
 
-def _write_detail_vaults(conn: Connection, details: Sequence[VaultDetails], not_found: Sequence[str], at: datetime) -> None:
+def _update_vaults(conn: Connection, details: Sequence[VaultDetails], not_found: Sequence[str], at: datetime) -> None:
     conn.execute(text(f"""
         UPDATE vaults v SET {', '.join(f'{c} = s.{c}' for c in DETAIL_ATTRIBUTES)}, not_found_at = NULL
         FROM staged_details s
@@ -258,7 +280,7 @@ def _write_detail_vaults(conn: Connection, details: Sequence[VaultDetails], not_
             WHERE v.address = link.child AND v.parent_address IS DISTINCT FROM link.parent"""),
             {"parents": list(parents), "children": list(children)})
     if not_found:
-        # coalesce: keep when the vault was first found missing
+        # coalesce: not_found_at says since when the vault has been missing
         conn.execute(text("""
             UPDATE vaults SET not_found_at = coalesce(not_found_at, :at)
             WHERE address = ANY(CAST(:addresses AS text[]))"""),
@@ -267,8 +289,8 @@ def _write_detail_vaults(conn: Connection, details: Sequence[VaultDetails], not_
 
 # --- reads ------------------------------------------------------------------------------------
 
-# Open vaults with the tvl of their latest list row (detail rows carry no tvl). One index probe per
-# vault on vault_metrics' primary key, so the cost stays flat as hourly rows pile up.
+# Open vaults with their latest list row (detail rows carry no tvl): one backward probe of
+# vault_metrics' primary key per vault, so the cost stays flat as hourly rows pile up.
 _OPEN_BY_TVL = """
     FROM vaults v
     CROSS JOIN LATERAL (
@@ -281,7 +303,7 @@ _OPEN_BY_TVL = """
 
 def vaults_for_details(engine: Engine, min_tvl: Decimal | None, max_vaults: int | None) -> list[str]:
     """Addresses of open vaults by latest tvl, highest first: tvl >= min_tvl, at most max_vaults."""
-    with _snapshot(engine) as conn:
+    with _transaction(engine) as conn:
         return list(conn.execute(text(f"""
             SELECT v.address {_OPEN_BY_TVL}
               AND (CAST(:min_tvl AS numeric) IS NULL OR latest.tvl >= CAST(:min_tvl AS numeric))
@@ -291,7 +313,7 @@ def vaults_for_details(engine: Engine, min_tvl: Decimal | None, max_vaults: int 
 
 def top_vaults(engine: Engine, limit: int = 10) -> list[dict]:
     """The `limit` open vaults with the highest latest tvl: name, address, tvl, apr."""
-    with _snapshot(engine) as conn:
+    with _transaction(engine) as conn:
         rows = conn.execute(text(f"""
             SELECT v.name, v.address, latest.tvl, latest.apr {_OPEN_BY_TVL}
             ORDER BY latest.tvl DESC, v.address LIMIT :limit"""), {"limit": limit})

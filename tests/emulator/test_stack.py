@@ -1,0 +1,127 @@
+from pathlib import Path
+
+import pytest
+
+from emulator.stack import StackError, list_variants, load_stack
+
+SHIPPED = Path(__file__).resolve().parents[2] / "railway.stack.toml"
+VARIANTS = ("gitless-worker", "gitless-worker-script", "worker-runs-web", "no-worker", "ui-api-url-missing",
+            "ui-api-url-no-scheme", "raw-database-url", "nixpacks-worker", "dockerfile-worker", "worker-replicas")
+
+
+def stack_file(tmp_path, text):
+    path = tmp_path / "railway.stack.toml"
+    path.write_text('[project]\nname = "p"\n' + text)
+    return path
+
+
+def test_the_shipped_base_is_the_documented_production_setup():
+    stack = load_stack(SHIPPED)
+    assert (stack.project, stack.environment, stack.variant) == ("vault-ingest", "production", None)
+    assert {name: service.source for name, service in stack.services.items()} == {
+        "Postgres": "postgres", "web": "repo", "worker": "repo", "hyperliquid": "replay"}
+    web, worker = stack.services["web"], stack.services["worker"]
+    assert (web.builder, web.start_command, web.public_domain, web.healthcheck_path) == ("railpack", None, True, "/api/health")
+    assert web.variables["PREFECT_API_DATABASE_CONNECTION_URL"] == "${{Postgres.DATABASE_URL}}"
+    assert (worker.builder, worker.start_command, worker.public_domain) == ("railpack", "bash start_worker.sh", False)
+    assert worker.variables["PREFECT_API_URL"] == "http://${{web.RAILWAY_PRIVATE_DOMAIN}}:${{web.PORT}}/api"
+    assert worker.variables["RAILPACK_DEPLOY_APT_PACKAGES"] == "git"
+    assert (worker.restart_policy, worker.restart_max_retries, worker.replicas) == ("ON_FAILURE", 10, 1)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_shipped_variant_loads(variant):
+    assert load_stack(SHIPPED, variant).variant == variant
+    assert variant in list_variants(SHIPPED)
+
+
+def test_shipped_variants_overlay_and_remove():
+    gitless = load_stack(SHIPPED, "gitless-worker").services["worker"]
+    assert gitless.start_command == 'prefect worker start --pool "$PREFECT_WORK_POOL_NAME"'
+    assert "RAILPACK_DEPLOY_APT_PACKAGES" not in gitless.variables
+    assert "DATABASE_URL" in gitless.variables  # the rest of the table survives
+    assert load_stack(SHIPPED, "worker-runs-web").services["worker"].start_command is None
+    assert "worker" not in load_stack(SHIPPED, "no-worker").services
+    docker = load_stack(SHIPPED, "dockerfile-worker").services["worker"]
+    assert (docker.builder, docker.dockerfile_path, docker.start_command) == ("dockerfile", "Dockerfile.worker", None)
+    assert load_stack(SHIPPED, "nixpacks-worker").services["worker"].builder == "nixpacks"
+    assert load_stack(SHIPPED, "worker-replicas").services["worker"].replicas == 2
+    scheme = load_stack(SHIPPED, "ui-api-url-no-scheme").services["web"]
+    assert scheme.variables["PREFECT_UI_API_URL"] == "${{RAILWAY_PUBLIC_DOMAIN}}/api"
+    raw = load_stack(SHIPPED, "raw-database-url").services["web"]
+    assert raw.start_command == "prefect server start --host 0.0.0.0 --port $PORT"
+    assert raw.variables["PREFECT_API_DATABASE_CONNECTION_URL"] == "${{Postgres.DATABASE_URL}}"
+
+
+def test_a_variant_can_remove_a_table_and_redefine_it(tmp_path):
+    path = stack_file(tmp_path, """
+[services.web.variables]
+A = "1"
+B = "2"
+[variants.fresh]
+remove = ["services.web.variables"]
+services.web.variables.C = "3"
+""")
+    assert load_stack(path, "fresh").services["web"].variables == {"C": "3"}
+    assert load_stack(path).services["web"].variables == {"A": "1", "B": "2"}
+
+
+def test_an_unknown_variant_lists_the_known_ones():
+    with pytest.raises(StackError) as failure:
+        load_stack(SHIPPED, "gitles-worker")
+    message = str(failure.value)
+    assert message.startswith("railway.stack.toml: no variant named 'gitles-worker'; variants: ")
+    assert all(name in message for name in VARIANTS)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[services.web]\nstart_comand = 'x'\n", "services.web.start_comand: unknown key; known keys: source, builder"),
+    ("[servces.web]\n", "servces: unknown key; known keys: project, shared, services, variants"),
+    ("[services.web]\nbuilder = 'heroku'\n", "services.web.builder = 'heroku' is not one of: railpack, nixpacks, dockerfile"),
+    ("[services.web]\nrestart_policy = 'sometimes'\n", "services.web.restart_policy = 'sometimes' is not one of: ON_FAILURE"),
+    ("[services.web]\nsource = 'redis'\n", "services.web.source = 'redis' is not one of: repo, postgres, replay"),
+    ("[services.web]\nreplicas = 0\n", "services.web.replicas = 0 must be a whole number >= 1"),
+    ("[services.web]\nreplicas = true\n", "services.web.replicas = True must be a whole number >= 1"),
+    ("[services.web]\npublic_domain = 'yes'\n", "services.web.public_domain must be true or false"),
+    ("[services.web]\nhealthcheck_path = 'api/health'\n", "healthcheck_path must start with '/'"),
+    ("[services.web]\nstart_command = ' '\n", "services.web.start_command is empty; remove the key"),
+    ("[services.web]\ndockerfile_path = 'Dockerfile.web'\n", 'dockerfile_path needs builder = "dockerfile"'),
+    ("[services.db]\nsource = 'postgres'\nstart_command = 'x'\n", "services.db.start_command: a postgres service is not built"),
+    ("[services.web.variables]\nDEBUG = true\n", 'services.web.variables.DEBUG: write the value as a string, e.g. DEBUG = "True"'),
+    ("[services.web.variables]\n'MY-VAR' = 'x'\n", "services.web.variables.MY-VAR: a variable name is letters"),
+    ("[services.shared]\n", "services.shared: a service name is letters, digits"),
+    ("[services.'my web']\n", "services.my web: a service name is letters, digits"),
+    ("[variants.v]\nremove = ['services.nope']\n", "variants.v.remove: 'services.nope' is not in the base stack"),
+    ("[variants.v]\nextends = 'x'\n", "variants.v.extends: unknown key; known keys: description, remove"),
+])
+def test_invalid_stacks_name_the_path_and_the_problem(tmp_path, text, message):
+    path = stack_file(tmp_path, text)
+    with pytest.raises(StackError) as failure:
+        load_stack(path, "v" if "[variants.v]" in text else None)
+    assert message in str(failure.value)
+    assert str(failure.value).startswith("railway.stack.toml: ")
+
+
+def test_enums_are_case_insensitive_and_numbers_become_strings(tmp_path):
+    path = stack_file(tmp_path, """
+[services.web]
+builder = "NIXPACKS"
+restart_policy = "always"
+healthcheck_timeout = 30
+[services.web.variables]
+PORT = 4200
+""")
+    web = load_stack(path).services["web"]
+    assert (web.builder, web.restart_policy, web.healthcheck_timeout) == ("nixpacks", "ALWAYS", 30.0)
+    assert web.variables == {"PORT": "4200"}
+
+
+def test_a_missing_or_broken_file_says_so(tmp_path):
+    with pytest.raises(StackError, match="no such stack file"):
+        load_stack(tmp_path / "nope.toml")
+    (tmp_path / "bad.toml").write_text("[project\n")
+    with pytest.raises(StackError, match="bad.toml: not valid TOML"):
+        load_stack(tmp_path / "bad.toml")
+    (tmp_path / "noname.toml").write_text("[project]\n")
+    with pytest.raises(StackError, match="project.name is missing"):
+        load_stack(tmp_path / "noname.toml")

@@ -1,0 +1,157 @@
+"""start_worker.sh as Railway runs it: `bash start_worker.sh` with the service's variables, and nothing else."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tomllib
+import uuid
+from pathlib import Path
+
+import pytest
+from support.prefect_server import (
+    FAST_WORKER_SETTINGS,
+    clean_environ,
+    prefect_database,
+    prefect_server,
+    stop_process_group,
+    wait_until,
+)
+
+from emulator.postgres import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "start_worker.sh"
+BASH = shutil.which("bash")
+VENV_BIN = Path(sys.executable).parent
+AUTH = "admin:worker-test"
+FIXES = ("RAILPACK_DEPLOY_APT_PACKAGES=git", "railpack.json", "Dockerfile.worker", "WORKER_INSTALL_GIT=1")
+
+
+def tool_dir(path: Path, *, git: bool = False, extra: dict[str, str] | None = None) -> Path:
+    """A PATH directory with only what the script needs: bash, the venv's python and prefect (and git)."""
+    path.mkdir()
+    links = {"bash": BASH, "python3": sys.executable, "prefect": str(VENV_BIN / "prefect")}
+    if git:
+        links["git"] = shutil.which("git")
+    for name, target in links.items():
+        (path / name).symlink_to(target)
+    for name, body in (extra or {}).items():
+        (path / name).write_text(body)
+        (path / name).chmod(0o755)
+    return path
+
+
+def run_script(path_dir: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [BASH, str(SCRIPT)], env=clean_environ(PATH=str(path_dir), **env), cwd=ROOT,
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+# --- without a server -----------------------------------------------------------------------------------
+
+
+def test_without_git_it_stops_and_names_each_fix(tmp_path):
+    result = run_script(tool_dir(tmp_path / "bin"), PREFECT_API_URL="http://127.0.0.1:9/api")
+    assert result.returncode == 1
+    assert "start_worker.sh: error: git is not installed" in result.stderr
+    for fix in FIXES:
+        assert fix in result.stderr
+
+
+def test_opt_in_install_without_apt_get_says_why(tmp_path):
+    result = run_script(tool_dir(tmp_path / "bin"), WORKER_INSTALL_GIT="1")
+    assert result.returncode == 1
+    assert "WORKER_INSTALL_GIT=1 needs root and apt-get" in result.stderr
+    assert "git is not installed" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the opt-in install runs only as root, and these tests are not root")
+def test_opt_in_install_uses_apt_get(tmp_path):
+    bin_dir = tmp_path / "bin"
+    # A stand-in apt-get that "installs" git into the PATH directory, so no network is needed.
+    fake_apt = f'#!{BASH}\necho "$*" >> {tmp_path}/apt.log\n' \
+        f'[[ "$1" == install ]] && printf "#!{BASH}\\necho git version 2\\n" > {bin_dir}/git && chmod +x {bin_dir}/git\n' \
+        'exit 0\n'
+    tool_dir(bin_dir, extra={"apt-get": fake_apt, "chmod": f"#!{BASH}\nexec {shutil.which('chmod')} \"$@\"\n"})
+    result = run_script(bin_dir, WORKER_INSTALL_GIT="1")
+    assert "install -y -qq --no-install-recommends git ca-certificates" in (tmp_path / "apt.log").read_text()
+    assert "git is not installed" not in result.stderr
+    assert "PREFECT_API_URL is not set" in result.stderr  # it went on to the next check
+
+
+def test_missing_api_url_is_refused(tmp_path):
+    result = run_script(tool_dir(tmp_path / "bin", git=True))
+    assert result.returncode == 1
+    assert "PREFECT_API_URL=https://${{web.RAILWAY_PUBLIC_DOMAIN}}/api" in result.stderr
+
+
+def test_scheme_less_api_url_is_refused(tmp_path):
+    result = run_script(tool_dir(tmp_path / "bin", git=True), PREFECT_API_URL="my-app.up.railway.app/api")
+    assert result.returncode == 1
+    assert "has no http(s):// scheme" in result.stderr
+
+
+def test_unreachable_server_times_out_with_a_clear_message(tmp_path):
+    api = f"http://127.0.0.1:{free_port()}/api"
+    result = run_script(tool_dir(tmp_path / "bin", git=True), PREFECT_API_URL=api, PREFECT_SERVER_WAIT_SECONDS="1")
+    assert result.returncode == 1
+    assert f"the Prefect server at {api} did not answer /health within 1s" in result.stderr
+    assert "PREFECT_SERVER_WAIT_SECONDS" in result.stderr
+
+
+def test_every_fix_it_names_exists():
+    assert "git" in json.loads((ROOT / "railpack.json").read_text())["deploy"]["aptPackages"]
+    nix = tomllib.loads((ROOT / "nixpacks.toml").read_text())["phases"]["setup"]["nixPkgs"]
+    assert nix[0] == "..." and "git" in nix  # without "..." the list replaces Python's packages
+    assert (ROOT / "Dockerfile.worker").is_file()
+
+
+# --- against a real server ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with prefect_database() as database:
+        env = {**database, "PREFECT_SERVER_API_AUTH_STRING": AUTH}
+        with prefect_server(tmp_path_factory.mktemp("worker-server"), env=env) as running:
+            yield running
+
+
+def test_wrong_credentials_are_named(server, tmp_path):
+    result = run_script(
+        tool_dir(tmp_path / "bin", git=True), PREFECT_API_URL=server.api_url, PREFECT_API_AUTH_STRING="admin:wrong"
+    )
+    assert result.returncode == 1
+    assert "refused the worker's credentials (HTTP 401)" in result.stderr
+    assert "admin:wrong" not in result.stderr
+
+
+def test_worker_starts_and_the_pool_turns_ready(server, tmp_path):
+    pool = f"pool-{uuid.uuid4().hex[:8]}"
+    env = server.client_env(tmp_path / "home", PATH=str(tool_dir(tmp_path / "bin", git=True)),
+                            PREFECT_WORK_POOL=pool, **FAST_WORKER_SETTINGS)
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen([BASH, str(SCRIPT)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        with server.http() as http:
+            def pool_status():
+                response = http.get(f"/api/work_pools/{pool}")
+                return response.status_code == 200 and response.json()["status"] == "READY"
+
+            wait_until(pool_status, timeout=60, what=f"work pool {pool} READY; worker log:\n{log_path}")
+        cmdline = Path(f"/proc/{worker.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"worker" in cmdline and b"start" in cmdline  # bash exec'd the worker: SIGTERM goes to it
+
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) is not None  # drained and stopped on Railway's stop signal
+    finally:
+        stop_process_group(worker)
+    assert "the Prefect server is up" in log_path.read_text()
