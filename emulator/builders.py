@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import shlex
 import tomllib
@@ -93,6 +94,7 @@ def _railpack(service: Service, repo_dir: Path, variables: Mapping[str, str], pr
                      procfile_command, default)
     if not command:
         raise BuildError(NO_START_RAILPACK)
+    # Railpack's own deploy packages (libpq5 and the like) hold none of the OPTIONAL_TOOLS: start empty.
     apt = _extend([], deploy.get("aptPackages") or [])
     apt = _extend(apt, variables.get("RAILPACK_DEPLOY_APT_PACKAGES", "").split())
     tools = frozenset(PACKAGE_TOOLS[name] for name in apt if name in PACKAGE_TOOLS)
@@ -107,6 +109,8 @@ def _nixpacks(service: Service, repo_dir: Path, variables: Mapping[str, str], pr
             config = tomllib.loads((repo_dir / "nixpacks.toml").read_text())
         except tomllib.TOMLDecodeError as exc:
             raise BuildError(f"Error: Reading nixpacks.toml: {exc}") from None
+    if not isinstance(config.get("start", {}), dict):
+        raise BuildError("Error: Reading nixpacks.toml: `start` must be a table, e.g. [start] cmd = \"...\"")
     python = _detects_python(repo_dir)
     _, procfile_command = _procfile_pick(procfile, nixpacks=True)
     command = _first(service.start_command, variables.get("NIXPACKS_START_CMD"),
@@ -143,8 +147,18 @@ def _dockerfile_build(service: Service, repo_dir: Path, path: str, detected: boo
         argv = image.argv()
     if not argv:
         raise BuildError(f"`{path}` has no CMD or ENTRYPOINT and the service has no start command; add one")
-    log = ("Using detected Dockerfile!" if detected else f"Using Dockerfile `{path}`", "Deploy", f"$ {shlex.join(argv)}")
-    return Build("dockerfile", argv, log, frozenset(image.tools), dict(image.env))
+    found = "Using detected Dockerfile!" if detected else f"Using Dockerfile `{path}`"
+    log = (found, "Deploy", f"$ {shlex.join(argv)}")
+    # Locally the repo checkout stands for the directory the build context was copied into.
+    checkout = image.checkout or image.workdir
+    local = tuple(_in_checkout(word, checkout, repo_dir) for word in argv)
+    return Build("dockerfile", local, log, frozenset(image.tools), dict(image.env))
+
+
+def _in_checkout(word: str, checkout: str | None, repo_dir: Path) -> str:
+    if checkout and checkout != "/" and (word == checkout or word.startswith(checkout + "/")):
+        return str(repo_dir) + word[len(checkout):]
+    return word
 
 
 @dataclass
@@ -155,6 +169,8 @@ class DockerImage:
     env: dict[str, str] = field(default_factory=dict)
     entrypoint: tuple[list[str], bool] | None = None  # (words, exec form?)
     cmd: tuple[list[str], bool] | None = None
+    workdir: str | None = None
+    checkout: str | None = None  # where the first COPY/ADD into a directory put the build context
 
     def argv(self) -> tuple[str, ...]:
         if self.entrypoint:
@@ -167,13 +183,16 @@ class DockerImage:
 
 def parse_dockerfile(text: str) -> DockerImage:
     stages: dict[str, DockerImage] = {}
-    image = None
+    image, cmd_set = None, False
     for keyword, args in _instructions(text):
         if keyword == "FROM":
             words = [word for word in args.split() if not word.startswith("--")]
+            if not words:
+                raise BuildError("Dockerfile: FROM requires the name of an image")
+            cmd_set = False
             parent = stages.get(words[0].lower())
-            image = DockerImage(set(parent.tools), dict(parent.env), parent.entrypoint, parent.cmd) if parent \
-                else DockerImage(set(_base_tools(words[0])))
+            image = DockerImage(set(parent.tools), dict(parent.env), parent.entrypoint, parent.cmd, parent.workdir,
+                                parent.checkout) if parent else DockerImage(set(_base_tools(words[0])))
             if len(words) >= 3 and words[1].lower() == "as":
                 stages[words[2].lower()] = image
         elif image is None:  # ARG before the first FROM
@@ -183,9 +202,17 @@ def parse_dockerfile(text: str) -> DockerImage:
         elif keyword == "ENV":
             image.env.update(_env_pairs(args))
         elif keyword == "ENTRYPOINT":
-            image.entrypoint, image.cmd = _command_form(args), None  # Docker resets an inherited CMD
+            image.entrypoint = _command_form(args)
+            if not cmd_set:  # BuildKit drops a CMD inherited from the base once ENTRYPOINT changes
+                image.cmd = None
         elif keyword == "CMD":
-            image.cmd = _command_form(args)
+            image.cmd, cmd_set = _command_form(args), True
+        elif keyword == "WORKDIR":
+            image.workdir = posixpath.join(image.workdir or "/", args)
+        elif keyword in ("COPY", "ADD") and image.checkout is None and "--from" not in args:
+            *sources, target = [word for word in _split(args) if not word.startswith("--")] or [""]
+            if sources and (target in (".", "./") or target.endswith("/")):
+                image.checkout = posixpath.normpath(posixpath.join(image.workdir or "/", target))
     return image or DockerImage()
 
 
@@ -268,8 +295,8 @@ def _procfile_pick(procfile: Procfile | None, *, nixpacks: bool) -> tuple[str | 
     for preferred in ("web", "worker"):
         if preferred in candidates:
             return preferred, candidates[preferred]
-    # Nixpacks sorts; Railpack iterated a Go map (random) before it moved to file order: the emulator
-    # takes the deterministic file order.
+    # Nixpacks sorts. Railpack iterates a Go map (random) in the version railway.md pins and uses file
+    # order in later source; the emulator takes file order, which is deterministic.
     others = sorted(candidates) if nixpacks else list(candidates)
     return (others[0], candidates[others[0]]) if others else (None, None)
 
@@ -284,8 +311,10 @@ def _railpack_config(path: Path) -> dict:
     except ValueError as exc:
         raise BuildError(f"Failed to read config file `railpack.json`: {exc}. "
                          "Use the schema https://schema.railpack.com to validate it") from None
-    if not isinstance(config, dict):
-        raise BuildError("Failed to read config file `railpack.json`: it must be a JSON object")
+    deploy = (config.get("deploy") or {}) if isinstance(config, dict) else None
+    if not isinstance(deploy, dict) or not isinstance(deploy.get("aptPackages", []), list):
+        raise BuildError("Failed to read config file `railpack.json`: it must be an object with an object "
+                         '`deploy`, whose `aptPackages` is a list like ["...", "git"]')
     return config
 
 

@@ -9,9 +9,9 @@ others are planned anyway. The local stand-ins for what a container would give a
 - The image: PATH is the project's venv bin (the installed project) followed by a directory of symlinks
   to the host's executables, minus the optional tools the image lacks and minus every package manager,
   so nothing a service runs can install onto the host.
-- HOME: one per replica, as each container has its own filesystem. Its .profile/.bash_profile
-  re-export PATH because Nixpacks' `bash -l` reads /etc/profile, which resets PATH on Debian (in the real
-  image root's ~/.profile puts the Nix profile back the same way).
+- HOME: one per replica and deploy, as each container starts with a fresh filesystem. Its .profile and
+  .bash_profile re-export PATH because Nixpacks' `bash -l` reads /etc/profile, which resets PATH on
+  Debian; in the real image, root's ~/.profile puts the Nix profile back the same way.
 - Postgres keeps its data in a volume directory under the state dir, which survives redeploys.
 
 Plans are keyed by instance name: the service name, or `<service>.<n>` when it has several replicas.
@@ -40,7 +40,9 @@ from emulator.variables import (
     resolve, secret_store, secret_values, slug,
 )
 
-TOOL_EXECUTABLES = {"git": ("git", "git-*"), "curl": ("curl",), "wget": ("wget",), "ssh": ("ssh", "ssh-*", "scp", "sftp")}
+TOOL_EXECUTABLES = {
+    "git": ("git", "git-*"), "curl": ("curl",), "wget": ("wget",), "ssh": ("ssh", "ssh-*", "scp", "sftp"),
+}
 NEVER_ON_PATH = ("apt", "apt-*", "aptitude", "dpkg", "dpkg-*", "apk", "yum", "dnf", "microdnf", "zypper",
                  "pacman", "brew", "snap", "sudo", "su")
 _RESERVED = ("PATH", "HOME")  # the emulator's model of the image; a user value would undo it
@@ -49,25 +51,30 @@ _RESERVED = ("PATH", "HOME")  # the emulator's model of the image; a user value 
 def plan_stack(stack: Stack, repo_dir: Path, state_dir: Path, ports: Mapping[str, int] | None = None,
                edge_domains: Mapping[str, str] | None = None, venv_bin: Path | None = None,
                host_path: str | None = None) -> dict[str, ServicePlan | BuildError]:
-    """Plan every service. `ports` (by instance name) and `edge_domains` (by service name, "localhost:<port>")
-    pin what the runtime already holds; anything missing is picked free here. `venv_bin` defaults to this
-    interpreter's environment, `host_path` to $PATH."""
+    """Plan every service. `ports` (by instance name) and `edge_domains` (by service name,
+    "localhost:<port>") pin what the runtime already holds; anything missing is picked free here.
+    `venv_bin` defaults to this interpreter's environment, `host_path` to $PATH."""
     return _Planner(stack, Path(repo_dir).resolve(), Path(state_dir).resolve(), dict(ports or {}),
                     dict(edge_domains or {}), Path(venv_bin or Path(sys.prefix) / "bin"),
                     host_path if host_path is not None else os.environ.get("PATH", "")).plan()
 
 
 class _Planner:
-    def __init__(self, stack, repo_dir, state_dir, ports, edge_domains, venv_bin, host_path):
+    def __init__(self, stack: Stack, repo_dir: Path, state_dir: Path, ports: dict[str, int],
+                 edge_domains: dict[str, str], venv_bin: Path, host_path: str):
         self.stack, self.repo_dir, self.state_dir = stack, repo_dir, state_dir
         self.venv_bin, self.host_path = venv_bin, host_path
         self.failed: dict[str, BuildError] = {}
         self.instances = {name: _instance_names(service) for name, service in stack.services.items()}
         self.ports = self._local_ports(ports)
-        wanted = [name for name, service in stack.services.items() if service.public_domain and name not in edge_domains]
-        self.domains = {**edge_domains, **{name: f"localhost:{port}" for name, port in zip(wanted, _free_ports(len(wanted)))}}
-        self.endpoints = {slug(name): Endpoint(self._railway_port(service), self.ports.get(self.instances[name][0], 0))
-                          for name, service in stack.services.items()}
+        public = [name for name, service in stack.services.items() if service.public_domain]
+        wanted = [name for name in public if name not in edge_domains]
+        picked = {name: f"localhost:{port}" for name, port in zip(wanted, _free_ports(len(wanted)))}
+        self.domains = {name: edge_domains.get(name) or picked[name] for name in public}  # a domain only if asked for
+        self.endpoints = {
+            slug(name): Endpoint(self._railway_port(service), self.ports.get(self.instances[name][0], 0))
+            for name, service in stack.services.items()
+        }
         self.deployments = {name: str(uuid.uuid4()) for name in stack.services}
         self.replica_ids = {instance: str(uuid.uuid4()) for names in self.instances.values() for instance in names}
         self.secret = secret_store(state_dir)
@@ -90,7 +97,8 @@ class _Planner:
                              "model the runtime image, so remove it")
         if service.source == "postgres" and service.replicas > 1:
             raise BuildError(f"{service.name}: a service with a volume cannot have replicas; set replicas = 1")
-        replicas = [(instance, self._variables(service, index)) for index, instance in enumerate(self.instances[service.name])]
+        replicas = [(instance, self._variables(service, index))
+                    for index, instance in enumerate(self.instances[service.name])]
         if service.source != "repo":
             return {instance: self._builtin_plan(service, instance, variables) for instance, variables in replicas}
         image = build(service, self.repo_dir, replicas[0][1])
@@ -98,10 +106,11 @@ class _Planner:
         plans = {}
         path = f"{self.venv_bin}{os.pathsep}{bin_dir}"
         for instance, variables in replicas:
+            # Unbuffered even from a Dockerfile image, or log lines would reach the emulator late.
             env = {"PYTHONUNBUFFERED": "1", **image.env, **self._local(variables)}
             env.update(HOME=str(self._home(self.replica_ids[instance], path)), PATH=path)
-            plans[instance] = self._plan(service, instance, variables, env, kind="app", argv=image.argv, cwd=self.repo_dir,
-                                         builder=image.builder, build_log=image.log)
+            plans[instance] = self._plan(service, instance, variables, env, kind="app", argv=image.argv,
+                                         cwd=self.repo_dir, builder=image.builder, build_log=image.log)
         return plans
 
     def _builtin_plan(self, service: Service, instance: str, variables: dict[str, str]) -> ServicePlan:
@@ -113,18 +122,20 @@ class _Planner:
             env = {key: value.replace(POSTGRES_VOLUME, str(cwd)) for key, value in env.items()}
         return self._plan(service, instance, variables, env, kind=service.source, argv=(), cwd=cwd)
 
-    def _plan(self, service: Service, instance: str, variables: dict[str, str], env: dict[str, str], **fields) -> ServicePlan:
+    def _plan(self, service: Service, instance: str, variables: dict[str, str], env: dict[str, str],
+              **fields) -> ServicePlan:
         return ServicePlan(
             name=instance,
             env=env,
             port=self.ports[instance],
             public_domain=self.domains.get(service.name),
             healthcheck_path=service.healthcheck_path,
-            healthcheck_timeout=_seconds(variables, "RAILWAY_HEALTHCHECK_TIMEOUT_SEC", service.healthcheck_timeout),
+            healthcheck_timeout=_seconds(service, variables, "RAILWAY_HEALTHCHECK_TIMEOUT_SEC",
+                                         service.healthcheck_timeout),
             restart_policy=service.restart_policy,
             max_retries=service.restart_max_retries,
             replicas=service.replicas,
-            draining_seconds=_seconds(variables, "RAILWAY_DEPLOYMENT_DRAINING_SECONDS", 0.0),
+            draining_seconds=_seconds(service, variables, "RAILWAY_DEPLOYMENT_DRAINING_SECONDS", 0.0),
             secrets=secret_values(env),
             **fields,
         )
@@ -138,9 +149,10 @@ class _Planner:
 
     def _namespace(self, service: Service, index: int) -> dict[str, str]:
         instance = self.instances[service.name][index]
-        variables = railway_variables(self.stack.project, self.stack.environment, service.name,
-                                      deployment_id=self.deployments[service.name], replica_id=self.replica_ids[instance],
-                                      public_domain=self.domains.get(service.name))
+        variables = railway_variables(
+            self.stack.project, self.stack.environment, service.name, deployment_id=self.deployments[service.name],
+            replica_id=self.replica_ids[instance], public_domain=self.domains.get(service.name),
+        )
         port = str(self.ports.get(instance, 0))
         if service.source == "postgres":
             # PGPORT is Postgres's "port variable": anything reading it must reach the local server.
@@ -178,10 +190,12 @@ class _Planner:
 
     def _runtime_bin(self, tools: frozenset[str]) -> Path:
         """A bin directory of the host's executables minus what the image lacks; shared by identical images."""
-        hidden = NEVER_ON_PATH + tuple(p for tool in OPTIONAL_TOOLS if tool not in tools for p in TOOL_EXECUTABLES[tool])
+        lacking = [tool for tool in OPTIONAL_TOOLS if tool not in tools]
+        hidden = NEVER_ON_PATH + tuple(pattern for tool in lacking for pattern in TOOL_EXECUTABLES[tool])
         dirs = [d for d in self.host_path.split(os.pathsep) if os.path.isabs(d) and os.path.isdir(d)]
         # Keyed by content, so a running deployment's directory is never rewritten under it.
-        key = hashlib.sha256(json.dumps([sorted(tools), dirs, [os.stat(d).st_mtime_ns for d in dirs]]).encode()).hexdigest()[:16]
+        fingerprint = [sorted(tools), dirs, [os.stat(d).st_mtime_ns for d in dirs]]
+        key = hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:16]
         root = self.state_dir / "runtimes"
         target = root / key
         if not target.is_dir():
@@ -235,10 +249,10 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _seconds(variables: Mapping[str, str], name: str, default: float) -> float:
+def _seconds(service: Service, variables: Mapping[str, str], name: str, default: float) -> float:
     if name not in variables:
         return default
     try:
         return float(variables[name])
     except ValueError:
-        raise BuildError(f"{name} = {variables[name]!r} must be a number of seconds") from None
+        raise BuildError(f"{service.name}: {name} = {variables[name]!r} must be a number of seconds") from None

@@ -65,9 +65,8 @@ def _lint(text: str, processes: dict[str, str]) -> tuple[str, ...]:
         if name not in processes:
             notes.append(f"Procfile line {number}: Heroku reads `{name}`, the YAML parse has no such process")
         elif processes[name] != command:
-            notes.append(
-                f"Procfile line {number}: Heroku runs `{name}` as {command!r}, Railway's YAML parse gives {processes[name]!r}"
-            )
+            notes.append(f"Procfile line {number}: Heroku runs `{name}` as {command!r}, "
+                         f"Railway's YAML parse gives {processes[name]!r}")
     for name in processes:
         if name not in heroku:
             notes.append(f"Procfile: `{name}` exists only in the YAML parse; Heroku, foreman and honcho ignore it")

@@ -156,26 +156,28 @@ def _service(path: Path, name: str, body: Any) -> Service:
     if source != "repo":
         for key in _BUILD_KEYS:
             if key in body:
-                raise StackError(f"{path.name}: {where}.{key}: a {source} service is not built from the repo; remove it")
+                raise StackError(
+                    f"{path.name}: {where}.{key}: a {source} service is not built from the repo; remove it"
+                )
     builder = _choice(path, f"{where}.builder", body.get("builder", "railpack"), BUILDERS, str.lower)
-    dockerfile_path = body.get("dockerfile_path")
+    dockerfile_path = _optional(path, f"{where}.dockerfile_path", body.get("dockerfile_path"))
     if dockerfile_path is not None and builder != "dockerfile":
         raise StackError(f'{path.name}: {where}.dockerfile_path needs builder = "dockerfile"')
-    start_command = body.get("start_command")
-    if start_command is not None and not _typed(path, f"{where}.start_command", start_command, str).strip():
+    start_command = _optional(path, f"{where}.start_command", body.get("start_command"))
+    if start_command is not None and not start_command.strip():
         raise StackError(f"{path.name}: {where}.start_command is empty; remove the key to let the builder detect one")
-    healthcheck_path = body.get("healthcheck_path")
-    if healthcheck_path is not None and not _typed(path, f"{where}.healthcheck_path", healthcheck_path, str).startswith("/"):
+    healthcheck_path = _optional(path, f"{where}.healthcheck_path", body.get("healthcheck_path"))
+    if healthcheck_path is not None and not healthcheck_path.startswith("/"):
         raise StackError(f"{path.name}: {where}.healthcheck_path must start with '/', e.g. \"/api/health\"")
     return Service(
         name=name,
         source=source,
         builder=builder,
-        dockerfile_path=None if dockerfile_path is None else _typed(path, f"{where}.dockerfile_path", dockerfile_path, str),
+        dockerfile_path=dockerfile_path,
         start_command=start_command,
         variables=_variables(path, f"{where}.variables", body.get("variables", {})),
         healthcheck_path=healthcheck_path,
-        healthcheck_timeout=float(_number(path, f"{where}.healthcheck_timeout", body.get("healthcheck_timeout", 300), 1)),
+        healthcheck_timeout=_number(path, f"{where}.healthcheck_timeout", body.get("healthcheck_timeout", 300), 1),
         restart_policy=_choice(path, f"{where}.restart_policy", body.get("restart_policy", "ON_FAILURE"),
                                RESTART_POLICIES, str.upper),
         restart_max_retries=_integer(path, f"{where}.restart_max_retries", body.get("restart_max_retries", 10), 0),
@@ -189,10 +191,13 @@ def _variables(path: Path, where: str, table: Any) -> dict[str, str]:
     out = {}
     for key, value in table.items():
         if not _VARIABLE_NAME.match(key):
-            raise StackError(f"{path.name}: {where}.{key}: a variable name is letters, digits and '_', not starting with a digit")
+            raise StackError(
+                f"{path.name}: {where}.{key}: a variable name is letters, digits and '_', not starting with a digit"
+            )
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             # Railway stores every variable as text; TOML true would otherwise arrive as Python's "True".
-            raise StackError(f'{path.name}: {where}.{key}: write the value as a string, e.g. {key} = "{value}"')
+            example = str(value).lower() if isinstance(value, bool) else "..."
+            raise StackError(f'{path.name}: {where}.{key}: write the value as a string, e.g. {key} = "{example}"')
         out[key] = str(value)
     return out
 
@@ -213,7 +218,11 @@ def _integer(path: Path, where: str, value: Any, minimum: int) -> int:
 def _number(path: Path, where: str, value: Any, minimum: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
         raise StackError(f"{path.name}: {where} = {value!r} must be a number of seconds >= {minimum}")
-    return value
+    return float(value)
+
+
+def _optional(path: Path, where: str, value: Any) -> str | None:
+    return None if value is None else _typed(path, where, value, str)
 
 
 def _typed(path: Path, where: str, value: Any, kind: type):

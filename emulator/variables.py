@@ -17,7 +17,7 @@ import string
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, NoReturn
 
 from emulator.plan import BuildError
 
@@ -130,13 +130,17 @@ class _Resolver:
         if other not in self.namespaces:
             services = sorted(ns for ns in self.namespaces if ns != "shared")
             near = [ns for ns in services if ns.lower() == other.lower()]
-            hint = f"; service names are case-sensitive, did you mean {near[0]}?" if near else f" (services: {', '.join(services)})"
-            self._fail(chain, f"there is no service named {other}{hint}")
+            if near:
+                self._fail(chain, f"there is no service named {other}; service names are case-sensitive, "
+                                  f"did you mean {near[0]}?")
+            self._fail(chain, f"there is no service named {other} (services: {', '.join(services)})")
         if var not in self.namespaces[other]:
-            self._fail(chain, f"{other} has no variable {var}; define it there or fix the reference")
+            hint = "only a service with a public domain has it" if var == "RAILWAY_PUBLIC_DOMAIN" \
+                else "define it there or fix the reference"
+            self._fail(chain, f"{other} has no variable {var}; {hint}")
         return self.value(other, var, chain)
 
-    def _fail(self, chain: tuple[str, ...], problem: str):
+    def _fail(self, chain: tuple[str, ...], problem: str) -> NoReturn:
         variable, *references = chain
         path = ", which references ".join(references)
         raise BuildError(f"{self.service}: variable {variable} references {path}: {problem}")

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import psycopg
 import pytest
-from support.prefect_server import NO_PREFECT_POSTGRES, clean_environ, prefect_postgres, prefect_server
+from support.prefect_server import NO_PREFECT_POSTGRES, WEB_AUTH, WEB_DOMAIN, clean_environ, railway_web_service
 
 from vault_ingest import serve
 from vault_ingest.errors import ConfigError
 
-DOMAIN = "vault-ingest-web.up.railway.app"
-AUTH = "admin:s3cret-auth"
 
 
 def plan(**env: str) -> serve.Launch:
@@ -40,11 +37,11 @@ def test_host_setting_wins_over_default():
 
 
 def test_public_domain_becomes_ui_api_url():
-    assert plan(RAILWAY_PUBLIC_DOMAIN=DOMAIN).env["PREFECT_UI_API_URL"] == f"https://{DOMAIN}/api"
+    assert plan(RAILWAY_PUBLIC_DOMAIN=WEB_DOMAIN).env["PREFECT_UI_API_URL"] == f"https://{WEB_DOMAIN}/api"
 
 
 def test_explicit_ui_api_url_is_kept():
-    launch = plan(RAILWAY_PUBLIC_DOMAIN=DOMAIN, PREFECT_UI_API_URL="https://prefect.example.com/api")
+    launch = plan(RAILWAY_PUBLIC_DOMAIN=WEB_DOMAIN, PREFECT_UI_API_URL="https://prefect.example.com/api")
     assert launch.env["PREFECT_UI_API_URL"] == "https://prefect.example.com/api"
 
 
@@ -55,15 +52,15 @@ def test_without_domain_ui_uses_relative_api():
 @pytest.mark.parametrize("name", serve.UI_API_URL_VARS)
 def test_scheme_less_ui_api_url_is_refused(name):
     with pytest.raises(ConfigError) as caught:
-        plan(**{name: f"{DOMAIN}/api"})
+        plan(**{name: f"{WEB_DOMAIN}/api"})
     message = str(caught.value)
     assert name in message
-    assert f"https://{DOMAIN}/api" in message
+    assert f"https://{WEB_DOMAIN}/api" in message
 
 
 def test_domain_with_scheme_is_refused():
     with pytest.raises(ConfigError, match="RAILWAY_PUBLIC_DOMAIN"):
-        plan(RAILWAY_PUBLIC_DOMAIN=f"https://{DOMAIN}")
+        plan(RAILWAY_PUBLIC_DOMAIN=f"https://{WEB_DOMAIN}")
 
 
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg", "postgresql+asyncpg"])
@@ -95,10 +92,10 @@ def test_unusable_database_url_is_refused(url):
 
 def test_notes_mask_secrets():
     launch = plan(
-        PREFECT_API_DATABASE_CONNECTION_URL="postgresql://u:hunter2@h/prefect", PREFECT_SERVER_API_AUTH_STRING=AUTH
+        PREFECT_API_DATABASE_CONNECTION_URL="postgresql://u:hunter2@h/prefect", PREFECT_SERVER_API_AUTH_STRING=WEB_AUTH
     )
     notes = "\n".join(launch.notes)
-    assert "hunter2" not in notes and AUTH not in notes
+    assert "hunter2" not in notes and WEB_AUTH not in notes
     assert "u:***@h" in notes and "basic auth on" in notes
 
 
@@ -117,40 +114,31 @@ def test_host_and_port_arguments_are_refused():
 
 
 @pytest.fixture(scope="module")
-def prefect_db():
-    """A PostgreSQL URL (postgresql://, as Railway gives it) naming a database that does not exist yet."""
-    with prefect_postgres() as admin_url:
-        if admin_url is None:
-            pytest.skip(NO_PREFECT_POSTGRES)
-        yield admin_url.rsplit("/", 1)[0] + f"/prefect_{uuid.uuid4().hex[:8]}"
+def web(request):
+    return railway_web_service(request)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, prefect_db):
-    """As on Railway: PORT, RAILWAY_PUBLIC_DOMAIN, a postgresql:// URL and an auth string, nothing else."""
-    env = {
-        "RAILWAY_PUBLIC_DOMAIN": DOMAIN,
-        "PREFECT_API_DATABASE_CONNECTION_URL": prefect_db,
-        "PREFECT_SERVER_API_AUTH_STRING": AUTH,
-    }
-    with prefect_server(tmp_path_factory.mktemp("serve"), env=env, launcher=True) as running:
-        yield running
+def server(web):
+    return web.server
 
 
 def test_ui_settings_point_the_browser_at_the_public_domain(server):
     with server.http() as http:
         settings = http.get("/ui-settings").json()
-    assert settings["api_url"] == f"https://{DOMAIN}/api"
+    assert settings["api_url"] == f"https://{WEB_DOMAIN}/api"
     assert settings["auth"] == "BASIC"
 
 
-def test_server_runs_on_postgresql(server, prefect_db):
-    with psycopg.connect(prefect_db) as conn:
+def test_server_runs_on_postgresql(server, web):
+    if web.database_url is None:
+        pytest.skip(NO_PREFECT_POSTGRES)
+    with psycopg.connect(web.database_url) as conn:
         tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert {"alembic_version", "deployment", "work_pool"} <= tables
     with server.http() as http:
         assert http.post("/api/work_pools/", json={"name": "on-postgres", "type": "process"}).status_code == 201
-    with psycopg.connect(prefect_db) as conn:
+    with psycopg.connect(web.database_url) as conn:
         assert conn.execute("SELECT count(*) FROM work_pool WHERE name = 'on-postgres'").fetchone() == (1,)
 
 
@@ -166,17 +154,19 @@ def test_launcher_execs_the_server(server):
     assert [b"-m", b"prefect", b"server", b"start"] == cmdline[1:5]
 
 
-def test_log_masks_secrets(server, prefect_db):
+def test_log_masks_secrets(server, web):
     log = server.log()
-    assert "vault-ingest serve: database postgresql+asyncpg://postgres:***@" in log
-    assert f":{urlsplit(prefect_db).password}@" not in log and AUTH not in log
+    assert WEB_AUTH not in log
+    if web.database_url:
+        assert "vault-ingest serve: database postgresql+asyncpg://postgres:***@" in log
+        assert f":{urlsplit(web.database_url).password}@" not in log
 
 
 def test_scheme_less_value_stops_the_launcher(tmp_path):
-    env = clean_environ(PREFECT_HOME=str(tmp_path), PREFECT_UI_API_URL=f"{DOMAIN}/api", PORT="8080")
+    env = clean_environ(PREFECT_HOME=str(tmp_path), PREFECT_UI_API_URL=f"{WEB_DOMAIN}/api", PORT="8080")
     result = subprocess.run(
         [sys.executable, "-m", "vault_ingest.cli", "serve"], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
-    assert f"PREFECT_UI_API_URL='{DOMAIN}/api' has no http(s):// scheme" in result.stderr
-    assert f"Set PREFECT_UI_API_URL=https://{DOMAIN}/api" in result.stderr
+    assert f"PREFECT_UI_API_URL='{WEB_DOMAIN}/api' has no http(s):// scheme" in result.stderr
+    assert f"Set PREFECT_UI_API_URL=https://{WEB_DOMAIN}/api" in result.stderr

@@ -16,8 +16,7 @@ import pytest
 from support.prefect_server import (
     FAST_WORKER_SETTINGS,
     clean_environ,
-    prefect_database,
-    prefect_server,
+    railway_web_service,
     stop_process_group,
     wait_until,
 )
@@ -28,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "start_worker.sh"
 BASH = shutil.which("bash")
 VENV_BIN = Path(sys.executable).parent
-AUTH = "admin:worker-test"
 FIXES = ("RAILPACK_DEPLOY_APT_PACKAGES=git", "railpack.json", "Dockerfile.worker", "WORKER_INSTALL_GIT=1")
 
 
@@ -116,11 +114,8 @@ def test_every_fix_it_names_exists():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with prefect_database() as database:
-        env = {**database, "PREFECT_SERVER_API_AUTH_STRING": AUTH}
-        with prefect_server(tmp_path_factory.mktemp("worker-server"), env=env) as running:
-            yield running
+def server(request):
+    return railway_web_service(request).server
 
 
 def test_wrong_credentials_are_named(server, tmp_path):

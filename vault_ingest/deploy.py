@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 from vault_ingest.errors import ConfigError, VaultIngestError
 
-DEFAULT_WORK_POOL = "hyperliquid-vault-ingestion"
 TIMEZONE = "UTC"
+CONCURRENCY_LIMIT = 1  # a run that overruns its hour delays the next instead of doubling the request rate
 
 # vaultDetails weighs 20 of Hyperliquid's 1,200 per minute, so one process fetches 60 vaults a minute:
 # 2,400 vaults take 40 minutes and leave a third of the hour for retries before the next run at :15.
@@ -49,7 +49,7 @@ class EntrypointNotFoundError(DeployError):
 
 @dataclass(frozen=True)
 class FlowDeployment:
-    """One flow as this project deploys it; the schedule and defaults are the reasons for each value."""
+    """One flow as this project deploys it: where the code is, when it runs, with which parameters."""
 
     entrypoint: str
     flow_name: str
@@ -102,7 +102,7 @@ class DeploymentSpec:
             "pull_steps": [self.storage().to_pull_step()],
             "schedules": [{"cron": self.flow.cron, "timezone": TIMEZONE}],
             "parameters": self.flow.parameters,
-            "concurrency_limit": 1,
+            "concurrency_limit": CONCURRENCY_LIMIT,
             "description": self.flow.description,
         }
 
@@ -168,17 +168,6 @@ def _api_url() -> str:
     return url
 
 
-def _refused(exc: Exception, api_url: str) -> AuthRefusedError | None:
-    from prefect.exceptions import PrefectHTTPStatusError
-
-    if isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code in (401, 403):
-        return AuthRefusedError(
-            f"the Prefect server at {api_url} refused the credentials (HTTP {exc.response.status_code}); set "
-            "PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING (user:password)"
-        )
-    return None
-
-
 def ensure_work_pool(client, name: str) -> bool:
     """Create process work pool `name` unless it exists; True when it was created."""
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -231,6 +220,7 @@ def _load(spec: DeploymentSpec):
 def apply(specs: Sequence[DeploymentSpec]) -> dict[str, str]:
     """Make the server match `specs`; returns deployment name -> id."""
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
     from prefect.schedules import Cron
 
     api_url = _api_url()
@@ -254,15 +244,17 @@ def apply(specs: Sequence[DeploymentSpec]) -> dict[str, str]:
                     schedules=[Cron(spec.flow.cron, timezone=TIMEZONE)],
                     parameters=spec.flow.parameters,
                     description=spec.flow.description,
-                    concurrency_limit=1,
+                    concurrency_limit=CONCURRENCY_LIMIT,
                 )
                 deployed[spec.full_name] = str(deployment.apply())
                 print(f"deployment {spec.full_name}: {deployed[spec.full_name]}")
-        except Exception as exc:
-            refused = _refused(exc, api_url)
-            if refused is None:
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code not in (401, 403):
                 raise
-            raise refused from None
+            raise AuthRefusedError(
+                f"the Prefect server at {api_url} refused the credentials (HTTP {exc.response.status_code}); set "
+                "PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING (user:password)"
+            ) from None
     return deployed
 
 

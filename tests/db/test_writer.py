@@ -47,9 +47,8 @@ def vault(engine, n: int) -> dict:
 
 def metrics_rows(engine, n: int) -> list[dict]:
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(vault_metrics).where(vault_metrics.c.vault_address == address(n)).order_by(vault_metrics.c.observed_at)
-        )
+        m = vault_metrics.c
+        rows = conn.execute(select(vault_metrics).where(m.vault_address == address(n)).order_by(m.observed_at))
         return [dict(r._mapping) for r in rows]
 
 
@@ -99,6 +98,12 @@ def test_a_vault_missing_from_a_later_list_is_kept_with_its_last_seen(engine):
     write_vault_list(engine, [summary(1), summary(2)], T0)
     write_vault_list(engine, [summary(1)], T0 + HOUR)
     assert vault(engine, 2)["last_seen"] == T0
+
+
+def test_an_older_snapshot_written_late_does_not_move_last_seen_back(engine):
+    write_vault_list(engine, [summary(1)], T0 + HOUR)
+    write_vault_list(engine, [summary(1)], T0)
+    assert (vault(engine, 1)["first_seen"], vault(engine, 1)["last_seen"]) == (T0 + HOUR, T0 + HOUR)
 
 
 @pytest.mark.parametrize("value", [
@@ -192,7 +197,8 @@ def test_snapshot_writes_take_turns(engine, database_url):
 
 def test_details_land_metrics_at_the_data_time_and_every_history_point(engine):
     write_vault_list(engine, [summary(1)], T0 - HOUR)
-    d = details(1, portfolio={**portfolio(), "day": window(T0 + HOUR, ["100", "110", "104.5"], ["0.0", "10", "4.5"], "77")})
+    day = window(T0 + HOUR, ["100", "110", "104.5"], ["0.0", "10", "4.5"], volume="77")
+    d = details(1, portfolio={**portfolio(), "day": day, "someFuturePeriodName": window(T0, ["1"], ["0"])})
     assert write_vault_details(engine, [d], [], T0 + 5 * HOUR) == WriteCounts(new=1)
 
     detail_row = metrics_rows(engine, 1)[-1]

@@ -195,6 +195,18 @@ def test_a_custom_start_command_on_a_dockerfile_service_is_exec_form(tmp_path):
     assert build(service, root, {}).argv == ("prefect", "worker", "start", "--pool", "$POOL", "--port", "$PORT")
 
 
+@pytest.mark.parametrize("layout", [
+    "WORKDIR /app\nCOPY --from=build /out ./\nCOPY pyproject.toml README.md ./\nCOPY src ./src\nWORKDIR src\n",
+    "COPY . /app/\n",
+    "WORKDIR /app\n",  # no COPY into a directory: the WORKDIR it is
+])
+def test_paths_in_the_copied_build_context_point_into_the_checkout(tmp_path, layout):
+    dockerfile = f'FROM python:3.13-slim\n{layout}CMD ["bash", "/app/src/run.sh", "/app-data"]\n'
+    image = build(Service("w", builder="dockerfile"), repo(tmp_path, {"Dockerfile": dockerfile}), {})
+    assert image.argv == ("bash", f"{tmp_path}/src/run.sh", "/app-data")
+    assert image.log[-1] == "$ bash /app/src/run.sh /app-data"
+
+
 def test_a_missing_dockerfile_fails_the_build(tmp_path):
     with pytest.raises(BuildError, match="Dockerfile `Dockerfile.worker` does not exist"):
         build(Service("w", builder="dockerfile", dockerfile_path="Dockerfile.worker"), repo(tmp_path), {})
@@ -221,10 +233,11 @@ def test_dockerfile_runtime_tools(dockerfile, tools):
 
 
 @pytest.mark.parametrize("dockerfile, argv", [
-    ('FROM x\nENTRYPOINT ["tini", "--"]\nCMD ["prefect", "worker", "start"]\n', ("tini", "--", "prefect", "worker", "start")),
+    ('FROM x\nENTRYPOINT ["tini", "--"]\nCMD ["prefect", "worker"]\n', ("tini", "--", "prefect", "worker")),
     ('FROM x\nENTRYPOINT ["tini", "--"]\nCMD run $PORT\n', ("tini", "--", "/bin/sh", "-c", "run $PORT")),
     ('FROM x\nCMD ["a"]\nENTRYPOINT exec serve\nCMD ["ignored"]\n', ("/bin/sh", "-c", "exec serve")),
-    ('FROM x\nCMD ["a"]\nENTRYPOINT ["e"]\n', ("e",)),  # ENTRYPOINT resets the earlier CMD
+    ('FROM x\nCMD ["a"]\nENTRYPOINT ["e"]\n', ("e", "a")),  # a CMD of this stage survives ENTRYPOINT
+    ('FROM x AS base\nCMD ["a"]\nFROM base\nENTRYPOINT ["e"]\n', ("e",)),  # an inherited one does not
 ])
 def test_dockerfile_entrypoint_and_cmd(dockerfile, argv):
     assert parse_dockerfile(dockerfile).argv() == argv

@@ -1,4 +1,5 @@
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -8,21 +9,35 @@ from emulator.plan import BuildError, ServicePlan
 from emulator.planner import plan_stack
 from emulator.stack import load_stack
 
-SHIPPED = Path(__file__).resolve().parents[2] / "railway.stack.toml"
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "railway.stack.toml"
+# What the builders read from the repo: the tests plan a copy, so they see the real configuration.
+DEPLOYMENT_FILES = ("Procfile", "pyproject.toml", "railpack.json", "nixpacks.toml", "Dockerfile.worker",
+                    "start_worker.sh")
 PROBE = 'for t in git curl apt-get apt dpkg sudo vault-ingest; do echo "$t=$(command -v $t || echo -)"; done'
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    """One state dir for the module, as one emulator keeps across deploys: runtime bins are built once."""
+    return tmp_path_factory.mktemp("state")
 
 
 @pytest.fixture
 def repo(tmp_path):
     root = tmp_path / "repo"
     root.mkdir()
-    (root / "pyproject.toml").write_text('[project]\nname = "vault-ingest"\n')
-    (root / "Procfile").write_text("web: vault-ingest serve\nworker: bash start_worker.sh\n")
+    for name in DEPLOYMENT_FILES:
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, root / name)
     return root
 
 
-def plan(repo, variant=None, **kwargs) -> dict[str, ServicePlan | BuildError]:
-    return plan_stack(load_stack(SHIPPED, variant), repo, repo.parent / "state", **kwargs)
+@pytest.fixture
+def plan(repo, state):
+    def plan(variant=None, **kwargs) -> dict[str, ServicePlan | BuildError]:
+        return plan_stack(load_stack(SHIPPED, variant), repo, state, **kwargs)
+    return plan
 
 
 def probe(service: ServicePlan) -> dict[str, str]:
@@ -32,8 +47,8 @@ def probe(service: ServicePlan) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines())
 
 
-def test_the_production_stack_plans_every_service(repo):
-    plans = plan(repo)
+def test_the_production_stack_plans_every_service(plan, repo):
+    plans = plan()
     assert {name: p.kind for name, p in plans.items()} == {
         "Postgres": "postgres", "web": "app", "worker": "app", "hyperliquid": "replay"}
     web, worker = plans["web"], plans["worker"]
@@ -47,21 +62,21 @@ def test_the_production_stack_plans_every_service(repo):
     assert plans["Postgres"].draining_seconds == 60.0 and web.draining_seconds == 0.0
 
 
-def test_references_reach_the_other_services_local_ports(repo):
-    plans = plan(repo)
+def test_references_reach_the_other_services_local_ports(plan):
+    plans = plan()
     web, worker, pg, replay = plans["web"], plans["worker"], plans["Postgres"], plans["hyperliquid"]
     password = pg.env["POSTGRES_PASSWORD"]
     assert worker.env["PREFECT_API_URL"] == f"http://127.0.0.1:{web.port}/api"
     assert worker.env["DATABASE_URL"] == f"postgresql://postgres:{password}@127.0.0.1:{pg.port}/railway"
     assert web.env["PREFECT_API_DATABASE_CONNECTION_URL"] == worker.env["DATABASE_URL"]
     assert worker.env["HYPERLIQUID_STATS_URL"] == f"http://127.0.0.1:{replay.port}/Mainnet/vaults"
-    assert worker.env["PREFECT_WORK_POOL_NAME"] == "vault-ingest"
+    assert worker.env["PREFECT_WORK_POOL"] == "hyperliquid-vault-ingestion"
     assert worker.env["RAILWAY_PRIVATE_DOMAIN"] == "127.0.0.1"
 
 
-def test_postgres_gets_railways_variables_pointed_at_its_local_server_and_volume(repo):
-    pg = plan(repo)["Postgres"]
-    volume = repo.parent.resolve() / "state" / "volumes" / "postgres"
+def test_postgres_gets_railways_variables_pointed_at_its_local_server_and_volume(plan, state):
+    pg = plan()["Postgres"]
+    volume = state.resolve() / "volumes" / "postgres"
     assert pg.cwd == volume and volume.is_dir()
     assert re.fullmatch(r"[A-Za-z]{32}", pg.env["POSTGRES_PASSWORD"])
     assert pg.env["PGPASSWORD"] == pg.env["POSTGRES_PASSWORD"]
@@ -71,64 +86,73 @@ def test_postgres_gets_railways_variables_pointed_at_its_local_server_and_volume
     assert "PATH" not in pg.env and pg.argv == ()
 
 
-def test_the_postgres_password_is_stable_across_runs(repo):
-    assert plan(repo)["Postgres"].env["POSTGRES_PASSWORD"] == plan(repo)["Postgres"].env["POSTGRES_PASSWORD"]
+def test_the_postgres_password_is_stable_across_runs(plan):
+    assert plan()["Postgres"].env["POSTGRES_PASSWORD"] == plan()["Postgres"].env["POSTGRES_PASSWORD"]
 
 
-def test_secrets_are_collected_from_each_plans_environment(repo):
-    plans = plan(repo)
+def test_secrets_are_collected_from_each_plans_environment(plan):
+    plans = plan()
     password = plans["Postgres"].env["POSTGRES_PASSWORD"]
     assert password in plans["Postgres"].secrets
     assert password in plans["worker"].secrets and password in plans["web"].secrets
     assert plans["hyperliquid"].secrets == frozenset()
 
 
-def test_ids_are_stable_deployments_are_new(repo):
-    first, second = plan(repo)["web"].env, plan(repo)["web"].env
+def test_ids_are_stable_deployments_are_new(plan):
+    first, second = plan()["web"].env, plan()["web"].env
     assert first["RAILWAY_SERVICE_ID"] == second["RAILWAY_SERVICE_ID"]
     assert first["RAILWAY_PROJECT_ID"] == second["RAILWAY_PROJECT_ID"]
     assert first["RAILWAY_DEPLOYMENT_ID"] != second["RAILWAY_DEPLOYMENT_ID"]
 
 
-def test_pinned_ports_and_edge_domains_are_used(repo):
-    plans = plan(repo, ports={"web": 45111, "Postgres": 45112}, edge_domains={"web": "localhost:45113"})
+def test_pinned_ports_and_edge_domains_are_used(plan):
+    plans = plan(ports={"web": 45111, "Postgres": 45112},
+                 edge_domains={"web": "localhost:45113", "worker": "localhost:45114"})
     assert plans["web"].port == 45111 and plans["Postgres"].port == 45112
     assert plans["web"].public_domain == plans["web"].env["RAILWAY_PUBLIC_DOMAIN"] == "localhost:45113"
     assert plans["worker"].env["PREFECT_API_URL"] == "http://127.0.0.1:45111/api"
     assert "RAILWAY_PUBLIC_DOMAIN" not in plans["worker"].env and plans["worker"].public_domain is None
 
 
-def test_a_scheme_less_ui_url_stays_scheme_less(repo):
-    web = plan(repo, "ui-api-url-no-scheme", edge_domains={"web": "localhost:45113"})["web"]
+def test_a_scheme_less_ui_url_stays_scheme_less(plan):
+    web = plan("ui-api-url-no-scheme", edge_domains={"web": "localhost:45113"})["web"]
     assert web.env["PREFECT_UI_API_URL"] == "localhost:45113/api"
     assert web.argv[-1] == "prefect server start --host 0.0.0.0 --port $PORT"
 
 
-def test_the_worker_without_a_start_command_runs_web(repo):
-    worker = plan(repo, "worker-runs-web")["worker"]
+def test_the_worker_without_a_start_command_runs_web(plan):
+    worker = plan("worker-runs-web")["worker"]
     assert worker.argv == ("/bin/bash", "-c", "vault-ingest serve")
     assert "↳ Found web command in Procfile" in worker.build_log
 
 
-def test_the_railpack_worker_finds_git_only_with_the_apt_package(repo):
-    assert probe(plan(repo)["worker"])["git"] != "-"
-    assert probe(plan(repo, "gitless-worker")["worker"])["git"] == "-"
-    assert probe(plan(repo, "gitless-worker-script")["worker"])["git"] == "-"
+def test_the_railpack_worker_has_git_only_while_its_apt_packages_name_it(plan, repo):
+    assert probe(plan()["worker"])["git"] != "-"
+    assert probe(plan("gitless-worker")["worker"])["git"] == "-"
+    assert probe(plan("gitless-worker-script")["worker"])["git"] == "-"
+    (repo / "railpack.json").unlink(missing_ok=True)
+    assert probe(plan()["web"])["git"] == "-"  # web names no apt packages of its own
 
 
-def test_the_nixpacks_login_shell_keeps_the_modelled_path(repo):
-    worker = plan(repo, "nixpacks-worker")["worker"]
+def test_the_nixpacks_login_shell_keeps_the_modelled_path(plan):
+    worker = plan("nixpacks-worker")["worker"]
     assert worker.argv[:3] == ("/bin/bash", "-l", "-c")
     found = probe(worker)
     assert found["git"] != "-" and found["curl"] != "-"
     assert found["vault-ingest"].endswith("/bin/vault-ingest")
 
 
-def test_the_dockerfile_worker_has_what_its_dockerfile_installs(repo):
+def test_the_repos_dockerfile_worker_runs_start_worker_sh_from_the_checkout(plan, repo):
+    worker = plan("dockerfile-worker")["worker"]
+    assert worker.argv == ("bash", f"{repo.resolve()}/start_worker.sh")  # CMD ["bash", "/app/start_worker.sh"]
+    assert "$ bash /app/start_worker.sh" in worker.build_log
+
+
+def test_the_dockerfile_worker_has_what_its_dockerfile_installs(plan, repo):
     (repo / "Dockerfile.worker").write_text(
         "FROM python:3.13-slim\nRUN apt-get update && apt-get install -y --no-install-recommends git ca-certificates\n"
         'CMD ["bash", "-c", "' + PROBE.replace('"', '\\"') + '"]\n')
-    worker = plan(repo, "dockerfile-worker")["worker"]
+    worker = plan("dockerfile-worker")["worker"]
     assert worker.builder == "dockerfile" and worker.argv[:2] == ("bash", "-c")
     found = dict(line.split("=", 1) for line in subprocess.run(
         worker.argv, env=worker.env, cwd=worker.cwd, capture_output=True, text=True, check=True).stdout.splitlines())
@@ -136,27 +160,28 @@ def test_the_dockerfile_worker_has_what_its_dockerfile_installs(repo):
 
 
 @pytest.mark.parametrize("variant", [None, "gitless-worker", "nixpacks-worker", "worker-runs-web"])
-def test_no_package_manager_is_ever_on_path(repo, variant):
-    for name, service in plan(repo, variant).items():
+def test_no_package_manager_is_ever_on_path(plan, variant):
+    for name, service in plan(variant).items():
         if service.kind == "app":
             found = probe(service)
             assert [found[tool] for tool in ("apt-get", "apt", "dpkg", "sudo")] == ["-"] * 4, name
             assert found["vault-ingest"].endswith("/bin/vault-ingest")
 
 
-def test_path_puts_the_project_venv_first(repo, tmp_path):
+def test_path_puts_the_project_venv_first(plan, tmp_path):
     venv_bin = tmp_path / "venv" / "bin"
     venv_bin.mkdir(parents=True)
-    worker = plan(repo, venv_bin=venv_bin, host_path="/usr/bin:/bin")["worker"]
+    worker = plan(venv_bin=venv_bin)["worker"]
     first, runtime = worker.env["PATH"].split(":")
     assert first == str(venv_bin)
     assert (Path(runtime) / "bash").exists() and not (Path(runtime) / "apt-get").exists()
-    assert worker.env["HOME"] != plan(repo)["worker"].env["HOME"]  # a fresh container filesystem per deploy
+    assert Path(runtime) == Path(plan()["worker"].env["PATH"].split(":")[1])  # identical images share one
+    assert worker.env["HOME"] != plan()["worker"].env["HOME"]  # a fresh container filesystem per deploy
     assert f"export PATH={worker.env['PATH']}" in (Path(worker.env["HOME"]) / ".bash_profile").read_text()
 
 
-def test_replicas_get_their_own_port_and_replica_id(repo):
-    plans = plan(repo, "worker-replicas")
+def test_replicas_get_their_own_port_and_replica_id(plan):
+    plans = plan("worker-replicas")
     one, two = plans["worker.1"], plans["worker.2"]
     assert "worker" not in plans
     assert one.port != two.port and one.env["PORT"] == str(one.port)
@@ -171,7 +196,7 @@ def write_stack(tmp_path, text):
     return load_stack(path)
 
 
-def test_one_failing_service_does_not_stop_the_others(repo, tmp_path):
+def test_one_failing_service_does_not_stop_the_others(repo, state, tmp_path):
     stack = write_stack(tmp_path, """
 [services.web]
 [services.worker]
@@ -179,19 +204,23 @@ start_command = "run"
 [services.worker.variables]
 API = "${{wbe.PORT}}"
 """)
-    plans = plan_stack(stack, repo, tmp_path / "state")
+    plans = plan_stack(stack, repo, state)
     assert isinstance(plans["web"], ServicePlan)
     assert isinstance(plans["worker"], BuildError)
-    assert str(plans["worker"]) == "worker: variable API references ${{wbe.PORT}}: there is no service named wbe (services: web, worker)"
+    assert str(plans["worker"]) == (
+        "worker: variable API references ${{wbe.PORT}}: there is no service named wbe (services: web, worker)"
+    )
 
 
-def test_a_build_failure_is_railways_message(repo, tmp_path):
+def test_a_build_failure_is_railways_message(repo, state, tmp_path):
     (repo / "Procfile").unlink()
-    plans = plan_stack(write_stack(tmp_path, "[services.web]\n"), repo, tmp_path / "state")
-    assert str(plans["web"]) == "No start command detected. Specify a start command: https://railpack.com/config/file#deploy"
+    plans = plan_stack(write_stack(tmp_path, "[services.web]\n"), repo, state)
+    assert str(plans["web"]) == (
+        "No start command detected. Specify a start command: https://railpack.com/config/file#deploy"
+    )
 
 
-def test_a_user_set_port_is_honoured(repo, tmp_path):
+def test_a_user_set_port_is_honoured(repo, state, tmp_path):
     stack = write_stack(tmp_path, """
 [services.web]
 healthcheck_path = "/api/health"
@@ -202,7 +231,7 @@ start_command = "run"
 [services.worker.variables]
 API = "http://${{web.RAILWAY_PRIVATE_DOMAIN}}:45120/api"
 """)
-    plans = plan_stack(stack, repo, tmp_path / "state")
+    plans = plan_stack(stack, repo, state)
     assert plans["web"].port == 45120 and plans["web"].env["PORT"] == "45120"
     assert plans["worker"].env["API"] == "http://127.0.0.1:45120/api"
 
@@ -213,27 +242,27 @@ API = "http://${{web.RAILWAY_PRIVATE_DOMAIN}}:45120/api"
     ('[services.web.variables]\nPATH = "/usr/bin"\n', "web: PATH is set as a service variable"),
     ('[services.web.variables]\nRAILWAY_DEPLOYMENT_DRAINING_SECONDS = "soon"\n', "must be a number of seconds"),
 ])
-def test_settings_the_emulator_cannot_honour_fail_that_service(repo, tmp_path, text, message):
-    plans = plan_stack(write_stack(tmp_path, text), repo, tmp_path / "state")
+def test_settings_the_emulator_cannot_honour_fail_that_service(repo, state, tmp_path, text, message):
+    plans = plan_stack(write_stack(tmp_path, text), repo, state)
     assert isinstance(plans["web"], BuildError) and message in str(plans["web"])
 
 
-def test_railway_timing_variables_feed_the_plan(repo, tmp_path):
+def test_railway_timing_variables_feed_the_plan(repo, state, tmp_path):
     stack = write_stack(tmp_path, """
 [services.web.variables]
 RAILWAY_DEPLOYMENT_DRAINING_SECONDS = "30"
 RAILWAY_HEALTHCHECK_TIMEOUT_SEC = "60"
 """)
-    web = plan_stack(stack, repo, tmp_path / "state")["web"]
+    web = plan_stack(stack, repo, state)["web"]
     assert (web.draining_seconds, web.healthcheck_timeout) == (30.0, 60.0)
 
 
-def test_https_on_the_local_public_domain_becomes_http(repo, tmp_path):
+def test_https_on_the_local_public_domain_becomes_http(repo, state, tmp_path):
     stack = write_stack(tmp_path, """
 [services.web]
 public_domain = true
 [services.web.variables]
 PREFECT_UI_API_URL = "https://${{RAILWAY_PUBLIC_DOMAIN}}/api"
 """)
-    web = plan_stack(stack, repo, tmp_path / "state", edge_domains={"web": "localhost:45130"})["web"]
+    web = plan_stack(stack, repo, state, edge_domains={"web": "localhost:45130"})["web"]
     assert web.env["PREFECT_UI_API_URL"] == "http://localhost:45130/api"

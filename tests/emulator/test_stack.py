@@ -21,7 +21,8 @@ def test_the_shipped_base_is_the_documented_production_setup():
     assert {name: service.source for name, service in stack.services.items()} == {
         "Postgres": "postgres", "web": "repo", "worker": "repo", "hyperliquid": "replay"}
     web, worker = stack.services["web"], stack.services["worker"]
-    assert (web.builder, web.start_command, web.public_domain, web.healthcheck_path) == ("railpack", None, True, "/api/health")
+    assert (web.builder, web.start_command, web.public_domain) == ("railpack", None, True)
+    assert web.healthcheck_path == "/api/health"
     assert web.variables["PREFECT_API_DATABASE_CONNECTION_URL"] == "${{Postgres.DATABASE_URL}}"
     assert (worker.builder, worker.start_command, worker.public_domain) == ("railpack", "bash start_worker.sh", False)
     assert worker.variables["PREFECT_API_URL"] == "http://${{web.RAILWAY_PRIVATE_DOMAIN}}:${{web.PORT}}/api"
@@ -37,14 +38,15 @@ def test_every_shipped_variant_loads(variant):
 
 def test_shipped_variants_overlay_and_remove():
     gitless = load_stack(SHIPPED, "gitless-worker").services["worker"]
-    assert gitless.start_command == 'prefect worker start --pool "$PREFECT_WORK_POOL_NAME"'
-    assert "RAILPACK_DEPLOY_APT_PACKAGES" not in gitless.variables
+    assert gitless.start_command == 'prefect worker start --pool "$PREFECT_WORK_POOL"'
+    assert gitless.variables["RAILPACK_DEPLOY_APT_PACKAGES"] == "ffmpeg"
     assert "DATABASE_URL" in gitless.variables  # the rest of the table survives
+    nixpacks = load_stack(SHIPPED, "nixpacks-worker").services["worker"]
+    assert "RAILPACK_DEPLOY_APT_PACKAGES" not in nixpacks.variables and nixpacks.builder == "nixpacks"
     assert load_stack(SHIPPED, "worker-runs-web").services["worker"].start_command is None
     assert "worker" not in load_stack(SHIPPED, "no-worker").services
     docker = load_stack(SHIPPED, "dockerfile-worker").services["worker"]
     assert (docker.builder, docker.dockerfile_path, docker.start_command) == ("dockerfile", "Dockerfile.worker", None)
-    assert load_stack(SHIPPED, "nixpacks-worker").services["worker"].builder == "nixpacks"
     assert load_stack(SHIPPED, "worker-replicas").services["worker"].replicas == 2
     scheme = load_stack(SHIPPED, "ui-api-url-no-scheme").services["web"]
     assert scheme.variables["PREFECT_UI_API_URL"] == "${{RAILWAY_PUBLIC_DOMAIN}}/api"
@@ -77,8 +79,10 @@ def test_an_unknown_variant_lists_the_known_ones():
 @pytest.mark.parametrize("text, message", [
     ("[services.web]\nstart_comand = 'x'\n", "services.web.start_comand: unknown key; known keys: source, builder"),
     ("[servces.web]\n", "servces: unknown key; known keys: project, shared, services, variants"),
-    ("[services.web]\nbuilder = 'heroku'\n", "services.web.builder = 'heroku' is not one of: railpack, nixpacks, dockerfile"),
-    ("[services.web]\nrestart_policy = 'sometimes'\n", "services.web.restart_policy = 'sometimes' is not one of: ON_FAILURE"),
+    ("[services.web]\nbuilder = 'heroku'\n",
+     "services.web.builder = 'heroku' is not one of: railpack, nixpacks, dockerfile"),
+    ("[services.web]\nrestart_policy = 'sometimes'\n",
+     "services.web.restart_policy = 'sometimes' is not one of: ON_FAILURE"),
     ("[services.web]\nsource = 'redis'\n", "services.web.source = 'redis' is not one of: repo, postgres, replay"),
     ("[services.web]\nreplicas = 0\n", "services.web.replicas = 0 must be a whole number >= 1"),
     ("[services.web]\nreplicas = true\n", "services.web.replicas = True must be a whole number >= 1"),
@@ -86,8 +90,10 @@ def test_an_unknown_variant_lists_the_known_ones():
     ("[services.web]\nhealthcheck_path = 'api/health'\n", "healthcheck_path must start with '/'"),
     ("[services.web]\nstart_command = ' '\n", "services.web.start_command is empty; remove the key"),
     ("[services.web]\ndockerfile_path = 'Dockerfile.web'\n", 'dockerfile_path needs builder = "dockerfile"'),
-    ("[services.db]\nsource = 'postgres'\nstart_command = 'x'\n", "services.db.start_command: a postgres service is not built"),
-    ("[services.web.variables]\nDEBUG = true\n", 'services.web.variables.DEBUG: write the value as a string, e.g. DEBUG = "True"'),
+    ("[services.db]\nsource = 'postgres'\nstart_command = 'x'\n",
+     "services.db.start_command: a postgres service is not built"),
+    ("[services.web.variables]\nDEBUG = true\n",
+     'services.web.variables.DEBUG: write the value as a string, e.g. DEBUG = "true"'),
     ("[services.web.variables]\n'MY-VAR' = 'x'\n", "services.web.variables.MY-VAR: a variable name is letters"),
     ("[services.shared]\n", "services.shared: a service name is letters, digits"),
     ("[services.'my web']\n", "services.my web: a service name is letters, digits"),

@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,8 +57,9 @@ def gone(pid):
 def supervised(tmp_path):
     running = []
 
-    def start(plans, **kwargs) -> Supervisor:
-        supervisor = Supervisor(plans, tmp_path / "state", LogSink(tmp_path / "state", console=None), **kwargs)
+    def start(plans, state_dir=None, **kwargs) -> Supervisor:
+        state_dir = state_dir or tmp_path / "state"
+        supervisor = Supervisor(plans, state_dir, LogSink(state_dir, console=None), **kwargs)
         running.append(supervisor)
         return supervisor.start()
 
@@ -141,7 +143,15 @@ def test_an_edge_port_in_use_is_a_clear_error(supervised, tmp_path):
             supervised({"web": plan})
 
 
-def test_postgres_and_replay_builtins(supervised, tmp_path):
+@pytest.fixture
+def pg_state_dir():
+    # Not under pytest's basetemp: a pytest session starting meanwhile resets that tree to 0700, which locks
+    # out the unprivileged user PostgreSQL runs as under root.
+    with tempfile.TemporaryDirectory(prefix="emulator-state-") as path:
+        yield Path(path)
+
+
+def test_postgres_and_replay_builtins(supervised, tmp_path, pg_state_dir):
     pg_port, replay_port = free_port(), free_port()
     plans = {
         "Postgres": ServicePlan(name="Postgres", kind="postgres", argv=(), cwd=tmp_path, port=pg_port,
@@ -149,8 +159,10 @@ def test_postgres_and_replay_builtins(supervised, tmp_path):
                                 secrets=frozenset({"pg-secret-pw"})),
         "hyperliquid": ServicePlan(name="hyperliquid", kind="replay", argv=(), cwd=REPO, port=replay_port, env={}),
     }
-    supervisor = supervised(plans)
-    assert supervisor.state("Postgres") == ACTIVE and supervisor.state("hyperliquid") == ACTIVE
+    supervisor = supervised(plans, state_dir=pg_state_dir)
+    logs = pg_state_dir / "logs"
+    assert supervisor.state("Postgres") == ACTIVE, [p.read_text()[-2000:] for p in logs.glob("Postgres.*")]
+    assert supervisor.state("hyperliquid") == ACTIVE
     url = f"postgresql://postgres:pg-secret-pw@127.0.0.1:{pg_port}/railway"
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("railway",)
@@ -159,7 +171,7 @@ def test_postgres_and_replay_builtins(supervised, tmp_path):
     assert len(postgres) > 1  # the postmaster and its helpers
     supervisor.stop()
     assert all(gone(p.pid) for p in postgres)
-    assert "ready to accept connections" in (tmp_path / "state" / "logs" / "Postgres.deploy.log").read_text()
+    assert "ready to accept connections" in (logs / "Postgres.deploy.log").read_text()
 
 
 def test_down_from_another_process_stops_everything(background, tmp_path):

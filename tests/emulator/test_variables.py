@@ -37,7 +37,8 @@ spaces = st.text(alphabet=" \t", max_size=3)
 
 @given(spaces, spaces)
 def test_spaces_inside_the_braces_are_allowed(before, after):
-    env = resolved({"Postgres": {"DATABASE_URL": "pg"}, "web": {"DB": "${{" + before + "Postgres.DATABASE_URL" + after + "}}"}})
+    reference = "${{" + before + "Postgres.DATABASE_URL" + after + "}}"
+    env = resolved({"Postgres": {"DATABASE_URL": "pg"}, "web": {"DB": reference}})
     assert env["DB"] == "pg"
 
 
@@ -80,7 +81,8 @@ def test_an_unknown_variable_is_a_build_error_naming_service_variable_and_refere
 
 
 def test_an_unknown_shared_variable_is_a_build_error():
-    with pytest.raises(BuildError, match=re.escape("web: variable X references ${{shared.NOPE}}: shared has no variable NOPE")):
+    message = "web: variable X references ${{shared.NOPE}}: shared has no variable NOPE"
+    with pytest.raises(BuildError, match=re.escape(message)):
         resolved({"web": {"X": "${{shared.NOPE}}"}})
 
 
@@ -139,7 +141,7 @@ ENDPOINTS = {"web": Endpoint(railway_port=8080, local_port=41000), "postgres": E
 
 
 @pytest.mark.parametrize("value, local", [
-    ("postgresql://postgres:pw@postgres.railway.internal:5432/railway", "postgresql://postgres:pw@127.0.0.1:42000/railway"),
+    ("postgresql://pg:pw@postgres.railway.internal:5432/railway", "postgresql://pg:pw@127.0.0.1:42000/railway"),
     ("http://web.railway.internal:41000/api", "http://127.0.0.1:41000/api"),
     ("http://web.railway.internal:8080/api", "http://127.0.0.1:41000/api"),
     ("web.railway.internal", "127.0.0.1"),

@@ -1,9 +1,10 @@
-"""A real `prefect server start` for tests, isolated and torn down completely.
+"""Real Prefect servers for tests, isolated and torn down completely.
 
-Each server gets its own free port on 127.0.0.1, its own PREFECT_HOME (database, profiles, UI copy) and its
-own process group, so teardown can SIGTERM and then SIGKILL everything it spawned. It is started either
-directly or through the `vault-ingest serve` launcher. The environment carries the fast settings from
-shared/reference/prefect.md §4.1: without them the foreman only notices a dead worker after ~105 s.
+`prefect_server` runs one: its own free port on 127.0.0.1, its own PREFECT_HOME (database, profiles, UI
+copy) and its own process group, so teardown can SIGTERM and then SIGKILL everything it spawned; started
+directly or through the `vault-ingest serve` launcher. Its environment carries fast settings: with
+Prefect's defaults the foreman notices a dead worker only after ~105 s. `railway_web_service` is one such
+server configured like Railway's `web` service, shared by the whole session.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import pytest
 
 from emulator.postgres import PostgresServer, free_port
 
@@ -226,14 +228,37 @@ def prefect_postgres() -> Iterator[str | None]:
             server.stop()
 
 
-@contextmanager
-def prefect_database() -> Iterator[dict[str, str]]:
-    """Server settings for a PostgreSQL database where one can run, else none (SQLite in PREFECT_HOME).
+WEB_DOMAIN = "vault-ingest-web.up.railway.app"
+WEB_AUTH = "admin:web-service-secret"
 
-    Only speed differs: Prefect's migrations take ~4 s on PostgreSQL and ~13 s on SQLite.
+
+@dataclass(frozen=True)
+class WebService:
+    server: PrefectServer
+    database_url: str | None  # postgresql:// URL of the Prefect database; None where it fell back to SQLite
+
+
+_WEB_SERVICE = pytest.StashKey[WebService]()
+
+
+def railway_web_service(request: pytest.FixtureRequest) -> WebService:
+    """The `web` service as Railway runs it, started once per test session and shared by every module.
+
+    `vault-ingest serve` gets only what Railway would give it: PORT, RAILWAY_PUBLIC_DOMAIN (WEB_DOMAIN),
+    PREFECT_API_DATABASE_CONNECTION_URL as a plain postgresql:// URL naming a database that does not exist
+    yet, and PREFECT_SERVER_API_AUTH_STRING (WEB_AUTH). Sharing saves a 10-30 s start per module; tests
+    keep to their own work pools. Without a PostgreSQL that Prefect can use it runs on SQLite.
     """
-    with prefect_postgres() as admin_url:
-        if admin_url is None:
-            yield {}
-            return
-        yield {"PREFECT_API_DATABASE_CONNECTION_URL": admin_url.replace("postgresql://", "postgresql+asyncpg://", 1)}
+    config = request.config
+    if _WEB_SERVICE not in config.stash:
+        stack = ExitStack()
+        config.add_cleanup(stack.close)
+        admin_url = stack.enter_context(prefect_postgres())
+        database_url = admin_url.rsplit("/", 1)[0] + "/prefect" if admin_url else None
+        env = {"RAILWAY_PUBLIC_DOMAIN": WEB_DOMAIN, "PREFECT_SERVER_API_AUTH_STRING": WEB_AUTH}
+        if database_url:
+            env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+        workdir = request.getfixturevalue("tmp_path_factory").mktemp("web-service")
+        server = stack.enter_context(prefect_server(workdir, env=env, launcher=True))
+        config.stash[_WEB_SERVICE] = WebService(server, database_url)
+    return config.stash[_WEB_SERVICE]

@@ -18,21 +18,22 @@ from sqlalchemy import Connection, Engine, Table, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 
-from vault_ingest.db.schema import WINDOW_COLUMNS, vault_history, vault_metrics, vaults
+from vault_ingest.db import schema
 from vault_ingest.errors import StorageError
-from vault_ingest.hyperliquid.models import WINDOWS, VaultDetails, VaultSummary
+from vault_ingest.hyperliquid.models import PERIODS, WINDOWS, VaultDetails, VaultSummary
 from vault_ingest.metrics import window_metrics
 
 log = logging.getLogger(__name__)
 
-# Called with each finished stage's name inside the transaction: lets a test fail a snapshot midway.
+# Called inside the transaction after each stage ("staged", then the name of each table written):
+# lets a test fail a snapshot midway.
 AfterStage = Callable[[str], None]
 
 # Snapshot writes take turns: a list write and a details write both update `vaults` rows, and
 # taking row locks in different orders could deadlock. Any fixed bigint; "vault_wr".
 WRITE_LOCK_KEY = 0x7661756C745F7772
 
-_SUFFIXES = [WINDOW_COLUMNS[w] for w in WINDOWS]
+_SUFFIXES = [schema.WINDOW_COLUMNS[w] for w in WINDOWS]
 LIST_ATTRIBUTES = ["name", "leader", "created_at", "is_closed", "relationship"]
 LIST_METRICS = ["tvl", "apr", *(f"pnl_{s}" for s in _SUFFIXES)]
 DETAIL_ATTRIBUTES = ["description", "allow_deposits", "leader_commission", "is_closed", "relationship"]
@@ -40,7 +41,7 @@ DETAIL_METRICS = [
     "max_distributable", "max_withdrawable", "leader_fraction", "followers_listed",
     *(f"{prefix}_{s}" for prefix in ("pnl", "volume", "return", "max_drawdown") for s in _SUFFIXES),
 ]
-HISTORY = [c.name for c in vault_history.columns]
+HISTORY = [c.name for c in schema.vault_history.columns]
 
 
 @dataclass
@@ -130,7 +131,7 @@ def _counts(conn: Connection, sql: str) -> WriteCounts:
 
 # --- the stats list ---------------------------------------------------------------------------
 
-_STAGED_LIST = _ddl(vaults, ["address", *LIST_ATTRIBUTES]) + _ddl(vault_metrics, LIST_METRICS)
+_STAGED_LIST = _ddl(schema.vaults, ["address", *LIST_ATTRIBUTES]) + _ddl(schema.vault_metrics, LIST_METRICS)
 
 
 def _summary_rows(summaries: Sequence[VaultSummary]) -> Iterator[tuple]:
@@ -183,8 +184,9 @@ def write_vault_list(
 
 # --- vaultDetails -----------------------------------------------------------------------------
 
-_STAGED_DETAILS = _ddl(vaults, ["address", *DETAIL_ATTRIBUTES]) + _ddl(vault_metrics, ["observed_at", *DETAIL_METRICS])
-_STAGED_HISTORY = _ddl(vault_history, HISTORY)
+_STAGED_DETAILS = (_ddl(schema.vaults, ["address", *DETAIL_ATTRIBUTES])
+                   + _ddl(schema.vault_metrics, ["observed_at", *DETAIL_METRICS]))
+_STAGED_HISTORY = _ddl(schema.vault_history, HISTORY)
 
 
 def _metrics_time(d: VaultDetails, fallback: datetime) -> datetime:
@@ -209,7 +211,9 @@ def _detail_rows(details: Sequence[VaultDetails], observed_at: datetime) -> Iter
 
 def _history_rows(details: Sequence[VaultDetails]) -> Iterator[tuple]:
     for d in details:
-        for period, window in d.portfolio.items():
+        # A period the API may add later is ignored like any unknown field, not a failed snapshot.
+        for period in (p for p in PERIODS if p in d.portfolio):
+            window = d.portfolio[period]
             pnl_at = dict(window.pnl)
             # dict(): a timestamp repeated within a series becomes one row, with its last value
             for ts, account_value in dict(window.account_value).items():
