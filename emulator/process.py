@@ -29,7 +29,8 @@ REMOVING, REMOVED = "Removing", "Removed"
 FINISHED = frozenset({COMPLETED, CRASHED, FAILED, REMOVED})
 POLICIES = ("ON_FAILURE", "ALWAYS", "NEVER")
 _POLL = 0.02
-_TRACK_EVERY = 2.0  # how often descendants are noted (a scan costs ~10 ms), so ones that leave the group die with it
+# How often descendants are noted, so ones that leave the group still die with it; a scan costs ~10 ms.
+_TRACK_EVERY = 2.0
 _COMMAND_NOT_FOUND = 127
 
 
@@ -43,27 +44,29 @@ class ProcessGroup:
     def __init__(self, pgid: int) -> None:
         self.pgid = pgid
         self._seen: set[psutil.Process] = set()
+        self._lock = threading.Lock()  # the deployment's thread and stop() both track
 
     def track(self) -> list[psutil.Process]:
         """Note and return every live member and descendant."""
-        if not self._seen and not _group_exists(self.pgid):
-            return []
-        members, children = [], defaultdict(list)
-        for proc in psutil.process_iter(["ppid"]):
-            children[proc.info["ppid"]].append(proc)
-            try:
-                if os.getpgid(proc.pid) == self.pgid:
-                    members.append(proc)
-            except OSError:
-                pass
-        found, pending = set(), [*members, *self._seen]
-        while pending:
-            proc = pending.pop()
-            if proc not in found and _alive(proc):  # _alive also tells a reused pid apart
-                found.add(proc)
-                pending.extend(children.get(proc.pid, ()))
-        self._seen = found
-        return list(found)
+        with self._lock:
+            if not self._seen and not _group_exists(self.pgid):
+                return []
+            members, children = [], defaultdict(list)
+            for proc in psutil.process_iter(["ppid"]):
+                children[proc.info["ppid"]].append(proc)
+                try:
+                    if os.getpgid(proc.pid) == self.pgid:
+                        members.append(proc)
+                except OSError:
+                    pass
+            found, pending = set(), [*members, *self._seen]
+            while pending:
+                proc = pending.pop()
+                if proc not in found and _alive(proc):  # _alive also tells a reused pid apart
+                    found.add(proc)
+                    pending.extend(children.get(proc.pid, ()))
+            self._seen = found
+            return list(found)
 
     def terminate(self, draining_seconds: float, on_kill: Callable[[], None] = lambda: None) -> bool:
         """SIGTERM to the group, SIGKILL to everything left after the draining period; True if it came to that."""

@@ -58,10 +58,12 @@ class Supervisor:
 
     def start(self) -> "Supervisor":
         """Start edges, then databases (waiting until they are ready), then the other services."""
-        running = read_runtime(self.state_dir)
-        if running and supervisor_alive(running) and running["supervisor"]["pid"] != os.getpid():
+        previous = read_runtime(self.state_dir)
+        if previous and supervisor_alive(previous) and previous["supervisor"]["pid"] != os.getpid():
             raise RuntimeError(f"the emulator is already running from {self.state_dir} "
-                               f"(pid {running['supervisor']['pid']}); stop it with `python -m emulator down`")
+                               f"(pid {previous['supervisor']['pid']}); stop it with `python -m emulator down`")
+        if previous and (left := stop_from_state_file(self.state_dir)):
+            self.sink.system(f"stopped {', '.join(left)}, left running by an emulator that did not stop cleanly")
         self._claimed = True
         self.sink.register(self.plans)
         self.sink.add_secrets(s for p in self.plans.values() if isinstance(p, ServicePlan) for s in p.secrets)
@@ -303,7 +305,7 @@ def supervisor_alive(runtime: dict) -> bool:
 def stop_from_state_file(state_dir: Path, timeout: float | None = None) -> list[str]:
     """Stop what `runtime.json` says runs: SIGTERM the supervisor and let it stop its services; if it is
     gone or hangs, stop each service's process group directly (SIGTERM, SIGKILL after its draining).
-    Returns the services that were running."""
+    Returns the services it stopped."""
     runtime = read_runtime(state_dir)
     if runtime is None:
         return []
@@ -311,21 +313,26 @@ def stop_from_state_file(state_dir: Path, timeout: float | None = None) -> list[
     running = [name for name, s in services.items() if s.get("pid") and s.get("state") not in FINISHED]
     owner = runtime.get("supervisor")
     supervisor = _same_process(owner["pid"], owner["started_at"]) if owner else None
+    stopped = []
     if supervisor is not None and supervisor.pid != os.getpid():
+        stopped = list(running)
         draining = max((s.get("draining_seconds") or 0 for s in services.values()), default=0)
         supervisor.send_signal(signal.SIGTERM)
-        if not _wait_gone(supervisor, timeout if timeout is not None else draining + 30):
+        # It drains the apps, then the databases.
+        if not _wait_gone(supervisor, timeout if timeout is not None else 2 * draining + 30):
             supervisor.kill()
-    for service in services.values():
+    for name, service in services.items():
         if service.get("pgid") and _still_ours(service):
             ProcessGroup(service["pgid"]).terminate(service.get("draining_seconds") or 0)
+            if name not in stopped:
+                stopped.append(name)
     after = read_runtime(state_dir) or runtime
     after["supervisor"] = None
     for service in after["services"].values():
         if service.get("pid"):
             service.update(pid=None, pgid=None, started_at=None, state=REMOVED)
     _write_json(Path(state_dir) / RUNTIME_FILE, after)
-    return running
+    return stopped
 
 
 def _wait_gone(proc: psutil.Process, timeout: float) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,16 +18,21 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 @pytest.fixture(scope="session")
-def postgres_admin_url(tmp_path_factory) -> str:
-    """A superuser URL to a real PostgreSQL: `DATABASE_URL` if set, else a server started for this run."""
+def postgres_admin_url() -> str:
+    """A superuser URL to a real PostgreSQL: `DATABASE_URL` if set, else a server started for this run.
+
+    Its data lives outside pytest's temporary root: every pytest session, a neighbour's too, prunes old
+    roots and resets the current one to mode 0700, locking out the user PostgreSQL runs as under root.
+    """
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
-    server = PostgresServer(tmp_path_factory.mktemp("postgres") / "data").start()
-    try:
-        yield server.url()
-    finally:
-        server.stop()
+    with tempfile.TemporaryDirectory(prefix="vault-ingest-pg-") as root:
+        server = PostgresServer(Path(root) / "data").start()
+        try:
+            yield server.url()
+        finally:
+            server.stop()
 
 
 @pytest.fixture

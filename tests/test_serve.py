@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 import pytest
-from support.prefect_server import NO_PREFECT_POSTGRES, WEB_AUTH, WEB_DOMAIN, clean_environ, railway_web_service
+from support.prefect_server import WEB_AUTH, WEB_DOMAIN, clean_environ, railway_web_service
 
 from vault_ingest import serve
 from vault_ingest.errors import ConfigError
@@ -131,8 +131,6 @@ def test_ui_settings_point_the_browser_at_the_public_domain(server):
 
 
 def test_server_runs_on_postgresql(server, web):
-    if web.database_url is None:
-        pytest.skip(NO_PREFECT_POSTGRES)
     with psycopg.connect(web.database_url) as conn:
         tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert {"alembic_version", "deployment", "work_pool"} <= tables

@@ -151,7 +151,7 @@ def pg_state_dir():
         yield Path(path)
 
 
-def test_postgres_and_replay_builtins(supervised, tmp_path, pg_state_dir):
+def test_postgres_and_replay_builtins(pg_state_dir, supervised, tmp_path):  # the dir outlives the services
     pg_port, replay_port = free_port(), free_port()
     plans = {
         "Postgres": ServicePlan(name="Postgres", kind="postgres", argv=(), cwd=tmp_path, port=pg_port,
@@ -196,14 +196,20 @@ def test_down_from_another_process_stops_everything(background, tmp_path):
     assert {s["state"] for s in after["services"].values()} == {REMOVED}
 
 
-def test_down_cleans_up_after_a_supervisor_that_was_killed(background, tmp_path):
+@pytest.mark.parametrize("recovery", ["down", "up again"])
+def test_what_a_killed_supervisor_left_running_is_stopped(background, supervised, tmp_path, recovery):
     proc = background({"worker": bash("worker", "trap '' TERM; sleep 300 & wait", tmp_path, draining_seconds=0.3)})
     runtime = wait_until(lambda: running_runtime(tmp_path / "state", "worker"), 20)
     leader = runtime["services"]["worker"]["pid"]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(5)
     assert not gone(leader)  # orphaned, as after a crash
-    assert stop_from_state_file(tmp_path / "state") == ["worker"]
+    if recovery == "down":
+        assert stop_from_state_file(tmp_path / "state") == ["worker"]
+    else:
+        supervised({})
+        assert "left running by an emulator that did not stop cleanly" in \
+            (tmp_path / "state" / "logs" / "emulator.log").read_text()
     assert gone(leader)
 
 

