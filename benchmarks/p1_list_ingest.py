@@ -34,7 +34,7 @@ def measure_ingest(body_path: str, url: str) -> dict:
 
     from vault_ingest.db.engine import make_engine
     from vault_ingest.db.writer import write_vault_list
-    from vault_ingest.hyperliquid.models import parse_vault_list
+    from vault_ingest.hyperliquid.vault_list import parse_vault_list
 
     body = Path(body_path).read_bytes()
     engine = make_engine(url)
@@ -50,7 +50,7 @@ def measure_copy(body_path: str, url: str) -> dict:
     """The floor: the same rows, already built, COPYed straight into the same tables."""
     from datetime import datetime, timezone
 
-    from vault_ingest.hyperliquid.models import parse_vault_list
+    from vault_ingest.hyperliquid.vault_list import parse_vault_list
 
     vaults, _ = parse_vault_list(Path(body_path).read_bytes())
     seen = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -29,8 +29,12 @@ from emulator.postgres import PostgresServer
 from emulator.process import ACTIVE, FAILED, FINISHED, REMOVED, Deployment, ProcessGroup
 
 RUNTIME_FILE = "runtime.json"
-# Railway's RAILWAY_DEPLOYMENT_DRAINING_SECONDS defaults to 0; a local `up` is nicer with time to shut down.
+# Defaults for a local `up` where the plan or the user says nothing. Railway's draining default is 0 s;
+# locally services deserve time to shut down cleanly.
 LOCAL_DRAINING_SECONDS = 10.0
+# Railway documents no restart backoff, but each restart there starts a container, which takes a moment;
+# with none at all, ten retries are spent in under a second, before a sibling server is even healthy.
+LOCAL_RESTART_DELAY = 1.0
 BUILTIN_KINDS = ("postgres", "replay")
 _BUILTIN_READY_TIMEOUT = 60.0
 _REPLAY_MAIN = ("import sys; from emulator.replay import ReplayServer; "
@@ -38,6 +42,11 @@ _REPLAY_MAIN = ("import sys; from emulator.replay import ReplayServer; "
 
 
 class Supervisor:
+    """`Supervisor(plans, state_dir).start()` … `.stop()`, or `.serve()` to run until Ctrl-C / SIGTERM.
+
+    A BuildError in `plans` is that service's failed deploy: its message goes to its build log.
+    """
+
     def __init__(self, plans: Mapping[str, ServicePlan | BuildError], state_dir: Path,
                  sink: LogSink | None = None, *, restart_delay: float = 0.0) -> None:
         self.state_dir = Path(state_dir)
@@ -218,7 +227,7 @@ class Supervisor:
             services = {}
             for name, plan in self.plans.items():
                 if isinstance(plan, BuildError):
-                    services[name] = {"kind": None, "state": FAILED, "error": self.build_errors[name]}
+                    services[name] = {"kind": None, "state": FAILED, "error": self.sink.mask(self.build_errors[name])}
                     continue
                 deployment, edge = self.deployments.get(name), self.edges.get(name)
                 pid = None if final or deployment is None else deployment.pid

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from dockerfile_parse import DockerfileParser
-from support.prefect_server import railway_web_service, wait_until
+from tests.support.prefect_server import railway_web_service, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 # From bytes: given a path, dockerfile-parse only reads files named exactly "Dockerfile".

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 import pytest
-from support.prefect_server import WEB_AUTH, WEB_DOMAIN, clean_environ, railway_web_service
+from tests.support.prefect_server import WEB_AUTH, WEB_DOMAIN, clean_environ, railway_web_service
 
 from vault_ingest import serve
 from vault_ingest.errors import ConfigError

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from support.prefect_server import (
+from tests.support.prefect_server import (
     FAST_WORKER_SETTINGS,
     clean_environ,
     railway_web_service,

@@ -32,10 +32,10 @@ def bash(name, command, cwd, **options) -> ServicePlan:
                        **options)
 
 
-def web(cwd, **options) -> ServicePlan:
+def web(cwd) -> ServicePlan:
     port = free_port()
     return bash("web", f"exec {sys.executable} -m http.server {port} --bind 127.0.0.1", cwd, port=port,
-                healthcheck_path="/", healthcheck_timeout=15, public_domain=f"localhost:{free_port()}", **options)
+                healthcheck_path="/", healthcheck_timeout=15, public_domain=f"localhost:{free_port()}")
 
 
 def wait_until(predicate, timeout=15.0):

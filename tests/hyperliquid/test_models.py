@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vault_ingest.errors import MalformedResponseError, VaultRecordError
-from vault_ingest.hyperliquid.models import parse_vault_details, parse_vault_list
+from vault_ingest.hyperliquid.models import parse_vault_details
+from vault_ingest.hyperliquid.vault_list import parse_vault_list
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ADDRESS = st.binary(min_size=20, max_size=20).map(lambda raw: "0x" + raw.hex())

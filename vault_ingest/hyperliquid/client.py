@@ -26,7 +26,8 @@ from vault_ingest.errors import (
     VaultRecordError,
 )
 from vault_ingest.hyperliquid.limiter import WeightLimiter
-from vault_ingest.hyperliquid.models import VaultDetails, VaultSummary, loads, parse_vault_details, parse_vault_list
+from vault_ingest.hyperliquid.models import VaultDetails, VaultSummary, loads, parse_vault_details
+from vault_ingest.hyperliquid.vault_list import parse_vault_list
 
 log = logging.getLogger("vault_ingest.hyperliquid")
 
@@ -97,7 +98,7 @@ class HyperliquidClient:
         """Every vault in the stats file. Not weighted: it is a static file on another host, with no known limit."""
         what = f"GET {self._stats_url} (vault list)"
         response = await self._send(what, "GET", self._stats_url)
-        vaults, errors = parse_vault_list(loads(response.content, what))
+        vaults, errors = parse_vault_list(response.content)
         observed_at = _last_modified(response) or datetime.now(timezone.utc).replace(microsecond=0)
         return VaultListSnapshot(vaults=vaults, errors=errors, observed_at=observed_at)
 

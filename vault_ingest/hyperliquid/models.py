@@ -211,34 +211,6 @@ def parse_vault_summary(raw: Any) -> VaultSummary:
     )
 
 
-def parse_vault_list(body: str | bytes | list) -> tuple[list[VaultSummary], list[VaultRecordError]]:
-    """The whole stats list. Invalid entries are returned as errors beside the valid ones.
-
-    A body that is not a JSON array fails whole (MalformedResponseError): nothing of it is trusted.
-    """
-    data = loads(body, "vault list") if isinstance(body, (str, bytes)) else body
-    if not isinstance(data, list):
-        raise MalformedResponseError(
-            f"vault list: expected a JSON array of vaults, got {type(data).__name__}; "
-            "check HYPERLIQUID_STATS_URL points at .../Mainnet/vaults"
-        )
-    vaults: list[VaultSummary] = []
-    errors: list[VaultRecordError] = []
-    seen: set[str] = set()
-    for raw in data:
-        try:
-            vault = parse_vault_summary(raw)
-        except VaultRecordError as exc:
-            errors.append(exc)
-            continue
-        if vault.address in seen:
-            errors.append(VaultRecordError(vault.address, "summary.vaultAddress", "appears twice in the list"))
-            continue
-        seen.add(vault.address)
-        vaults.append(vault)
-    return vaults, errors
-
-
 def _series(raw: Any, address: str, name: str) -> tuple[tuple[datetime, Decimal], ...]:
     if not isinstance(raw, list):
         raise VaultRecordError(address, name, "is not a list of [millis, value] points")

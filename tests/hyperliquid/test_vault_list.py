@@ -1,0 +1,44 @@
+"""The fast list parser agrees with the precise one on every entry, valid or not."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.hyperliquid.test_models import ADDRESS, DECIMAL_TEXT, JSON_VALUES, MILLIS, summary_entry
+from vault_ingest.errors import VaultRecordError
+from vault_ingest.hyperliquid.models import parse_vault_summary
+from vault_ingest.hyperliquid.vault_list import parse_vault_list
+
+FIELD_VALUES = {
+    "name": st.text(max_size=20) | JSON_VALUES,
+    "tvl": DECIMAL_TEXT | JSON_VALUES,
+    "isClosed": st.booleans() | JSON_VALUES,
+    "createTimeMillis": MILLIS | JSON_VALUES,
+    "vaultAddress": ADDRESS | st.text(max_size=44),
+    "leader": ADDRESS | JSON_VALUES,
+    "relationship": st.sampled_from([{"type": "normal"}, {"type": "child"}, {"type": "parent"},
+                                     {"type": "parent", "data": {"childAddresses": ["0x" + "ab" * 20]}},
+                                     {"type": "sibling"}, None]) | JSON_VALUES,
+}
+
+
+def precise(entry):
+    try:
+        return parse_vault_summary(json.loads(json.dumps(entry)))
+    except VaultRecordError as exc:
+        return str(exc)
+
+
+@settings(max_examples=300)
+@given(address=ADDRESS, changes=st.dictionaries(st.sampled_from(sorted(FIELD_VALUES)), st.none(), max_size=3)
+       .flatmap(lambda keys: st.fixed_dictionaries({k: FIELD_VALUES[k] for k in keys})),
+       pnl=st.lists(DECIMAL_TEXT, max_size=3))
+def test_fast_path_matches_the_precise_parser(address, changes, pnl):
+    entry = summary_entry(address, **changes)
+    entry["pnls"] = [["day", pnl], ["week", ["0.0"]]]
+    vaults, errors = parse_vault_list(json.dumps([entry]).encode())
+    fast = vaults[0] if vaults else str(errors[0])
+    assert fast == precise(entry)
