@@ -21,6 +21,8 @@ from pathlib import Path
 
 PG_USER = "postgres"
 _SYSTEM_USER = "pgserver"
+# Durability traded for speed: the data is a local copy that a crash may cost, never the only one.
+_SPEED_OPTIONS = ("-c", "fsync=off", "-c", "full_page_writes=off")
 
 
 class PostgresError(RuntimeError):
@@ -85,6 +87,13 @@ class PostgresServer:
     def url(self, database: str = "postgres", driver: str = "postgresql") -> str:
         return f"{driver}://{PG_USER}:{self.password}@127.0.0.1:{self.port}/{database}"
 
+    def foreground_command(self) -> tuple[list[str], str | None]:
+        """The postmaster itself, to run in the foreground (as a container runs it), and the user to run it
+        as (None: this user). Its log lines go to stderr, so whoever runs it sees them."""
+        argv = [str(self._bin / "postgres"), "-D", str(self.data_dir), "-h", "127.0.0.1", "-p", str(self.port),
+                "-k", str(self.data_dir), *_SPEED_OPTIONS]
+        return argv, self._run_as.get("user")
+
     def _pg(self, tool: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             [str(self._bin / tool), *args],
@@ -123,7 +132,7 @@ class PostgresServer:
         elif self._run_as:
             self.log_file.touch()
             _open_path_for(self.log_file, _SYSTEM_USER)
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c fsync=off -c full_page_writes=off"
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} {' '.join(_SPEED_OPTIONS)}"
         self._pg("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options,
                  "-w", "-t", str(int(timeout)), "start", timeout=timeout + 5)
         self.wait_ready(timeout)
