@@ -24,6 +24,12 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     return deploy.run(args)
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from vault_ingest.doctor import command
+
+    return command.run(args)
+
+
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     from vault_ingest.config import Settings
     from vault_ingest.runtime import migrated_engine
@@ -78,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     deploy_p.add_argument("--ref", help="branch or tag to deploy (default: the repository's default branch)")
     deploy_p.add_argument("--dry-run", action="store_true", help="print the deployments as JSON, contact nothing")
     deploy_p.set_defaults(func=_cmd_deploy)
+
+    doctor_p = sub.add_parser("doctor", help="check the deployed server, pool, worker and runs; print each fix")
+    doctor_p.add_argument("--api-url", help="the server's API, https://<web domain>/api (default: $PREFECT_API_URL)")
+    doctor_p.add_argument("--pool", help="work pool (default: $PREFECT_WORK_POOL, else hyperliquid-vault-ingestion)")
+    doctor_p.add_argument("--auth", help="user:password (default: $PREFECT_API_AUTH_STRING, which keeps it out of "
+                                         "shell history)")
+    doctor_p.add_argument("--json", action="store_true", help="print the checks as JSON")
+    where = doctor_p.add_mutually_exclusive_group()
+    where.add_argument("--inside", dest="inside", action="store_true", default=None,
+                       help="also check this service's git and database URLs (default: if RAILWAY_SERVICE_NAME)")
+    where.add_argument("--outside", dest="inside", action="store_false", default=None, help="only the API checks")
+    doctor_p.set_defaults(func=_cmd_doctor)
 
     db_p = sub.add_parser("db", help="the app database").add_subparsers(dest="db_command", required=True)
     db_p.add_parser("upgrade", help="migrate the app database (DATABASE_URL) to the latest schema").set_defaults(

@@ -1,0 +1,10 @@
+"""`vault-ingest doctor`: check a deployment on Railway and name the fix for each thing that is wrong.
+
+From anywhere it asks the Prefect API (`live`); inside a Railway service it also checks that service
+(`local`). `run_checks` returns a `Report` (`report`); `command` is the CLI around it.
+"""
+
+from vault_ingest.doctor.checks import DEFAULT_POOL, run_checks
+from vault_ingest.doctor.report import Check, Report, Status
+
+__all__ = ["DEFAULT_POOL", "Check", "Report", "Status", "run_checks"]
