@@ -19,12 +19,14 @@ import ssl
 import threading
 from pathlib import Path
 
+import certifi
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-CERT_FILE, KEY_FILE = "edge.crt", "edge.key"
+TLS_DIR = "tls"  # under the state dir
+CERT_FILE, KEY_FILE, TRUST_FILE = "edge.crt", "edge.key", "trust.pem"
 _TLS_HANDSHAKE = 0x16
 _FIRST_BYTE_TIMEOUT = 30.0  # browsers open spare connections and may send nothing for a while
 _HEAD_LIMIT = 64 * 1024
@@ -73,6 +75,19 @@ def ensure_certificate(cert_dir: Path) -> tuple[Path, Path]:
         handle.write(key_bytes)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
+
+
+def trust_bundle(cert_dir: Path) -> Path:
+    """The public CA roots plus the edge's certificate, for SSL_CERT_FILE: what a browser's store does for
+    Railway's publicly signed domains, this does for the edge's self-signed one inside the stack."""
+    cert_path, _ = ensure_certificate(cert_dir)
+    bundle = Path(cert_dir) / TRUST_FILE
+    content = Path(certifi.where()).read_bytes().rstrip(b"\n") + b"\n" + cert_path.read_bytes()
+    if not bundle.is_file() or bundle.read_bytes() != content:
+        tmp = bundle.with_suffix(".tmp")
+        tmp.write_bytes(content)
+        os.replace(tmp, bundle)  # a running service may be reading the old one
+    return bundle
 
 
 def bad_gateway() -> bytes:

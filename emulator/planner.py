@@ -13,6 +13,8 @@ others are planned anyway. The local stand-ins for what a container would give a
   .bash_profile re-export PATH because Nixpacks' `bash -l` reads /etc/profile, which resets PATH on
   Debian; in the real image, root's ~/.profile puts the Nix profile back the same way.
 - Postgres keeps its data in a volume directory under the state dir, which survives redeploys.
+- TLS: with any public domain, SSL_CERT_FILE names the public CA roots plus the edge's certificate, so
+  `https://<public domain>` works from inside the stack as Railway's publicly signed domains do.
 
 Plans are keyed by instance name: the service name, or `<service>.<n>` when it has several replicas.
 """
@@ -20,6 +22,7 @@ Plans are keyed by instance name: the service name, or `<service>.<n>` when it h
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import os
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Mapping
 
 from emulator.builders import OPTIONAL_TOOLS, build
+from emulator.edge import TLS_DIR, trust_bundle
 from emulator.plan import BuildError, ServicePlan
 from emulator.stack import Service, Stack
 from emulator.variables import (
@@ -46,6 +50,7 @@ TOOL_EXECUTABLES = {
 NEVER_ON_PATH = ("apt", "apt-*", "aptitude", "dpkg", "dpkg-*", "apk", "yum", "dnf", "microdnf", "zypper",
                  "pacman", "brew", "snap", "sudo", "su")
 _RESERVED = ("PATH", "HOME")  # the emulator's model of the image; a user value would undo it
+HOMES = "homes"  # under the state dir
 
 
 def plan_stack(stack: Stack, repo_dir: Path, state_dir: Path, ports: Mapping[str, int] | None = None,
@@ -57,6 +62,19 @@ def plan_stack(stack: Stack, repo_dir: Path, state_dir: Path, ports: Mapping[str
     return _Planner(stack, Path(repo_dir).resolve(), Path(state_dir).resolve(), dict(ports or {}),
                     dict(edge_domains or {}), Path(venv_bin or Path(sys.prefix) / "bin"),
                     host_path if host_path is not None else os.environ.get("PATH", "")).plan()
+
+
+def remove_homes(state_dir: Path, plans: Mapping[str, ServicePlan | BuildError] | None = None) -> None:
+    """Delete the HOME of each of `plans`, or every HOME when None: a container's filesystem goes with its
+    deployment. Call it once the processes using them are gone."""
+    root = Path(state_dir).resolve() / HOMES
+    if plans is None:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for plan in plans.values():
+        home = plan.env.get("HOME") if isinstance(plan, ServicePlan) else None
+        if home and Path(home).parent == root:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 class _Planner:
@@ -107,7 +125,7 @@ class _Planner:
         path = f"{self.venv_bin}{os.pathsep}{bin_dir}"
         for instance, variables in replicas:
             # Unbuffered even from a Dockerfile image, or log lines would reach the emulator late.
-            env = {"PYTHONUNBUFFERED": "1", **image.env, **self._local(variables)}
+            env = {"PYTHONUNBUFFERED": "1", **self._trust, **image.env, **self._local(variables)}
             env.update(HOME=str(self._home(self.replica_ids[instance], path)), PATH=path)
             plans[instance] = self._plan(service, instance, variables, env, kind="app", argv=image.argv,
                                          cwd=self.repo_dir, builder=image.builder, build_log=image.log)
@@ -116,6 +134,8 @@ class _Planner:
     def _builtin_plan(self, service: Service, instance: str, variables: dict[str, str]) -> ServicePlan:
         env = self._local(variables)
         cwd = self.repo_dir
+        if service.source == "replay":
+            env["PYTHONUNBUFFERED"] = "1"
         if service.source == "postgres":
             cwd = self.state_dir / "volumes" / slug(service.name)
             cwd.mkdir(parents=True, exist_ok=True)
@@ -163,7 +183,14 @@ class _Planner:
         return {**variables, **service.variables}
 
     def _local(self, variables: Mapping[str, str]) -> dict[str, str]:
-        return {key: localize(value, self.endpoints, self.domains.values()) for key, value in variables.items()}
+        return {key: localize(value, self.endpoints) for key, value in variables.items()}
+
+    @functools.cached_property
+    def _trust(self) -> dict[str, str]:
+        """https:// to a public domain works inside the stack, as it does on Railway."""
+        if not self.domains:
+            return {}
+        return {"SSL_CERT_FILE": str(trust_bundle(self.state_dir / TLS_DIR))}
 
     def _local_ports(self, given: dict[str, int]) -> dict[str, int]:
         ports = {}
@@ -209,7 +236,7 @@ class _Planner:
         return target / "bin"
 
     def _home(self, replica_id: str, path: str) -> Path:
-        home = self.state_dir / "homes" / replica_id
+        home = self.state_dir / HOMES / replica_id
         home.mkdir(parents=True, exist_ok=True)
         for profile in (".profile", ".bash_profile"):
             (home / profile).write_text(f"export PATH={shlex.quote(path)}\n")

@@ -1,13 +1,23 @@
 """A local stand-in for the Hyperliquid API: answers from recorded cassettes, enforces the weight budget.
 
-Serves `GET /Mainnet/vaults` (the stats list) and `POST /info` from vcrpy cassettes, so the worker's
-flows and the benchmarks run offline. Like the real API it counts request weight per client address
-in a sliding window and answers 429 past the budget. Faults can be switched on to exercise retries.
+Serves `GET /Mainnet/vaults` (the stats list) and `POST /info` from vcrpy cassettes or a folder of JSON,
+so the worker's flows and the benchmarks run offline. Like the real API it counts request weight per
+client address in a sliding window and answers 429 past the budget. Faults can be switched on to
+exercise retries.
+
+A folder of JSON: `<path>.json` answers `GET /<path>` (e.g. `Mainnet/vaults.json`), and each file under
+`info/` holds one exchange, `{"request": {"type": "vaultDetails", ...}, "response": ...}`, for `POST /info`.
+
+`python -m emulator.replay FOLDER PORT` runs it as the emulator's replay service. Its service variables:
+REPLAY_DIR (the folder; default `cassettes/` in the repo), REPLAY_LATENCY_SECONDS, REPLAY_ERROR_EVERY,
+REPLAY_MALFORMED_EVERY and REPLAY_WEIGHT_PER_MINUTE.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -44,6 +54,25 @@ def load_cassettes(folder: Path) -> dict[tuple[str, str, str], Recorded]:
             body = resp["body"].get("string", "")
             headers = {k: v[0] if isinstance(v, list) else v for k, v in (resp.get("headers") or {}).items()}
             answers[key] = Recorded(status, headers, body.encode() if isinstance(body, str) else body)
+    return answers
+
+
+def load_json_folder(folder: Path) -> dict[tuple[str, str, str], Recorded]:
+    answers: dict[tuple[str, str, str], Recorded] = {}
+    folder = Path(folder)
+    for path in sorted(folder.rglob("*.json")):
+        relative = path.relative_to(folder)
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        if relative.parts[0] == "info":
+            if not isinstance(data, dict) or not isinstance(data.get("request"), dict) or "response" not in data:
+                raise ValueError(f'{path}: a file under info/ holds {{"request": {{"type": ...}}, "response": ...}}')
+            key = ("POST", "/info", _canonical(json.dumps(data["request"])))
+            answers[key] = Recorded(200, {}, json.dumps(data["response"]).encode())
+        else:
+            answers[("GET", "/" + relative.with_suffix("").as_posix(), "")] = Recorded(200, {}, path.read_bytes())
     return answers
 
 
@@ -102,7 +131,7 @@ class ReplayServer(ThreadingHTTPServer):
 
     def __init__(self, cassettes: Path, port: int = 0, *, budget: Budget | None = None,
                  faults: Faults | None = None, host: str = "127.0.0.1") -> None:
-        self.answers = load_cassettes(cassettes)
+        self.answers = {**load_json_folder(cassettes), **load_cassettes(cassettes)}
         self.budget = budget or Budget()
         self.faults = faults or Faults()
         self.stats = {"requests": 0, "throttled": 0, "admitted_weight": 0}
@@ -176,3 +205,36 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"<html>upstream error</html>", "text/html")
         else:
             self._replay(("POST", urlsplit(self.path).path, _canonical(raw)))
+
+
+def _env_number(name: str, kind: type, default):
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+        if value < 0:
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"replay: {name}={raw!r} must be a number >= 0") from None
+    return value
+
+
+def main(argv: list[str]) -> None:
+    folder, port = Path(argv[0]), int(argv[1])
+    if not folder.is_dir():
+        raise SystemExit(f"replay: {folder} is not a folder; set REPLAY_DIR to a folder of cassettes or JSON")
+    faults = Faults(latency=_env_number("REPLAY_LATENCY_SECONDS", float, 0.0),
+                    error_every=_env_number("REPLAY_ERROR_EVERY", int, 0),
+                    malformed_every=_env_number("REPLAY_MALFORMED_EVERY", int, 0))
+    budget = Budget(limit=_env_number("REPLAY_WEIGHT_PER_MINUTE", int, 1200))
+    server = ReplayServer(folder, port, budget=budget, faults=faults)
+    print(f"Hyperliquid replay on {server.url}: {len(server.answers)} recorded answers from {folder}, "
+          f"budget {budget.limit} weight per {budget.window:g}s, faults: latency {faults.latency:g}s, "
+          f"500 every {faults.error_every or 'never'}, malformed every {faults.malformed_every or 'never'}",
+          flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

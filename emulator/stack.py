@@ -68,7 +68,10 @@ def list_variants(path: Path) -> dict[str, str]:
     return {name: body.get("description", "") if isinstance(body, dict) else "" for name, body in variants.items()}
 
 
-def load_stack(path: Path, variant: str | None = None) -> Stack:
+def load_stack(path: Path, variant: str | None = None,
+               variables: Mapping[str, Mapping[str, str]] | None = None) -> Stack:
+    """The stack in `path` with `variant` applied, then `variables` ({service or "shared": {NAME: value}})
+    set on top, as `railway variables --set` would."""
     path = Path(path)
     doc = _read(path)
     _check_keys(path, doc, _TOP_KEYS, "")
@@ -80,6 +83,13 @@ def load_stack(path: Path, variant: str | None = None) -> Stack:
             known = ", ".join(sorted(variants)) or "none"
             raise StackError(f"{path.name}: no variant named {variant!r}; variants: {known}")
         base = _apply_variant(path, base, variant, variants[variant])
+    for target, values in (variables or {}).items():
+        services = base.get("services", {})
+        if target != "shared" and not isinstance(services.get(target), dict):
+            raise StackError(f"{path.name}: cannot set variables on {target!r}: there is no such service "
+                             f"(services: {', '.join(services)}; or \"shared\")")
+        table = base.setdefault("shared", {}) if target == "shared" else services[target].setdefault("variables", {})
+        table.update(values)
     return _stack(path, base, variant)
 
 

@@ -18,27 +18,19 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import psutil
 
-from emulator.edge import Edge
+from emulator.edge import TLS_DIR, Edge
 from emulator.logs import LogSink
 from emulator.plan import BuildError, ServicePlan
 from emulator.postgres import PostgresServer
 from emulator.process import ACTIVE, FAILED, FINISHED, REMOVED, Deployment, ProcessGroup
 
 RUNTIME_FILE = "runtime.json"
-# Defaults for a local `up` where the plan or the user says nothing. Railway's draining default is 0 s;
-# locally services deserve time to shut down cleanly.
-LOCAL_DRAINING_SECONDS = 10.0
-# Railway documents no restart backoff, but each restart there starts a container, which takes a moment;
-# with none at all, ten retries are spent in under a second, before a sibling server is even healthy.
-LOCAL_RESTART_DELAY = 1.0
 BUILTIN_KINDS = ("postgres", "replay")
 _BUILTIN_READY_TIMEOUT = 60.0
-_REPLAY_MAIN = ("import sys; from emulator.replay import ReplayServer; "
-                "ReplayServer(sys.argv[1], int(sys.argv[2])).serve_forever()")
 
 
 class Supervisor:
@@ -81,8 +73,6 @@ class Supervisor:
             self.sink.system(f"{name} {FAILED}: the build failed")
         for name, plan in self._service_plans():
             self.deployments[name] = self._deployment(plan)
-            if plan.replicas > 1:
-                self.sink.system(f"{name} asks for {plan.replicas} replicas; the emulator runs 1")
         for name, plan in self._service_plans():
             if plan.public_domain:
                 self.edges[name] = self._edge(plan)
@@ -124,8 +114,11 @@ class Supervisor:
         if self._own_sink:
             self.sink.close()
 
-    def serve(self) -> int:
-        """Start, run until SIGINT/SIGTERM, stop; the exit status is 128 + the signal, as honcho's."""
+    def serve(self, then: Callable[[Callable[[], bool]], None] | None = None) -> int:
+        """Start, run until SIGINT/SIGTERM, stop; the exit status is 128 + the signal, as honcho's.
+
+        `then` runs once everything has started, given a callable that turns True once a stop is asked for.
+        """
         received: list[int] = []
 
         def on_signal(signum, _frame):
@@ -135,6 +128,8 @@ class Supervisor:
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start()
+            if then is not None and not self._halt.is_set():
+                then(self._halt.is_set)
             self._halt.wait()
         finally:
             self.stop()
@@ -180,9 +175,10 @@ class Supervisor:
         if plan.kind == "app":
             return Deployment(plan, self.sink, **common)
         if plan.kind == "postgres":
-            return _postgres(plan, self.state_dir, self.sink, common)
+            return _postgres(plan, self.sink, common)
         if plan.kind == "replay":
-            argv = (sys.executable, "-c", _REPLAY_MAIN, str(Path(plan.cwd) / "cassettes"), str(plan.port))
+            folder = Path(plan.cwd) / plan.env.get("REPLAY_DIR", "cassettes")
+            argv = (sys.executable, "-m", "emulator.replay", str(folder), str(plan.port))
             return Deployment(dataclasses.replace(plan, argv=argv), self.sink,
                               ready=lambda stopped: _wait_port(plan.port, stopped), **common)
         raise ValueError(f"{plan.name}: unknown service kind {plan.kind!r}")
@@ -192,7 +188,7 @@ class Supervisor:
         if host != "localhost" or not port.isdigit():
             raise ValueError(f"{plan.name}: public domain {plan.public_domain!r} is not localhost:<edge port>")
         try:
-            edge = Edge(int(port), plan.port, self.state_dir / "tls").start()
+            edge = Edge(int(port), plan.port, self.state_dir / TLS_DIR).start()
         except OSError as exc:
             raise RuntimeError(f"{plan.name}: cannot listen on {plan.public_domain} ({exc}); is another "
                                "emulator running? `python -m emulator down` stops it") from exc
@@ -227,11 +223,13 @@ class Supervisor:
             services = {}
             for name, plan in self.plans.items():
                 if isinstance(plan, BuildError):
-                    services[name] = {"kind": None, "state": FAILED, "error": self.sink.mask(self.build_errors[name])}
+                    services[name] = {"service": name, "kind": None, "state": FAILED,
+                                      "error": self.sink.mask(self.build_errors[name])}
                     continue
                 deployment, edge = self.deployments.get(name), self.edges.get(name)
                 pid = None if final or deployment is None else deployment.pid
                 services[name] = {
+                    "service": plan.env.get("RAILWAY_SERVICE_NAME", name),  # replicas share it
                     "kind": plan.kind,
                     "state": deployment.state if deployment else FAILED,
                     "pid": pid, "pgid": pid,  # each service leads its own process group
@@ -255,16 +253,16 @@ class Supervisor:
             _write_json(self.state_dir / RUNTIME_FILE, runtime)
 
 
-def _postgres(plan: ServicePlan, state_dir: Path, sink: LogSink, common: dict) -> Deployment:
+def _postgres(plan: ServicePlan, sink: LogSink, common: dict) -> Deployment:
     """PostgreSQL in the foreground as the deployment's process, its data in a volume under the state dir."""
     password = plan.env.get("POSTGRES_PASSWORD") or plan.env.get("PGPASSWORD")
     if not password:
         raise ValueError(f"{plan.name}: a postgres plan needs POSTGRES_PASSWORD in its environment")
-    server = PostgresServer(state_dir / "volumes" / plan.name / "pgdata", port=plan.port, password=password)
-    # PostgresServer knows the binaries and, as root, the unprivileged user; it runs pg_ctl, we want the
-    # postmaster itself so it is our child and its log lines are the deploy log.
-    argv = (str(server._bin / "postgres"), "-D", str(server.data_dir), "-h", "127.0.0.1", "-p", str(plan.port),
-            "-k", str(server.data_dir), "-c", "fsync=off", "-c", "full_page_writes=off")
+    # The planner points PGDATA into the service's volume directory.
+    data_dir = Path(plan.env.get("PGDATA") or Path(plan.cwd) / "pgdata")
+    server = PostgresServer(data_dir, port=plan.port, password=password)
+    # The postmaster itself rather than pg_ctl, so it is the deployment's process and its lines the deploy log.
+    argv, user = server.foreground_command()
     database = plan.env.get("POSTGRES_DB") or plan.env.get("PGDATABASE") or "railway"
 
     def ready(stopped) -> bool:
@@ -274,8 +272,8 @@ def _postgres(plan: ServicePlan, state_dir: Path, sink: LogSink, common: dict) -
         server.create_database(database)  # as the postgres image does for POSTGRES_DB on first start
         return True
 
-    return Deployment(dataclasses.replace(plan, argv=argv), sink, prepare=server.init, ready=ready,
-                      user=server._run_as.get("user"), **common)
+    return Deployment(dataclasses.replace(plan, argv=tuple(argv)), sink, prepare=server.init, ready=ready,
+                      user=user, **common)
 
 
 def _wait_port(port: int, stopped, timeout: float = _BUILTIN_READY_TIMEOUT) -> bool:

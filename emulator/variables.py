@@ -6,7 +6,8 @@ same service, spaces allowed inside the braces, plus the templates' `${{secret(n
 
 Locally there is no private network, so a resolved value is rewritten before a process sees it, as
 `railway dev` does: `<slug>.railway.internal:<port>` becomes `127.0.0.1:<the service's local port>`
-and a bare `<slug>.railway.internal` becomes `127.0.0.1`.
+and a bare `<slug>.railway.internal` becomes `127.0.0.1`. Public URLs are left alone: unlike
+`railway dev` without its Caddy, the local edge answers https:// (and plain http://) on the domain's port.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import string
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, NoReturn
+from typing import Callable, Mapping, NoReturn
 
 from emulator.plan import BuildError
 
@@ -146,9 +147,14 @@ class _Resolver:
         raise BuildError(f"{self.service}: variable {variable} references {path}: {problem}")
 
 
-def localize(value: str, endpoints: Mapping[str, Endpoint], public_domains: Iterable[str] = ()) -> str:
-    """Rewrite a resolved value for a local process: private domains to loopback, and https:// on the
-    local public domains to http:// because the local edge speaks plain HTTP (as `railway dev` does)."""
+def referenced_services(value: str) -> set[str]:
+    """The services `value` references by name (not itself through ${{VAR}}, nor shared)."""
+    targets = (_TARGET.match(match[1]) for match in REFERENCE.finditer(value))
+    return {target[1] for target in targets if target and target[1] and target[1] != "shared"}
+
+
+def localize(value: str, endpoints: Mapping[str, Endpoint]) -> str:
+    """Rewrite a resolved value for a local process: private domains to their loopback ports."""
 
     def to_loopback(match: re.Match) -> str:
         endpoint = endpoints.get(match[1])
@@ -159,10 +165,7 @@ def localize(value: str, endpoints: Mapping[str, Endpoint], public_domains: Iter
         port = int(match[2])
         return f"127.0.0.1:{endpoint.local_port if port in (endpoint.railway_port, endpoint.local_port) else port}"
 
-    value = _INTERNAL.sub(to_loopback, value)
-    for domain in public_domains:
-        value = value.replace(f"https://{domain}", f"http://{domain}")
-    return value
+    return _INTERNAL.sub(to_loopback, value)
 
 
 def secret_values(env: Mapping[str, str]) -> frozenset[str]:

@@ -10,7 +10,6 @@ Railway's SIGTERM reaches the server.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,10 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from vault_ingest.errors import ConfigError
 
 DEFAULT_PORT = 4200
+# Not `::`: uvicorn listens through asyncio, which makes an IPv6 socket IPv6-only, so Railway's healthcheck
+# and edge, which reach $PORT over IPv4, get "connection refused". Legacy environments whose private network
+# is IPv6-only need PREFECT_SERVER_API_HOST=:: and the worker pointed at the public domain.
+DEFAULT_HOST = "0.0.0.0"
 DATABASE_URL_VARS = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
 UI_API_URL_VARS = ("PREFECT_UI_API_URL", "PREFECT_SERVER_UI_API_URL")
 _POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "postgresql+asyncpg")
@@ -109,7 +112,7 @@ def plan(
     env: Mapping[str, str],
     extra_args: Sequence[str] = (),
     *,
-    default_host: str = "0.0.0.0",
+    default_host: str = DEFAULT_HOST,
     python: str = sys.executable,
 ) -> Launch:
     """The environment and command line that start the Prefect server for `env`. No side effects."""
@@ -158,17 +161,6 @@ def plan(
     return Launch(argv=argv, env=out, database_url=database_url, notes=notes)
 
 
-def default_host() -> str:
-    """`::` where IPv6 works: it also accepts IPv4, and legacy Railway environments reach services over
-    IPv6 only. Hosts without IPv6 (some Docker networks) get `0.0.0.0`."""
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::", 0))
-    except OSError:
-        return "0.0.0.0"
-    return "::"
-
-
 def ensure_database(libpq_url: str) -> bool:
     """Create the database `libpq_url` names if it does not exist yet; True when it was created.
 
@@ -202,7 +194,7 @@ def ensure_database(libpq_url: str) -> bool:
 
 
 def main(extra_args: Sequence[str] = ()) -> NoReturn:
-    launch = plan(os.environ, extra_args, default_host=default_host())
+    launch = plan(os.environ, extra_args)
     for note in launch.notes:
         print(f"vault-ingest serve: {note}", file=sys.stderr)
     if launch.database_url and ensure_database(launch.database_url):

@@ -68,7 +68,7 @@ def test_references_reach_the_other_services_local_ports(plan):
     password = pg.env["POSTGRES_PASSWORD"]
     assert worker.env["PREFECT_API_URL"] == f"http://127.0.0.1:{web.port}/api"
     assert worker.env["DATABASE_URL"] == f"postgresql://postgres:{password}@127.0.0.1:{pg.port}/railway"
-    assert web.env["PREFECT_API_DATABASE_CONNECTION_URL"] == worker.env["DATABASE_URL"]
+    assert web.env["PREFECT_API_DATABASE_CONNECTION_URL"] == worker.env["DATABASE_URL"].replace("/railway", "/prefect")
     assert worker.env["HYPERLIQUID_STATS_URL"] == f"http://127.0.0.1:{replay.port}/Mainnet/vaults"
     assert worker.env["PREFECT_WORK_POOL"] == "hyperliquid-vault-ingestion"
     assert worker.env["RAILWAY_PRIVATE_DOMAIN"] == "127.0.0.1"

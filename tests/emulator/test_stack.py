@@ -23,7 +23,7 @@ def test_the_shipped_base_is_the_documented_production_setup():
     web, worker = stack.services["web"], stack.services["worker"]
     assert (web.builder, web.start_command, web.public_domain) == ("railpack", None, True)
     assert web.healthcheck_path == "/api/health"
-    assert web.variables["PREFECT_API_DATABASE_CONNECTION_URL"] == "${{Postgres.DATABASE_URL}}"
+    assert web.variables["PREFECT_API_DATABASE_CONNECTION_URL"].endswith("/prefect")  # not the app's database
     assert (worker.builder, worker.start_command, worker.public_domain) == ("railpack", "bash start_worker.sh", False)
     assert worker.variables["PREFECT_API_URL"] == "http://${{web.RAILWAY_PRIVATE_DOMAIN}}:${{web.PORT}}/api"
     assert worker.variables["RAILPACK_DEPLOY_APT_PACKAGES"] == "git"

@@ -1,0 +1,414 @@
+"""One local Railway project: the stack file, the checkout it deploys, and the state dir; what each command does.
+
+The state dir (`.emulator/` beside the stack file unless told otherwise) holds:
+
+    runtime.json   what runs now (written by the supervisor; read by status, down, run)
+    project.json   how `up` was asked to run (variant, variables, replay) and how far it got
+    logs/          <service>.build.log, <service>.deploy.log, emulator.log; console.log when detached
+    volumes/       Postgres data: survives down/up, `reset` wipes it
+    secrets/       generated ${{secret()}} values such as the Postgres password
+    source.git     the working-tree snapshot the flows are deployed from
+    tls/           the edge's self-signed certificate and the trust bundle the services use
+    runtimes/      the modelled images' PATH; homes/: each deployment's HOME, removed with it
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+from emulator import bootstrap
+from emulator.logs import LogSink
+from emulator.plan import BuildError, ServicePlan
+from emulator.planner import plan_stack, remove_homes
+from emulator.process import ACTIVE, FINISHED
+from emulator.snapshot import snapshot
+from emulator.stack import Stack, load_stack
+from emulator.supervisor import Supervisor, read_runtime, stop_from_state_file, supervisor_alive
+from emulator.variables import referenced_services
+
+STACK_FILE = "railway.stack.toml"
+STATE_DIR = ".emulator"
+PROJECT_FILE = "project.json"
+SOURCE_REPO = "source.git"
+# Railway's draining default is 0 s, which kills a worker's flow runs mid-way; locally services get time
+# to shut down cleanly unless the stack sets RAILWAY_DEPLOYMENT_DRAINING_SECONDS or `up` is told otherwise.
+LOCAL_DRAINING_SECONDS = 10.0
+# Railway documents no restart backoff, but each restart there starts a container, which takes a moment;
+# with none at all, ten retries are spent in under a second, before a sibling server is even healthy.
+LOCAL_RESTART_DELAY = 1.0
+REPLAY_SOURCE = "replay"
+_SETTLED = FINISHED | {ACTIVE}
+
+
+class EmulatorError(RuntimeError):
+    """A command cannot do what was asked; the message says why and what to do."""
+
+
+@dataclass
+class UpOptions:
+    variant: str | None = None
+    variables: dict[str, dict[str, str]] = field(default_factory=dict)  # {service or "shared": {NAME: value}}
+    live: bool = False  # the real Hyperliquid API instead of the replay service
+    replay: dict[str, str] = field(default_factory=dict)  # variables for every replay service (faults, folder)
+    draining_seconds: float = LOCAL_DRAINING_SECONDS
+    deploy: bool = True  # after the services are up: deploy the flows and run sync-vaults once
+    first_run_timeout: float = 300.0
+
+
+def find_stack_file(start: Path | None = None) -> Path:
+    """`railway.stack.toml` in `start` (default: the working directory) or the nearest parent holding one."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / STACK_FILE).is_file():
+            return folder / STACK_FILE
+    raise EmulatorError(f"no {STACK_FILE} in {here} or its parents; run from the repository or pass --stack FILE")
+
+
+class Project:
+    def __init__(self, stack_file: Path, state_dir: Path | None = None) -> None:
+        self.stack_file = Path(stack_file).resolve()
+        self.repo_dir = self.stack_file.parent
+        self.state_dir = Path(state_dir).resolve() if state_dir else self.repo_dir / STATE_DIR
+
+    # -- up
+
+    def up(self, options: UpOptions, sink: LogSink | None = None) -> int:
+        """Run the stack in the foreground until SIGINT/SIGTERM; the exit status is 128 + the signal."""
+        runtime = read_runtime(self.state_dir)
+        if runtime and supervisor_alive(runtime):
+            raise EmulatorError(f"the emulator is already running from {self.state_dir} "
+                                f"(pid {runtime['supervisor']['pid']}); `python -m emulator status` shows it, "
+                                "`python -m emulator down` stops it")
+        remove_homes(self.state_dir)  # nothing runs, so any HOME left is a killed emulator's
+        stack = self.stack(options)
+        ports, domains = previous_ports(runtime, free_only=True)
+        plans = plan_stack(stack, self.repo_dir, self.state_dir, ports, domains)
+        plans = {name: with_draining(plan, options.draining_seconds) for name, plan in plans.items()}
+        sink = sink or LogSink(self.state_dir)
+        addresses = _addresses(stack, plans)
+        self._record(options=dataclasses.asdict(options), pid=os.getpid(), phase="starting", message=None,
+                     first_run=None, **addresses)
+        sink.system(f"{stack.project} ({stack.environment}), variant {stack.variant or 'base'}, "
+                    f"state in {self.state_dir}")
+        supervisor = Supervisor(plans, self.state_dir, sink, restart_delay=LOCAL_RESTART_DELAY)
+        try:
+            return supervisor.serve(
+                then=lambda stopped: self._after_start(supervisor, plans, addresses, options, stopped))
+        finally:
+            remove_homes(self.state_dir, plans)
+
+    def stack(self, options: UpOptions) -> Stack:
+        stack = load_stack(self.stack_file, options.variant, options.variables)
+        replay = [name for name, service in stack.services.items() if service.source == REPLAY_SOURCE]
+        if options.live:
+            return without_services(stack, replay)
+        for name in replay:
+            stack = with_variables(stack, name, options.replay)
+        return stack
+
+    def _after_start(self, supervisor: Supervisor, plans: Mapping[str, ServicePlan | BuildError],
+                     addresses: dict, options: UpOptions, stopped: Callable[[], bool]) -> None:
+        log = supervisor.sink.system
+        _settle(supervisor, stopped)
+        if stopped():
+            return
+        server = plans.get(bootstrap.SERVER_SERVICE)
+        if not options.deploy or not isinstance(server, ServicePlan):
+            self._ready(log)
+            return
+        if supervisor.state(bootstrap.SERVER_SERVICE) != ACTIVE:
+            return self._failed(log, f"{bootstrap.SERVER_SERVICE} is {supervisor.state(bootstrap.SERVER_SERVICE)}, so "
+                                     f"nothing was deployed; see `python -m emulator logs {bootstrap.SERVER_SERVICE}`"
+                                     " (add --build for the build and healthcheck)")
+        api_url, database_url = addresses["api_url"], app_database_url(plans)
+        try:
+            source = snapshot(self.repo_dir, self.state_dir / SOURCE_REPO)
+            log(f"snapshot {source.commit[:12]} of {self.repo_dir} -> {source.url} "
+                f"({'new' if source.changed else 'unchanged since the last up'})")
+            self._record(phase="deploying")
+            bootstrap.deploy_flows(server, source.url, source.branch, addresses["pool"], self.repo_dir,
+                                   lambda line: log(f"deploy | {line}"), stopped)
+            if stopped():
+                return
+            run = bootstrap.create_run(api_url)
+            self._record(phase="first-run", first_run={"id": run["id"], "name": run["name"], "state": None})
+            log(f"started flow run {run['name']} of {bootstrap.FIRST_DEPLOYMENT}; waiting for it to finish")
+            run = bootstrap.wait_run(api_url, run["id"], options.first_run_timeout, log, stopped)
+        except Exception as exc:  # noqa: BLE001 - the services keep running; say what failed and serve on
+            return self._failed(log, f"the deploy failed: {exc}")
+        if stopped():
+            return
+        state = (run.get("state") or {}).get("name", "unknown")
+        first = {"id": run["id"], "name": run["name"], "state": state, "vaults": None}
+        if state != "Completed":
+            self._record(first_run=first)
+            return self._failed(log, f"flow run {run['name']} is {state} after {options.first_run_timeout:g}s; "
+                                     "see `python -m emulator logs worker`")
+        first["vaults"] = bootstrap.count_vaults(database_url) if database_url else None
+        self._record(first_run=first)
+        log(f"flow run {run['name']} Completed: {first['vaults']} rows in vaults")
+        self._ready(log)
+
+    def _ready(self, log) -> None:
+        project = self._record(phase="ready")
+        for line in summary(project, self.state_dir):
+            log(line)
+        log("Ctrl-C or `python -m emulator down` stops every service; the data stays for the next `up`")
+
+    def _failed(self, log, message: str) -> None:
+        project = self._record(phase="failed", message=message)
+        log(f"problem: {message}")
+        for line in summary(project, self.state_dir):
+            log(line)
+
+    # -- detached up
+
+    def wait_detached(self, child: subprocess.Popen, console: Path, timeout: float) -> int:
+        """Wait for a background `up` to be ready (0), to have a problem while still running (1), or to exit."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            project = self._read()
+            if child.poll() is not None:
+                tail = console.read_text(errors="replace").splitlines()[-30:] if console.is_file() else []
+                print("\n".join(tail))
+                print(f"emulator: the background `up` exited with code {child.returncode}; "
+                      f"its output is in {console}", file=sys.stderr)
+                return child.returncode or 1
+            if project.get("pid") == child.pid and project.get("phase") in ("ready", "failed"):
+                if project["phase"] == "failed":
+                    print(f"problem: {project['message']}")
+                for line in summary(project, self.state_dir):
+                    print(line)
+                print(f"running in the background (pid {child.pid}); logs: {console} or `python -m emulator logs`; "
+                      "stop it with `python -m emulator down`")
+                return 0 if project["phase"] == "ready" else 1
+            time.sleep(0.2)
+        print(f"emulator: not ready after {timeout:g}s; still starting in the background (pid {child.pid}), "
+              f"see {console}", file=sys.stderr)
+        return 1
+
+    # -- down, reset
+
+    def down(self) -> list[str]:
+        """Stop what runs; the services it stopped."""
+        stopped = stop_from_state_file(self.state_dir)
+        remove_homes(self.state_dir)
+        return stopped
+
+    def reset(self) -> list[str]:
+        """Stop what runs, then delete the whole state dir: volumes, secrets, logs, the source snapshot."""
+        stopped = self.down()
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+        return stopped
+
+    # -- status
+
+    def status(self) -> dict:
+        runtime = read_runtime(self.state_dir) or {"supervisor": None, "services": {}}
+        project = self._read()
+        running = supervisor_alive(runtime) if runtime.get("supervisor") else False
+        services: dict[str, dict] = {}
+        for name, entry in runtime["services"].items():
+            group = services.setdefault(entry.get("service", name), {"replicas": {}, "url": None, "error": None})
+            group["replicas"][name] = {key: entry.get(key) for key in ("state", "pid", "port", "restarts", "exit_code")}
+            group["url"] = group["url"] or entry.get("url")
+            group["error"] = group["error"] or entry.get("error")
+        for group in services.values():
+            group["state"] = _group_state([r["state"] for r in group["replicas"].values()])
+        pool = None
+        if running and project.get("api_url") and project.get("pool"):
+            pool = {"name": project["pool"], **bootstrap.pool_status(project["api_url"], project["pool"])}
+        options = project.get("options") or {}
+        return {
+            "state_dir": str(self.state_dir),
+            "running": running,
+            "pid": runtime["supervisor"]["pid"] if running else None,
+            "variant": options.get("variant"),
+            "phase": project.get("phase") if running else None,
+            "message": project.get("message") if running else None,
+            "services": services,
+            "ui_url": project.get("ui_url"),
+            "api_url": project.get("public_api_url") or project.get("api_url"),
+            "pool": pool,
+            "first_run": project.get("first_run"),
+        }
+
+    # -- logs
+
+    def log_files(self, service: str | None, stream: str) -> list[tuple[str, Path]]:
+        """(name, file) of `service`'s `stream` log ("build" or "deploy"), one per replica; every service's
+        and the emulator's own when `service` is None."""
+        runtime = read_runtime(self.state_dir) or {"services": {}}
+        logs = self.state_dir / "logs"
+        instances = {name: entry.get("service", name) for name, entry in runtime["services"].items()}
+        if service is None:
+            return [("system", logs / "emulator.log"), *[(n, logs / f"{n}.{stream}.log") for n in instances]]
+        chosen = [name for name, group in instances.items() if service in (name, group)]
+        if not chosen:
+            known = sorted(set(instances.values())) or ["none yet: run `python -m emulator up` first"]
+            raise EmulatorError(f"no service named {service!r}; services: {', '.join(known)}")
+        return [(name, logs / f"{name}.{stream}.log") for name in chosen]
+
+    # -- run
+
+    def run(self, service: str, argv: list[str]) -> int:
+        """`railway run`: `argv` with `service`'s variables, inside its modelled runtime (PATH, HOME); the
+        running stack's ports, so it reaches the services. Returns the command's exit status."""
+        if not argv:
+            raise EmulatorError("nothing to run; give the command after --, e.g. `run worker -- git --version`")
+        runtime = read_runtime(self.state_dir)
+        saved = self._read().get("options") or {}
+        options = UpOptions(**saved) if saved else UpOptions()
+        stack = self.stack(options)
+        ports, domains = previous_ports(runtime, free_only=False)
+        plans = plan_stack(stack, self.repo_dir, self.state_dir, ports, domains)
+        try:
+            plan = _pick(plans, service)
+            env = plan.env if plan.kind == "app" else {**os.environ, **plan.env}
+            try:
+                proc = subprocess.Popen(argv, env=env, cwd=plan.cwd)
+            except FileNotFoundError:
+                print(f"emulator run: {argv[0]}: command not found in {service}'s runtime "
+                      f"(PATH={env.get('PATH', '')})", file=sys.stderr)
+                return 127
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's to handle
+            try:
+                code = proc.wait()
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            return 128 - code if code < 0 else code
+        finally:
+            remove_homes(self.state_dir, plans)
+
+    # -- project.json
+
+    def _read(self) -> dict:
+        try:
+            return json.loads((self.state_dir / PROJECT_FILE).read_text())
+        except FileNotFoundError:
+            return {}
+
+    def _record(self, **changes) -> dict:
+        project = {**self._read(), **changes}
+        path = self.state_dir / PROJECT_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(project, indent=2) + "\n")
+        os.replace(tmp, path)
+        return project
+
+
+def _addresses(stack: Stack, plans: Mapping[str, ServicePlan | BuildError]) -> dict:
+    server = plans.get(bootstrap.SERVER_SERVICE)
+    found = bootstrap.endpoints(server) if isinstance(server, ServicePlan) else None
+    return {
+        "api_url": found.api_url if found else None,
+        "public_api_url": found.public_api_url if found else None,
+        "ui_url": found.ui_url if found else None,
+        "pool": bootstrap.work_pool(plans, stack.shared),
+    }
+
+
+def summary(project: dict, state_dir: Path) -> list[str]:
+    lines = []
+    if project.get("ui_url"):
+        lines.append(f"Prefect UI:  {project['ui_url']}  (self-signed certificate: accept it once, or trust "
+                     f"{state_dir / 'tls' / 'edge.crt'})")
+    if project.get("public_api_url") or project.get("api_url"):
+        lines.append(f"Prefect API: {project.get('public_api_url') or project['api_url']}")
+    return lines
+
+
+def previous_ports(runtime: dict | None, free_only: bool) -> tuple[dict[str, int], dict[str, str]]:
+    """The ports (by instance) and edge domains (by service) of the last run, so a redeploy keeps its
+    addresses and an open browser tab keeps working; with `free_only`, only those still free."""
+    ports, domains = {}, {}
+    for name, entry in ((runtime or {}).get("services") or {}).items():
+        if entry.get("port") and (not free_only or _free(entry["port"])):
+            ports[name] = entry["port"]
+        if entry.get("public_domain") and entry.get("edge_port") and (not free_only or _free(entry["edge_port"])):
+            domains[entry.get("service", name)] = entry["public_domain"]
+    return ports, domains
+
+
+def with_draining(plan: ServicePlan | BuildError, seconds: float) -> ServicePlan | BuildError:
+    """The local draining default, where the stack does not set RAILWAY_DEPLOYMENT_DRAINING_SECONDS."""
+    if isinstance(plan, BuildError) or "RAILWAY_DEPLOYMENT_DRAINING_SECONDS" in plan.env:
+        return plan
+    return dataclasses.replace(plan, draining_seconds=seconds)
+
+
+def without_services(stack: Stack, names: list[str]) -> Stack:
+    """`stack` without `names`, and without every variable that references one of them."""
+    services = {}
+    for name, service in stack.services.items():
+        if name not in names:
+            kept = {k: v for k, v in service.variables.items() if not referenced_services(v) & set(names)}
+            services[name] = dataclasses.replace(service, variables=kept)
+    return dataclasses.replace(stack, services=services)
+
+
+def with_variables(stack: Stack, name: str, variables: Mapping[str, str]) -> Stack:
+    service = stack.services[name]
+    services = {**stack.services, name: dataclasses.replace(service, variables={**service.variables, **variables})}
+    return dataclasses.replace(stack, services=services)
+
+
+def app_database_url(plans: Mapping[str, ServicePlan | BuildError]) -> str | None:
+    """The app database as the services reach it: an app's DATABASE_URL, else the Postgres service's."""
+    found = [p for p in plans.values() if isinstance(p, ServicePlan) and p.env.get("DATABASE_URL")]
+    found.sort(key=lambda plan: plan.kind != "app")
+    return found[0].env["DATABASE_URL"] if found else None
+
+
+def _pick(plans: Mapping[str, ServicePlan | BuildError], service: str) -> ServicePlan:
+    names = [name for name, plan in plans.items()
+             if name == service or (isinstance(plan, ServicePlan) and plan.env.get("RAILWAY_SERVICE_NAME") == service)]
+    if not names:
+        services = sorted({p.env.get("RAILWAY_SERVICE_NAME", n) if isinstance(p, ServicePlan) else n
+                           for n, p in plans.items()})
+        raise EmulatorError(f"no service named {service!r}; services: {', '.join(services)}")
+    plan = plans[names[0]]
+    if isinstance(plan, BuildError):
+        raise EmulatorError(f"{service}: its build fails, so it has no environment to run in: {plan}")
+    return plan
+
+
+def _group_state(states: list[str]) -> str:
+    if len(set(states)) == 1:
+        return states[0]
+    counts = {state: states.count(state) for state in dict.fromkeys(states)}
+    return ", ".join(f"{count}/{len(states)} {state}" for state, count in counts.items())
+
+
+def _settle(supervisor: Supervisor, stopped: Callable[[], bool]) -> None:
+    """Wait until every deployment is past Deploying (healthchecks bound how long that takes)."""
+    for deployment in supervisor.deployments.values():
+        deadline = time.monotonic() + deployment.plan.healthcheck_timeout + 60
+        while not stopped() and time.monotonic() < deadline:
+            try:
+                deployment.wait_state(_SETTLED, timeout=0.5)
+                break
+            except TimeoutError:
+                continue
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
