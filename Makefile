@@ -20,5 +20,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+# The whole stack locally, in the foreground until Ctrl-C; EMULATE_ARGS="--variant NAME" and so on.
+emulate: $(STAMP)
+	$(BIN)/python -m emulator up $(EMULATE_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis test-artifacts

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmarks import p1_list_ingest, p2_budget
+from benchmarks import p1_list_ingest, p2_budget, p3_emulate
 from emulator.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +29,8 @@ def main() -> None:
                 server.stop()
     results["P2 weight budget"] = p2_budget.run(ROOT / "cassettes")
     print("P2", json.dumps(results["P2 weight budget"]), flush=True)
+    results["P3 make emulate"] = p3_emulate.run()
+    print("P3", json.dumps(results["P3 make emulate"]), flush=True)
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -61,7 +62,8 @@ def build_parser(stack_file: Path | None = None) -> argparse.ArgumentParser:
     logs.add_argument("--build", action="store_true", help="the build log: builder lines and the healthcheck")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
     run = sub.add_parser("run", help="run a command with a service's variables and runtime, like `railway run`",
-                         usage="python -m emulator run SERVICE -- COMMAND [ARG ...]")
+                         usage="python -m emulator run [--variant NAME] SERVICE -- COMMAND [ARG ...]")
+    run.add_argument("--variant", help="plan this variant (default: the one the last `up` ran)")
     run.add_argument("service")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     sub.add_parser("reset", help="down, then delete the state dir: Postgres data, secrets, logs, snapshot")
@@ -79,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, StackError) as exc:
         print(f"emulator: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `logs | head` stopped reading: nothing left to do, and nothing to complain about
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _up(project: Project, args, argv: list[str]) -> int:
@@ -144,7 +149,7 @@ def _logs(project: Project, args, argv) -> int:
 
 def _run(project: Project, args, argv) -> int:
     command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    return project.run(args.service, command)
+    return project.run(args.service, command, args.variant)
 
 
 _COMMANDS = {"up": _up, "down": _down, "status": _status, "logs": _logs, "run": _run, "reset": _reset}

@@ -90,15 +90,19 @@ class Project:
             raise EmulatorError(f"the emulator is already running from {self.state_dir} "
                                 f"(pid {runtime['supervisor']['pid']}); `python -m emulator status` shows it, "
                                 "`python -m emulator down` stops it")
-        remove_homes(self.state_dir)  # nothing runs, so any HOME left is a killed emulator's
+        left = stop_from_state_file(self.state_dir)  # what an emulator that was killed left running
+        remove_homes(self.state_dir)
         stack = self.stack(options)
-        ports, domains = previous_ports(runtime, free_only=True)
+        ports, domains = previous_ports(read_runtime(self.state_dir), free_only=True)
         plans = plan_stack(stack, self.repo_dir, self.state_dir, ports, domains)
         plans = {name: with_draining(plan, options.draining_seconds) for name, plan in plans.items()}
         sink = sink or LogSink(self.state_dir)
+        sink.register(plans)
         addresses = _addresses(stack, plans)
         self._record(options=dataclasses.asdict(options), pid=os.getpid(), phase="starting", message=None,
                      first_run=None, **addresses)
+        if left:
+            sink.system(f"stopped {', '.join(left)}, left running by an emulator that did not stop cleanly")
         sink.system(f"{stack.project} ({stack.environment}), variant {stack.variant or 'base'}, "
                     f"state in {self.state_dir}")
         supervisor = Supervisor(plans, self.state_dir, sink, restart_delay=LOCAL_RESTART_DELAY)
@@ -145,18 +149,20 @@ class Project:
             self._record(phase="first-run", first_run={"id": run["id"], "name": run["name"], "state": None})
             log(f"started flow run {run['name']} of {bootstrap.FIRST_DEPLOYMENT}; waiting for it to finish")
             run = bootstrap.wait_run(api_url, run["id"], options.first_run_timeout, log, stopped)
+            state = run.get("state") or {}
+            first = {"id": run["id"], "name": run["name"], "state": state.get("name"), "vaults": None}
+            if state.get("type") == "COMPLETED" and database_url:
+                first["vaults"] = bootstrap.count_vaults(database_url)
         except Exception as exc:  # noqa: BLE001 - the services keep running; say what failed and serve on
-            return self._failed(log, f"the deploy failed: {exc}")
+            return self._failed(log, f"deploying the flows or running the first one failed: {exc}")
         if stopped():
             return
-        state = (run.get("state") or {}).get("name", "unknown")
-        first = {"id": run["id"], "name": run["name"], "state": state, "vaults": None}
-        if state != "Completed":
-            self._record(first_run=first)
-            return self._failed(log, f"flow run {run['name']} is {state} after {options.first_run_timeout:g}s; "
-                                     "see `python -m emulator logs worker`")
-        first["vaults"] = bootstrap.count_vaults(database_url) if database_url else None
         self._record(first_run=first)
+        if state.get("type") != "COMPLETED":
+            ended = "ended" if state.get("type") in bootstrap.FINAL_RUN_STATES else \
+                f"is still, after {options.first_run_timeout:g}s,"
+            return self._failed(log, f"flow run {run['name']} {ended} {first['state']}; "
+                                     "see `python -m emulator logs worker`")
         log(f"flow run {run['name']} Completed: {first['vaults']} rows in vaults")
         self._ready(log)
 
@@ -263,14 +269,17 @@ class Project:
 
     # -- run
 
-    def run(self, service: str, argv: list[str]) -> int:
-        """`railway run`: `argv` with `service`'s variables, inside its modelled runtime (PATH, HOME); the
-        running stack's ports, so it reaches the services. Returns the command's exit status."""
+    def run(self, service: str, argv: list[str], variant: str | None = None) -> int:
+        """`railway run`: `argv` with `service`'s variables, inside its modelled runtime (PATH, HOME), planned
+        as the last `up` was (or as `variant`) on the running stack's ports, so it reaches the services.
+        Returns the command's exit status."""
         if not argv:
             raise EmulatorError("nothing to run; give the command after --, e.g. `run worker -- git --version`")
         runtime = read_runtime(self.state_dir)
         saved = self._read().get("options") or {}
         options = UpOptions(**saved) if saved else UpOptions()
+        if variant is not None:
+            options.variant = variant
         stack = self.stack(options)
         ports, domains = previous_ports(runtime, free_only=False)
         plans = plan_stack(stack, self.repo_dir, self.state_dir, ports, domains)

@@ -1,9 +1,9 @@
 """A local stand-in for the Hyperliquid API: answers from recorded cassettes, enforces the weight budget.
 
-Serves `GET /Mainnet/vaults` (the stats list) and `POST /info` from vcrpy cassettes or a folder of JSON,
-so the worker's flows and the benchmarks run offline. Like the real API it counts request weight per
-client address in a sliding window and answers 429 past the budget. Faults can be switched on to
-exercise retries.
+Serves `GET /Mainnet/vaults` (the stats list) and `POST /info` from vcrpy cassettes (`*.yaml`) or, in a
+folder without any, from JSON files, so the worker's flows and the benchmarks run offline. Like the real
+API it counts request weight per client address in a sliding window and answers 429 past the budget.
+Faults can be switched on to exercise retries.
 
 A folder of JSON: `<path>.json` answers `GET /<path>` (e.g. `Mainnet/vaults.json`), and each file under
 `info/` holds one exchange, `{"request": {"type": "vaultDetails", ...}, "response": ...}`, for `POST /info`.
@@ -131,7 +131,7 @@ class ReplayServer(ThreadingHTTPServer):
 
     def __init__(self, cassettes: Path, port: int = 0, *, budget: Budget | None = None,
                  faults: Faults | None = None, host: str = "127.0.0.1") -> None:
-        self.answers = {**load_json_folder(cassettes), **load_cassettes(cassettes)}
+        self.answers = load_cassettes(cassettes) or load_json_folder(cassettes)
         self.budget = budget or Budget()
         self.faults = faults or Faults()
         self.stats = {"requests": 0, "throttled": 0, "admitted_weight": 0}

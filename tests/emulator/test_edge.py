@@ -3,6 +3,7 @@ import socket
 import ssl
 import stat
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -10,7 +11,7 @@ import pytest
 from websockets.sync.client import connect
 from websockets.sync.server import serve
 
-from emulator.edge import Edge, ensure_certificate
+from emulator.edge import Edge, ensure_certificate, trust_bundle
 from emulator.postgres import free_port
 
 
@@ -138,3 +139,15 @@ def test_stop_closes_the_port(backend, tmp_path):
     edge.stop()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", edge.port), timeout=1)
+
+
+def test_the_trust_bundle_makes_https_to_the_edge_work_with_default_settings(backend, edge_to, tmp_path,
+                                                                              monkeypatch):
+    edge = edge_to(backend)
+    bundle = trust_bundle(tmp_path / "tls")
+    assert edge.cert_file.read_text() in bundle.read_text()
+    assert "BEGIN CERTIFICATE" in bundle.read_text().split(edge.cert_file.read_text())[0]  # the public roots stay
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))  # what the planner gives each service
+    assert httpx.get(f"{edge.url}/api/health").status_code == 200  # httpx and so Prefect's client
+    with urllib.request.urlopen(f"{edge.url}/api/health", timeout=5) as answer:  # start_worker.sh's wait
+        assert answer.status == 200

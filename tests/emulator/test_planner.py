@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from emulator.plan import BuildError, ServicePlan
-from emulator.planner import plan_stack
+from emulator.planner import plan_stack, remove_homes
 from emulator.stack import load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -257,12 +257,35 @@ RAILWAY_HEALTHCHECK_TIMEOUT_SEC = "60"
     assert (web.draining_seconds, web.healthcheck_timeout) == (30.0, 60.0)
 
 
-def test_https_on_the_local_public_domain_becomes_http(repo, state, tmp_path):
+def test_https_on_the_public_domain_stays_https_and_the_services_trust_the_edge(repo, state, tmp_path):
     stack = write_stack(tmp_path, """
 [services.web]
 public_domain = true
 [services.web.variables]
 PREFECT_UI_API_URL = "https://${{RAILWAY_PUBLIC_DOMAIN}}/api"
+[services.worker]
+start_command = "run"
+[services.worker.variables]
+PREFECT_API_URL = "https://${{web.RAILWAY_PUBLIC_DOMAIN}}/api"
 """)
-    web = plan_stack(stack, repo, state, edge_domains={"web": "localhost:45130"})["web"]
-    assert web.env["PREFECT_UI_API_URL"] == "http://localhost:45130/api"
+    plans = plan_stack(stack, repo, state, edge_domains={"web": "localhost:45130"})
+    assert plans["web"].env["PREFECT_UI_API_URL"] == "https://localhost:45130/api"
+    assert plans["worker"].env["PREFECT_API_URL"] == "https://localhost:45130/api"
+    bundle = Path(plans["worker"].env["SSL_CERT_FILE"])
+    assert bundle == Path(plans["web"].env["SSL_CERT_FILE"])
+    assert (state / "tls" / "edge.crt").read_text() in bundle.read_text()
+
+
+def test_without_a_public_domain_nothing_changes_the_trust_store(repo, state, tmp_path):
+    assert "SSL_CERT_FILE" not in plan_stack(write_stack(tmp_path, "[services.web]\n"), repo, state)["web"].env
+
+
+def test_remove_homes_deletes_each_deployments_home(plan, state):
+    plans = plan()
+    homes = [Path(p.env["HOME"]) for p in plans.values() if p.kind == "app"]
+    assert all(home.is_dir() for home in homes)
+    remove_homes(state, plans)
+    assert not any(home.exists() for home in homes)
+    plan()
+    remove_homes(state)
+    assert not (state / "homes").exists()

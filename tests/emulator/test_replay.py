@@ -1,9 +1,13 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
+from emulator.postgres import free_port
 from emulator.replay import Budget, Faults, ReplayServer
 
 CASSETTES = Path(__file__).resolve().parents[2] / "cassettes"
@@ -72,3 +76,38 @@ def test_injects_faults_on_request(replay):
     assert answers[2].headers["content-type"].startswith("text/html")
     with pytest.raises(json.JSONDecodeError):
         json.loads(answers[2].text)
+
+
+def test_a_folder_of_json_is_served_too(tmp_path):
+    (tmp_path / "Mainnet").mkdir()
+    (tmp_path / "Mainnet" / "vaults.json").write_text('[{"summary": {"name": "A"}}]')
+    (tmp_path / "info").mkdir()
+    (tmp_path / "info" / "hlp.json").write_text(json.dumps(
+        {"request": {"vaultAddress": HLP, "type": "vaultDetails"}, "response": {"name": "HLP"}}))
+    server = ReplayServer(tmp_path).start()
+    try:
+        assert httpx.get(f"{server.url}/Mainnet/vaults").json() == [{"summary": {"name": "A"}}]
+        assert details(server.url, HLP).json() == {"name": "HLP"}  # key order in the request does not matter
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_replay_service_takes_its_faults_from_its_variables(tmp_path):
+    port = free_port()
+    env = {**os.environ, "REPLAY_ERROR_EVERY": "2", "REPLAY_WEIGHT_PER_MINUTE": "40"}
+    proc = subprocess.Popen([sys.executable, "-m", "emulator.replay", str(CASSETTES), str(port)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert f"Hyperliquid replay on http://127.0.0.1:{port}" in proc.stdout.readline()
+        url = f"http://127.0.0.1:{port}"
+        assert [details(url, HLP).status_code for _ in range(3)] == [200, 500, 429]  # 2 x 20 fills 40
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_the_replay_service_refuses_a_bad_setting():
+    result = subprocess.run([sys.executable, "-m", "emulator.replay", str(CASSETTES), "0"],
+                            env={**os.environ, "REPLAY_ERROR_EVERY": "often"}, capture_output=True, text=True)
+    assert result.returncode == 1 and "REPLAY_ERROR_EVERY='often' must be a number >= 0" in result.stderr

@@ -131,3 +131,22 @@ def test_a_missing_or_broken_file_says_so(tmp_path):
     (tmp_path / "noname.toml").write_text("[project]\n")
     with pytest.raises(StackError, match="project.name is missing"):
         load_stack(tmp_path / "noname.toml")
+
+
+def test_variables_set_on_top_override_the_variant_and_the_base():
+    stack = load_stack(SHIPPED, "gitless-worker", {"worker": {"PREFECT_WORKER_QUERY_SECONDS": "1",
+                                                              "RAILPACK_DEPLOY_APT_PACKAGES": "git"},
+                                                   "shared": {"PREFECT_WORK_POOL": "other"}})
+    worker = stack.services["worker"]
+    assert worker.variables["PREFECT_WORKER_QUERY_SECONDS"] == "1"
+    assert worker.variables["RAILPACK_DEPLOY_APT_PACKAGES"] == "git"  # over the variant's "ffmpeg"
+    assert worker.start_command.startswith("prefect worker start")  # the rest of the variant holds
+    assert stack.shared["PREFECT_WORK_POOL"] == "other"
+    assert "PREFECT_WORKER_QUERY_SECONDS" not in load_stack(SHIPPED).services["worker"].variables
+
+
+def test_variables_for_a_service_that_does_not_exist_are_refused():
+    with pytest.raises(StackError, match="cannot set variables on 'wroker': there is no such service"):
+        load_stack(SHIPPED, variables={"wroker": {"X": "1"}})
+    with pytest.raises(StackError, match="no such service"):
+        load_stack(SHIPPED, "no-worker", {"worker": {"X": "1"}})

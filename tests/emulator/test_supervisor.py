@@ -153,9 +153,11 @@ def pg_state_dir():
 
 def test_postgres_and_replay_builtins(pg_state_dir, supervised, tmp_path):  # the dir outlives the services
     pg_port, replay_port = free_port(), free_port()
+    volume = pg_state_dir / "volumes" / "postgres"
     plans = {
-        "Postgres": ServicePlan(name="Postgres", kind="postgres", argv=(), cwd=tmp_path, port=pg_port,
-                                env={"POSTGRES_PASSWORD": "pg-secret-pw", "POSTGRES_DB": "railway"},
+        "Postgres": ServicePlan(name="Postgres", kind="postgres", argv=(), cwd=volume, port=pg_port,
+                                env={"POSTGRES_PASSWORD": "pg-secret-pw", "POSTGRES_DB": "railway",
+                                     "PGDATA": str(volume / "pgdata")},
                                 secrets=frozenset({"pg-secret-pw"})),
         "hyperliquid": ServicePlan(name="hyperliquid", kind="replay", argv=(), cwd=REPO, port=replay_port, env={}),
     }
@@ -172,6 +174,7 @@ def test_postgres_and_replay_builtins(pg_state_dir, supervised, tmp_path):  # th
     supervisor.stop()
     assert all(gone(p.pid) for p in postgres)
     assert "ready to accept connections" in (logs / "Postgres.deploy.log").read_text()
+    assert (volume / "pgdata" / "PG_VERSION").is_file()  # where the plan's PGDATA says
 
 
 def test_down_from_another_process_stops_everything(background, tmp_path):

@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 
 from emulator.plan import BuildError
 from emulator.variables import (
-    POSTGRES_TEMPLATE, Endpoint, localize, railway_variables, resolve, secret_store, secret_values, slug,
-    stable_id,
+    POSTGRES_TEMPLATE, Endpoint, localize, railway_variables, referenced_services, resolve, secret_store,
+    secret_values, slug, stable_id,
 )
 
 
@@ -148,17 +148,26 @@ ENDPOINTS = {"web": Endpoint(railway_port=8080, local_port=41000), "postgres": E
     ("http://web.railway.internal:9999", "http://127.0.0.1:9999"),
     ("http://other.railway.internal:80", "http://other.railway.internal:80"),
     ("http://notweb.railway.internal:8080", "http://notweb.railway.internal:8080"),
-    ("https://localhost:4000/api", "http://localhost:4000/api"),
+    ("https://localhost:4000/api", "https://localhost:4000/api"),  # the edge answers TLS on it
     ("localhost:4000/api", "localhost:4000/api"),
 ])
 def test_localize(value, local):
-    assert localize(value, ENDPOINTS, ["localhost:4000"]) == local
+    assert localize(value, ENDPOINTS) == local
 
 
 @given(st.text(alphabet="webpostgrsaily.:/0123456789-@ ", max_size=60))
 def test_localize_is_idempotent(value):
-    once = localize(value, ENDPOINTS, ["localhost:4000"])
-    assert localize(once, ENDPOINTS, ["localhost:4000"]) == once
+    once = localize(value, ENDPOINTS)
+    assert localize(once, ENDPOINTS) == once
+
+
+@pytest.mark.parametrize("value, services", [
+    ("http://${{hyperliquid.RAILWAY_PRIVATE_DOMAIN}}:${{ hyperliquid.PORT }}/x", {"hyperliquid"}),
+    ("${{shared.POOL}} ${{PORT}} ${{secret(8)}}", set()),
+    ("${{web.PORT}}-${{Postgres.PGHOST}}", {"web", "Postgres"}),
+])
+def test_referenced_services(value, services):
+    assert referenced_services(value) == services
 
 
 def test_secret_values_by_name_and_in_urls():

@@ -1,0 +1,134 @@
+"""P3: `make emulate` with a warm venv until the first Completed sync-vaults run, against a bare Prefect.
+
+Emulator: `python -m emulator up` in a fresh state dir (a clone's first `make emulate`: new Postgres
+volume, Prefect's migrations) and then again on that state (the second `make emulate`), each timed from
+spawn to its log line of the first Completed run.
+
+Baseline, in the same run: `prefect server start` (SQLite in a fresh PREFECT_HOME) until /api/health
+answers, then `vault-ingest deploy` of the same flows from the same git snapshot beside `prefect worker
+start`, then one sync-vaults run to Completed. Its app PostgreSQL and Hyperliquid replay start before the
+clock, so it holds only Prefect's own work; the emulator's figure also holds its Postgres, replay, edge,
+builds and healthcheck. Both keep Prefect's default worker settings (a 10 s poll). Target: <= 1.3x.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from emulator.postgres import PostgresServer, free_port
+from emulator.replay import ReplayServer
+from emulator.snapshot import snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+POOL = "bench-pool"
+_TIMEOUT = 300.0
+
+
+def run(repeats: int = 1) -> dict:
+    with tempfile.TemporaryDirectory(prefix="vault-bench-p3-") as tmp:
+        tmp = Path(tmp)
+        cold, warm, bare = [], [], []
+        for n in range(repeats):
+            state = tmp / f"state-{n}"
+            cold.append(_emulate(state))
+            warm.append(_emulate(state))
+            bare.append(_baseline(tmp / f"baseline-{n}"))
+    best = {"cold": min(cold), "warm": min(warm), "baseline": min(bare)}
+    return {
+        "emulate_first_s": round(best["cold"], 1),
+        "emulate_again_s": round(best["warm"], 1),
+        "baseline_s": round(best["baseline"], 1),
+        "ratio_first": round(best["cold"] / best["baseline"], 2),
+        "ratio_again": round(best["warm"] / best["baseline"], 2),
+        "repeats": repeats,
+    }
+
+
+def _emulate(state: Path) -> float:
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "emulator", "--state-dir", str(state), "up"], cwd=ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "NO_COLOR": "1"}, start_new_session=True)
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "Completed:" in line and "rows in vaults" in line:
+                return time.perf_counter() - start
+            if "problem:" in line or time.perf_counter() - start > _TIMEOUT:
+                break
+        raise RuntimeError("P3: `python -m emulator up` did not complete its first run:\n" + "".join(seen[-40:]))
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C, as a developer ends `make emulate`
+        proc.communicate(timeout=120)
+
+
+def _baseline(workdir: Path) -> float:
+    workdir.mkdir(parents=True)
+    source = snapshot(ROOT, workdir / "source.git")
+    app = PostgresServer(workdir / "app-pg").start()
+    replay = ReplayServer(ROOT / "cassettes").start()
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PREFECT_", "RAILWAY_")) and key not in ("PORT", "DATABASE_URL")}
+    env.update(PREFECT_HOME=str(workdir / "prefect-home"), PREFECT_API_URL=api, DO_NOT_TRACK="1",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", DATABASE_URL=app.create_database("railway"),
+               HYPERLIQUID_API_URL=replay.url, HYPERLIQUID_STATS_URL=f"{replay.url}/Mainnet/vaults")
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    processes = []
+
+    def spawn(*argv: str) -> subprocess.Popen:
+        with open(workdir / f"{argv[1]}.log", "wb") as log:
+            proc = subprocess.Popen([prefect, *argv], env=env, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        processes.append(proc)
+        return proc
+
+    try:
+        start = time.perf_counter()
+        spawn("server", "start", "--host", "127.0.0.1", "--port", str(port))
+        _until(lambda: _healthy(api), "the bare Prefect server's health")
+        spawn("worker", "start", "--pool", POOL, "--type", "process")
+        subprocess.run([sys.executable, "-m", "vault_ingest.cli", "deploy", "--work-pool", POOL, "--source",
+                        source.url, "--ref", source.branch], env=env, cwd=workdir, check=True, capture_output=True)
+        with httpx.Client(base_url=api, timeout=30) as http:
+            deployment = http.get("/deployments/name/sync-vaults/hourly").json()["id"]
+            flow_run = http.post(f"/deployments/{deployment}/create_flow_run", json={}).json()["id"]
+            _until(lambda: http.get(f"/flow_runs/{flow_run}").json()["state"]["type"] == "COMPLETED",
+                   "the baseline's sync-vaults run")
+        return time.perf_counter() - start
+    finally:
+        for proc in reversed(processes):
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        replay.shutdown()
+        replay.server_close()
+        app.stop()
+
+
+def _healthy(api: str) -> bool:
+    try:
+        return httpx.get(f"{api}/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _until(check, what: str) -> None:
+    deadline = time.monotonic() + _TIMEOUT
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"P3: timed out waiting for {what}")
+        time.sleep(0.2)
