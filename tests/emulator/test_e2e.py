@@ -32,6 +32,8 @@ FAST = [
     # No cron runs piling up behind the ones the tests make; a stopped worker counted offline within seconds.
     "--set", "web.PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED=false",
     "--set", "web.PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS=1",
+    # Tests listen on loopback only; on Railway the launcher's default 0.0.0.0 is what the edge needs.
+    "--set", "web.PREFECT_SERVER_API_HOST=127.0.0.1",
     "--draining-seconds", "5",
 ]
 BURST = 6
