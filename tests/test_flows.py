@@ -1,4 +1,4 @@
-"""The flows under a real (ephemeral) Prefect API: they land data and publish their artifact."""
+"""The flows under a real Prefect API (the session's shared `web` server): they land data and publish their artifact."""
 
 import asyncio
 
@@ -6,15 +6,17 @@ import psycopg
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.testing.utilities import prefect_test_harness
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
+from tests.support.prefect_server import railway_web_service
 from tests.support.replay import hyperliquid_env, replay_server
 from vault_ingest.flows import sync_vault_details, sync_vaults
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=60):
+@pytest.fixture
+def prefect_api(request):
+    server = railway_web_service(request).server
+    with temporary_settings({PREFECT_API_URL: server.api_url, PREFECT_API_AUTH_STRING: server.auth_string}):
         yield
 
 
