@@ -1,4 +1,8 @@
-"""Railway's edge for one public domain: `localhost:<port>`, HTTPS and plain HTTP, piped to the service.
+"""Railway's edge for one public domain: `127.0.0.1:<port>`, HTTPS and plain HTTP, piped to the service.
+
+The domain is an IP address, not `localhost`: a scheme-less URL such as `127.0.0.1:<port>/api` must resolve
+as a relative path in a browser, as `my-app.up.railway.app/api` does, and `localhost:<port>/api` would parse
+as a URL with the scheme `localhost:` instead (a string starting with a digit cannot be a scheme).
 
 The first byte of a connection tells a TLS handshake (0x16) from plain HTTP, so both work on one port.
 TLS ends here, with a self-signed certificate for localhost/127.0.0.1 kept in the state dir; the bytes
@@ -31,6 +35,11 @@ _TLS_HANDSHAKE = 0x16
 _FIRST_BYTE_TIMEOUT = 30.0  # browsers open spare connections and may send nothing for a while
 _HEAD_LIMIT = 64 * 1024
 _CHUNK = 64 * 1024
+EDGE_HOST = "127.0.0.1"
+
+
+def edge_domain(port: int) -> str:
+    return f"{EDGE_HOST}:{port}"
 
 
 def ensure_certificate(cert_dir: Path) -> tuple[Path, Path]:
@@ -99,7 +108,7 @@ def bad_gateway() -> bytes:
 
 
 class Edge:
-    """Listens on 127.0.0.1:`port` (0 picks one) and forwards to 127.0.0.1:`target_port`."""
+    """Listens on EDGE_HOST:`port` (0 picks one) and forwards to 127.0.0.1:`target_port`."""
 
     def __init__(self, port: int, target_port: int, cert_dir: Path) -> None:
         cert, key = ensure_certificate(cert_dir)
@@ -108,7 +117,7 @@ class Edge:
         self._tls.load_cert_chain(cert, key)
         self._tls.set_alpn_protocols(["http/1.1"])  # bytes go to an HTTP/1.1 backend as they are
         self.target_port = target_port
-        self._listener = socket.create_server(("127.0.0.1", port))
+        self._listener = socket.create_server((EDGE_HOST, port))
         self._listener.setblocking(False)
         self.port = self._listener.getsockname()[1]
         self._loop = asyncio.new_event_loop()
@@ -117,7 +126,7 @@ class Edge:
 
     @property
     def domain(self) -> str:
-        return f"localhost:{self.port}"
+        return edge_domain(self.port)
 
     @property
     def url(self) -> str:

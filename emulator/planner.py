@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Mapping
 
 from emulator.builders import OPTIONAL_TOOLS, build
-from emulator.edge import TLS_DIR, trust_bundle
+from emulator.edge import TLS_DIR, edge_domain, trust_bundle
 from emulator.plan import BuildError, ServicePlan
 from emulator.stack import Service, Stack
 from emulator.variables import (
@@ -57,7 +57,7 @@ def plan_stack(stack: Stack, repo_dir: Path, state_dir: Path, ports: Mapping[str
                edge_domains: Mapping[str, str] | None = None, venv_bin: Path | None = None,
                host_path: str | None = None) -> dict[str, ServicePlan | BuildError]:
     """Plan every service. `ports` (by instance name) and `edge_domains` (by service name,
-    "localhost:<port>") pin what the runtime already holds; anything missing is picked free here.
+    "127.0.0.1:<port>") pin what the runtime already holds; anything missing is picked free here.
     `venv_bin` defaults to this interpreter's environment, `host_path` to $PATH."""
     return _Planner(stack, Path(repo_dir).resolve(), Path(state_dir).resolve(), dict(ports or {}),
                     dict(edge_domains or {}), Path(venv_bin or Path(sys.prefix) / "bin"),
@@ -86,9 +86,12 @@ class _Planner:
         self.instances = {name: _instance_names(service) for name, service in stack.services.items()}
         self.ports = self._local_ports(ports)
         public = [name for name, service in stack.services.items() if service.public_domain]
-        wanted = [name for name in public if name not in edge_domains]
-        picked = {name: f"localhost:{port}" for name, port in zip(wanted, _free_ports(len(wanted)))}
-        self.domains = {name: edge_domains.get(name) or picked[name] for name in public}  # a domain only if asked for
+        # Only the edge port carries over: the host is always the edge's, also for a state dir written when
+        # the domain was still localhost:<port>.
+        kept = {name: int(domain.rpartition(":")[2]) for name, domain in edge_domains.items()}
+        wanted = [name for name in public if name not in kept]
+        ports_for = {**kept, **dict(zip(wanted, _free_ports(len(wanted))))}
+        self.domains = {name: edge_domain(ports_for[name]) for name in public}  # a domain only if asked for
         self.endpoints = {
             slug(name): Endpoint(self._railway_port(service), self.ports.get(self.instances[name][0], 0))
             for name, service in stack.services.items()

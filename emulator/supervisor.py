@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Mapping
 
 import psutil
 
-from emulator.edge import TLS_DIR, Edge
+from emulator.edge import EDGE_HOST, TLS_DIR, Edge
 from emulator.logs import LogSink
 from emulator.plan import BuildError, ServicePlan
 from emulator.postgres import PostgresServer
@@ -185,8 +185,8 @@ class Supervisor:
 
     def _edge(self, plan: ServicePlan) -> Edge:
         host, _, port = plan.public_domain.rpartition(":")
-        if host != "localhost" or not port.isdigit():
-            raise ValueError(f"{plan.name}: public domain {plan.public_domain!r} is not localhost:<edge port>")
+        if host != EDGE_HOST or not port.isdigit():
+            raise ValueError(f"{plan.name}: public domain {plan.public_domain!r} is not {EDGE_HOST}:<edge port>")
         try:
             edge = Edge(int(port), plan.port, self.state_dir / TLS_DIR).start()
         except OSError as exc:

@@ -2,19 +2,22 @@
 
 `build_specs` says what will be deployed and touches neither the server nor git, so `--dry-run` can print it
 anywhere. `apply` makes the server match: it creates the pool if missing, then creates or updates each
-deployment in place under its fixed name, so a rerun changes nothing but what changed.
+deployment in place under its fixed name, so a rerun changes nothing but what changed. It also keeps the
+automation that marks unresponsive runs Crashed (`UNRESPONSIVE_AUTOMATION`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from datetime import timedelta
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from vault_ingest.errors import ConfigError, VaultIngestError
@@ -25,6 +28,16 @@ CONCURRENCY_LIMIT = 1  # a run that overruns its hour delays the next instead of
 # vaultDetails weighs 20 of Hyperliquid's 1,200 per minute, so one process fetches 60 vaults a minute:
 # 2,400 vaults take 40 minutes and leave a third of the hour for retries before the next run at :15.
 DETAILS_MAX_VAULTS = 2400
+
+# When a worker's container dies mid-run (a redeploy with Railway's 0 s draining, an out-of-memory kill) nothing
+# reports the end of its runs: they stay Running and, under the concurrency limit, keep the deployment's slot, so
+# no later run starts. Flow runs send a heartbeat event every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (180 by
+# default, 30 at least); this automation marks a run Crashed when no event of it arrives for longer, as Prefect
+# Cloud's managed "unresponsive run detection" does and the self-hosted server does not.
+UNRESPONSIVE_AUTOMATION = "vault-ingest: crash unresponsive flow runs"
+UNRESPONSIVE_SECONDS_VAR = "UNRESPONSIVE_RUN_SECONDS"
+DEFAULT_UNRESPONSIVE_SECONDS = 540  # three missed heartbeats at the default frequency
+MIN_HEARTBEAT_SECONDS = 30
 
 
 class DeployError(VaultIngestError):
@@ -168,6 +181,59 @@ def _api_url() -> str:
     return url
 
 
+def unresponsive_seconds(env: Mapping[str, str]) -> int:
+    """How long a run may send no event before the automation marks it Crashed ($UNRESPONSIVE_RUN_SECONDS)."""
+    raw = env.get(UNRESPONSIVE_SECONDS_VAR) or str(DEFAULT_UNRESPONSIVE_SECONDS)
+    if not raw.isdigit() or int(raw) <= MIN_HEARTBEAT_SECONDS:
+        raise ConfigError(
+            f"{UNRESPONSIVE_SECONDS_VAR}={raw!r} must be a whole number of seconds above the workers' "
+            f"PREFECT_FLOWS_HEARTBEAT_FREQUENCY (180 by default, {MIN_HEARTBEAT_SECONDS} at least), or healthy runs "
+            f"would be marked Crashed; the default is {DEFAULT_UNRESPONSIVE_SECONDS}, three missed heartbeats"
+        )
+    return int(raw)
+
+
+def unresponsive_automation(seconds: int):
+    """After each event of a flow run, expect another within `seconds`; if none comes, Crash the run."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return AutomationCore(
+        name=UNRESPONSIVE_AUTOMATION,
+        description=f"Marks a flow run Crashed after {seconds} s without a heartbeat or state change: its worker "
+                    "died mid-run. Kept by `vault-ingest deploy`.",
+        trigger=EventTrigger(
+            # The heartbeats say the process lives; "prefect.flow-run.*" also matches the final state's event.
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.*"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=seconds),
+        ),
+        actions=[ChangeFlowRunState(
+            state=StateType.CRASHED,
+            message=f"No heartbeat for {seconds} s: the worker running it stopped (marked by {UNRESPONSIVE_AUTOMATION!r})",
+        )],
+    )
+
+
+def ensure_unresponsive_automation(client, seconds: int) -> str:
+    """Create the automation, or update the one a previous deploy made; "created" or "updated"."""
+    automation = unresponsive_automation(seconds)
+    found = client.read_automations_by_name(UNRESPONSIVE_AUTOMATION)
+    if not found:
+        client.create_automation(automation)
+        return "created"
+    client.update_automation(found[0].id, automation)
+    for duplicate in found[1:]:  # two deploys raced; one automation is enough
+        client.delete_automation(duplicate.id)
+    return "updated"
+
+
 def ensure_work_pool(client, name: str) -> bool:
     """Create process work pool `name` unless it exists; True when it was created."""
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -224,6 +290,7 @@ def apply(specs: Sequence[DeploymentSpec]) -> dict[str, str]:
     from prefect.schedules import Cron
 
     api_url = _api_url()
+    unresponsive = unresponsive_seconds(os.environ)
     with get_client(sync_client=True) as client:
         problem = client.api_healthcheck()
         if problem is not None:
@@ -248,6 +315,8 @@ def apply(specs: Sequence[DeploymentSpec]) -> dict[str, str]:
                 )
                 deployed[spec.full_name] = str(deployment.apply())
                 print(f"deployment {spec.full_name}: {deployed[spec.full_name]}")
+            done = ensure_unresponsive_automation(client, unresponsive)
+            print(f"automation {UNRESPONSIVE_AUTOMATION!r}: {done} (runs silent for {unresponsive} s become Crashed)")
         except PrefectHTTPStatusError as exc:
             if exc.response.status_code not in (401, 403):
                 raise

@@ -25,7 +25,6 @@ API = f"https://{DOMAIN}/api"
 AUTH = "admin:s3cret-pass"
 POOL = "hyperliquid-vault-ingestion"
 GIT_STEP = {"prefect.deployments.steps.git_clone": {"repository": "https://github.com/you/repo.git", "branch": "main"}}
-NOW = datetime.now(timezone.utc)
 
 
 def dump(model) -> dict:
@@ -97,7 +96,7 @@ class FakePrefect:
 
     def add_worker(self, status: str = "ONLINE", seconds_ago: int = 5) -> None:
         self.workers.append(dump(Worker(name=f"ProcessWorker {uuid.uuid4()}", work_pool_id=uuid.uuid4(),
-                                        status=status, last_heartbeat_time=NOW - timedelta(seconds=seconds_ago))))
+                                        status=status, last_heartbeat_time=datetime.now(timezone.utc) - timedelta(seconds=seconds_ago))))
 
     def add_deployment(self, flow: str, status: str = "READY", pull_steps: list | None = None) -> dict:
         flow_model = Flow(name=flow)
@@ -111,7 +110,7 @@ class FakePrefect:
         """A finished run whose states went through `history`; the last is its current state."""
         final = State(type=history[-1], message=message)
         run = dump(FlowRun(flow_id=deployment["flow_id"], deployment_id=deployment["id"], name=f"run-{len(self.runs)}",
-                           state=final, end_time=NOW - timedelta(minutes=minutes_ago)))
+                           state=final, end_time=datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)))
         self.runs.append(run)
         self.states[run["id"]] = [dump(State(type=t)) for t in history[:-1]] + [dump(final)]
 

@@ -82,7 +82,8 @@ def test_a_redeploy_keeps_the_ports_that_are_still_free(state):
         ports, domains = previous_ports(json.loads((state / "runtime.json").read_text()), free_only=True)
     assert ports == {"web": web} and domains == {"web": f"localhost:{edge}"}
     plans = plan_stack(Project(STACK, state).stack(UpOptions()), ROOT, state, ports, domains)
-    assert plans["web"].port == web and plans["web"].public_domain == f"localhost:{edge}"
+    # The edge keeps its port; its host is 127.0.0.1 now, also for a state dir from when it was localhost.
+    assert plans["web"].port == web and plans["web"].public_domain == f"127.0.0.1:{edge}"
 
 
 def test_run_passes_the_services_environment_and_the_exit_code(state, capfd):

@@ -98,7 +98,7 @@ def first_up(state):
 
 
 def test_up_runs_the_first_sync_vaults_and_status_shows_the_stack(state, first_up):
-    assert "Prefect UI:  https://localhost:" in first_up.stdout
+    assert "Prefect UI:  https://127.0.0.1:" in first_up.stdout
     now = status(state)
     assert now["running"] and now["phase"] == "ready"
     assert {name: group["state"] for name, group in now["services"].items()} == {

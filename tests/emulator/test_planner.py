@@ -2,6 +2,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -107,16 +108,24 @@ def test_ids_are_stable_deployments_are_new(plan):
 
 def test_pinned_ports_and_edge_domains_are_used(plan):
     plans = plan(ports={"web": 45111, "Postgres": 45112},
-                 edge_domains={"web": "localhost:45113", "worker": "localhost:45114"})
+                 edge_domains={"web": "127.0.0.1:45113", "worker": "127.0.0.1:45114"})
     assert plans["web"].port == 45111 and plans["Postgres"].port == 45112
-    assert plans["web"].public_domain == plans["web"].env["RAILWAY_PUBLIC_DOMAIN"] == "localhost:45113"
+    assert plans["web"].public_domain == plans["web"].env["RAILWAY_PUBLIC_DOMAIN"] == "127.0.0.1:45113"
     assert plans["worker"].env["PREFECT_API_URL"] == "http://127.0.0.1:45111/api"
     assert "RAILWAY_PUBLIC_DOMAIN" not in plans["worker"].env and plans["worker"].public_domain is None
 
 
+def test_the_public_domain_is_the_edge_ip_so_a_scheme_less_url_is_a_relative_path(plan):
+    domain = plan()["web"].public_domain
+    host, _, port = domain.partition(":")
+    assert host == "127.0.0.1" and port.isdigit()
+    # As with `my-app.up.railway.app/api`; `localhost:<port>/api` would parse with the scheme `localhost`.
+    assert urlsplit(f"{domain}/api").scheme == "" and urlsplit(f"localhost:{port}/api").scheme == "localhost"
+
+
 def test_a_scheme_less_ui_url_stays_scheme_less(plan):
-    web = plan("ui-api-url-no-scheme", edge_domains={"web": "localhost:45113"})["web"]
-    assert web.env["PREFECT_UI_API_URL"] == "localhost:45113/api"
+    web = plan("ui-api-url-no-scheme", edge_domains={"web": "127.0.0.1:45113"})["web"]
+    assert web.env["PREFECT_UI_API_URL"] == "127.0.0.1:45113/api"
     assert web.argv[-1] == "prefect server start --host 0.0.0.0 --port $PORT"
 
 
@@ -268,9 +277,9 @@ start_command = "run"
 [services.worker.variables]
 PREFECT_API_URL = "https://${{web.RAILWAY_PUBLIC_DOMAIN}}/api"
 """)
-    plans = plan_stack(stack, repo, state, edge_domains={"web": "localhost:45130"})
-    assert plans["web"].env["PREFECT_UI_API_URL"] == "https://localhost:45130/api"
-    assert plans["worker"].env["PREFECT_API_URL"] == "https://localhost:45130/api"
+    plans = plan_stack(stack, repo, state, edge_domains={"web": "127.0.0.1:45130"})
+    assert plans["web"].env["PREFECT_UI_API_URL"] == "https://127.0.0.1:45130/api"
+    assert plans["worker"].env["PREFECT_API_URL"] == "https://127.0.0.1:45130/api"
     bundle = Path(plans["worker"].env["SSL_CERT_FILE"])
     assert bundle == Path(plans["web"].env["SSL_CERT_FILE"])
     assert (state / "tls" / "edge.crt").read_text() in bundle.read_text()

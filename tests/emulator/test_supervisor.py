@@ -35,7 +35,7 @@ def bash(name, command, cwd, **options) -> ServicePlan:
 def web(cwd) -> ServicePlan:
     port = free_port()
     return bash("web", f"exec {sys.executable} -m http.server {port} --bind 127.0.0.1", cwd, port=port,
-                healthcheck_path="/", healthcheck_timeout=15, public_domain=f"localhost:{free_port()}")
+                healthcheck_path="/", healthcheck_timeout=15, public_domain=f"127.0.0.1:{free_port()}")
 
 
 def wait_until(predicate, timeout=15.0):
@@ -139,7 +139,7 @@ def test_services_are_independent_and_each_gets_its_state(supervised, tmp_path):
 def test_an_edge_port_in_use_is_a_clear_error(supervised, tmp_path):
     plan = web(tmp_path)
     with socket.create_server(("127.0.0.1", int(plan.public_domain.split(":")[1]))):
-        with pytest.raises(RuntimeError, match="cannot listen on localhost:"):
+        with pytest.raises(RuntimeError, match="cannot listen on 127.0.0.1:"):
             supervised({"web": plan})
 
 
