@@ -15,6 +15,7 @@ from tests.support.prefect_server import WEB_AUTH, clean_environ, railway_web_se
 
 from emulator.postgres import free_port
 from vault_ingest import deploy, flows
+from vault_ingest.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "deploy_prefect_flows.py"
@@ -120,6 +121,17 @@ def test_dry_run_prints_specs_without_a_server(tmp_path):
     assert specs["sync-vault-details/hourly"]["parameters"] == {"min_tvl": 0, "max_vaults": deploy.DETAILS_MAX_VAULTS}
 
 
+def test_the_unresponsive_run_window_defaults_to_three_missed_heartbeats():
+    assert deploy.unresponsive_seconds({}) == deploy.DEFAULT_UNRESPONSIVE_SECONDS == 3 * 180
+    assert deploy.unresponsive_seconds({deploy.UNRESPONSIVE_SECONDS_VAR: "45"}) == 45
+
+
+@pytest.mark.parametrize("value", ["30", "10", "1.5", "soon"])
+def test_an_unresponsive_run_window_within_a_heartbeat_is_refused(value):
+    with pytest.raises(ConfigError, match="above the workers' PREFECT_FLOWS_HEARTBEAT_FREQUENCY"):
+        deploy.unresponsive_seconds({deploy.UNRESPONSIVE_SECONDS_VAR: value})
+
+
 def test_unreachable_server_is_named(tmp_path):
     api = f"http://127.0.0.1:{free_port()}/api"
     with temporary_settings(updates={PREFECT_API_URL: api}):
@@ -179,6 +191,29 @@ def test_rerun_updates_in_place(server, source, first_deploy, tmp_path):
     after = deployments(server)
     assert {name: d["id"] for name, d in after.items()} == before
     assert all(len(d["schedules"]) == 1 for d in after.values())
+
+
+def unresponsive_automations(server) -> list[dict]:
+    with server.http() as http:
+        found = http.post("/api/automations/filter", json={}).json()
+    return [automation for automation in found if automation["name"] == deploy.UNRESPONSIVE_AUTOMATION]
+
+
+def test_deploy_keeps_one_automation_that_crashes_unresponsive_runs(server, source, first_deploy, tmp_path):
+    assert first_deploy.returncode == 0, first_deploy.stderr
+    [automation] = unresponsive_automations(server)
+    assert automation["trigger"]["posture"] == "Proactive"
+    assert automation["trigger"]["after"] == ["prefect.flow-run.heartbeat"]
+    assert automation["trigger"]["within"] == deploy.DEFAULT_UNRESPONSIVE_SECONDS
+    assert [action["state"] for action in automation["actions"]] == ["CRASHED"]
+
+    # Longer than the default, so no other test's run on this shared server is crashed meanwhile.
+    env = server.client_env(tmp_path / "home", **{deploy.UNRESPONSIVE_SECONDS_VAR: "900"})
+    result = run_script("--work-pool", POOL, "--source", source, "--ref", "main", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"automation '{deploy.UNRESPONSIVE_AUTOMATION}': updated" in result.stdout
+    [updated] = unresponsive_automations(server)
+    assert updated["id"] == automation["id"] and updated["trigger"]["within"] == 900
 
 
 def test_refused_credentials_are_named(server, source):
