@@ -1,0 +1,81 @@
+"""Scenario 3: flow runs clone their code with git, so a worker image without git crashes every run (prefect.md §3).
+
+Broken: Railpack's runtime image without git (an apt package list that replaces railpack.json's) running a
+plain `prefect worker start`; the same image with `start_worker.sh`, which refuses to start. Working: the
+Nixpacks builder and `Dockerfile.worker` complete a run with rows; so does Railpack with git in
+`deploy.aptPackages`, the shipped worker (test_shipped.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.scenarios.conftest import running, up_output
+from tests.scenarios.stacks import DEPLOYMENTS, VAULTS, Spec, Stack, wait_until
+from vault_ingest.doctor import Status
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+GITLESS = Spec("gitless-worker")
+GITLESS_SCRIPT = Spec("gitless-worker-script", deploy=False)
+NIXPACKS = Spec("nixpacks-worker")
+DOCKERFILE = Spec("dockerfile-worker")
+CRASH = "Process exited with status code: 1"
+
+
+@pytest.fixture(scope="module")
+def stacks(scenario_root):
+    with running([GITLESS, GITLESS_SCRIPT, NIXPACKS, DOCKERFILE], scenario_root) as started:
+        yield started
+
+
+def test_a_railpack_worker_without_git_crashes_every_run_and_writes_nothing(stacks):
+    stack = stacks[GITLESS.name]
+    assert stack.up_result.returncode == 1, up_output(stack)
+    first_run = stack.project()["first_run"]
+    assert first_run["state"] == "Crashed", up_output(stack)
+    with stack.api() as api:
+        run = api.get(f"/flow_runs/{first_run['id']}").json()
+        assert run["state"]["type"] == "CRASHED" and run["state"]["message"].startswith(CRASH)
+        history = api.get("/flow_run_states/", params={"flow_run_id": run["id"]}).json()
+        assert "RUNNING" not in [state["type"] for state in history]  # it died in the pull step
+    # The cause is only in the worker's own output, not in the flow run's logs (prefect.md §3.2).
+    assert "FileNotFoundError: [Errno 2] No such file or directory: 'git'" in stack.log("worker")
+    assert stack.count(VAULTS) is None  # the flow never ran, so it never even created its tables
+
+    last_run = stack.doctor().check(f"last-run:{DEPLOYMENTS[0]}")
+    assert last_run.status is Status.FAIL and "in its git_clone pull step" in last_run.detail
+    assert "No such file or directory: 'git'" in last_run.fix
+    git = stack.doctor_inside("worker")["git"]
+    assert git["status"] == "fail" and "git is not on PATH" in git["detail"]
+
+
+def test_start_worker_sh_without_git_stops_at_start_and_says_how_to_add_it(stacks):
+    stack = stacks[GITLESS_SCRIPT.name]
+    assert stack.up_result.returncode == 0, up_output(stack)
+    # Railway restarts it until the retries run out; each start fails the same way.
+    wait_until(lambda: stack.service_state("worker") == "Crashed", timeout=120, what="the worker to be Crashed")
+    log = stack.log("worker")
+    assert "start_worker.sh: error: git is not installed" in log
+    assert "RAILPACK_DEPLOY_APT_PACKAGES=git" in log
+    assert "Exited with code 1 after 10 restarts: Crashed" in log
+    assert "prefect worker start" not in log and "Worker '" not in log  # the worker never started
+    assert stack.doctor_inside("worker")["git"]["status"] == "fail"
+
+
+@pytest.mark.parametrize("spec, builder_line", [
+    (NIXPACKS, "Nixpacks (emulated)"),
+    (DOCKERFILE, "Using Dockerfile `Dockerfile.worker`"),
+])
+def test_a_worker_image_with_git_completes_a_run_with_rows(stacks, spec, builder_line):
+    stack = stacks[spec.name]
+    assert stack.up_result.returncode == 0, up_output(stack)
+    assert builder_line in stack.log("worker", "build")
+    assert_completed_with_rows(stack)
+
+
+def assert_completed_with_rows(stack: Stack) -> None:
+    first_run = stack.project()["first_run"]
+    assert first_run["state"] == "Completed"
+    assert first_run["vaults"] and stack.count(VAULTS) == first_run["vaults"]
+    assert stack.doctor_inside("worker")["git"]["status"] == "pass"
