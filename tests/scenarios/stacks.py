@@ -1,32 +1,31 @@
 """One emulated Railway project per scenario: a variant of railway.stack.toml brought up in its own state dir.
 
-Everything goes through `python -m emulator` as a developer would drive it (`up --detach`, `status`, `run`,
-`down`), so each stack has its own ports, Postgres volume, edge and logs, and several can run side by side.
+Everything goes through `python -m emulator` as a developer would drive it (`up --detach`, `run`, `down`;
+`status` is the same function called in-process), so each stack has its own ports, Postgres volume, edge and logs, and several can run side by side.
 The fast Prefect settings go in as extra service variables (`--set`), never into the shipped stack file.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import psutil
 import psycopg
 
+from emulator.project import Project
 from emulator.stack import load_stack
 from tests.support.prefect_server import clean_environ
+from tests.support.prefect_server import wait_until as support_wait_until
 from vault_ingest.doctor import Report, run_checks
-
-T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_FILE = ROOT / "railway.stack.toml"
@@ -58,17 +57,10 @@ FAST = {
 }
 UP_TIMEOUT = 420.0  # several stacks start at once on two cores
 
+# Every check asks a stack's server; twice a second is plenty next to Prefect's one-second loops.
+wait_until = functools.partial(support_wait_until, interval=0.5)
 
-def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: float = 0.5) -> T:
-    """`check()` once it is truthy; TimeoutError naming `what` (and the last value) after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what} (last: {result!r})")
-        time.sleep(interval)
+
 
 
 @dataclass(frozen=True)
@@ -121,7 +113,8 @@ class Stack:
                                 stdin=subprocess.DEVNULL)
 
     def status(self) -> dict:
-        return json.loads(self.emulator("status", "--json").stdout)
+        """What `status --json` prints, computed here: the tests poll it, and a CLI start costs 0.6 s of CPU."""
+        return Project(STACK_FILE, self.state).status()
 
     def service_state(self, service: str) -> str:
         return self.status()["services"][service]["state"]
@@ -175,12 +168,13 @@ class Stack:
         """For `run_checks`: the network, trusting the edge's self-signed certificate."""
         return httpx.HTTPTransport(verify=str(self.edge_cert))
 
+    @functools.cached_property
     def app_database(self) -> str:
         return self.run("Postgres", "printenv", "DATABASE_URL").stdout.strip()
 
     def rows(self, sql: str) -> list[tuple] | None:
         """The rows of a query on the app database; None when its table does not exist (nothing was written)."""
-        with psycopg.connect(self.app_database(), connect_timeout=10) as conn:
+        with psycopg.connect(self.app_database, connect_timeout=10) as conn:
             try:
                 return conn.execute(sql).fetchall()
             except psycopg.errors.UndefinedTable:
