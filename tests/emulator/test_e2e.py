@@ -9,8 +9,6 @@ Fast Prefect settings come in through `--set`, never by editing the shipped stac
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +19,8 @@ import httpx
 import psutil
 import psycopg
 import pytest
+
+from tests.support.emulator import kill_service_groups
 
 pytestmark = pytest.mark.e2e
 
@@ -71,14 +71,7 @@ def app_database(state: Path) -> str:
 def kill_leftovers(state: Path) -> None:
     """Whatever a failed test left behind, so nothing outlives the module."""
     emulator(state, "down")
-    runtime = state / "runtime.json"
-    if runtime.exists():
-        for entry in json.loads(runtime.read_text())["services"].values():
-            if entry.get("pgid"):
-                try:
-                    os.killpg(entry["pgid"], signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+    kill_service_groups(state)
 
 
 @pytest.fixture(scope="module")

@@ -126,7 +126,7 @@ def test_the_public_domain_is_the_edge_ip_so_a_scheme_less_url_is_a_relative_pat
 def test_a_scheme_less_ui_url_stays_scheme_less(plan):
     web = plan("ui-api-url-no-scheme", edge_domains={"web": "127.0.0.1:45113"})["web"]
     assert web.env["PREFECT_UI_API_URL"] == "127.0.0.1:45113/api"
-    assert web.argv[-1] == "prefect server start --host 0.0.0.0 --port $PORT"
+    assert web.argv[-1] == "prefect server start --port $PORT"
 
 
 def test_the_worker_without_a_start_command_runs_web(plan):

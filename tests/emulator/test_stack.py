@@ -51,8 +51,9 @@ def test_shipped_variants_overlay_and_remove():
     scheme = load_stack(SHIPPED, "ui-api-url-no-scheme").services["web"]
     assert scheme.variables["PREFECT_UI_API_URL"] == "${{RAILWAY_PUBLIC_DOMAIN}}/api"
     raw = load_stack(SHIPPED, "raw-database-url").services["web"]
-    assert raw.start_command == "prefect server start --host 0.0.0.0 --port $PORT"
+    assert raw.start_command == "prefect server start --port $PORT"
     assert raw.variables["PREFECT_API_DATABASE_CONNECTION_URL"] == "${{Postgres.DATABASE_URL}}"
+    assert raw.variables["PREFECT_SERVER_API_HOST"] == "0.0.0.0"
 
 
 def test_a_variant_can_remove_a_table_and_redefine_it(tmp_path):

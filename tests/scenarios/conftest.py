@@ -42,6 +42,15 @@ def running(specs: list[Spec], root: Path) -> Iterator[dict[str, Stack]]:
             list(pool.map(Stack.down, stacks))
 
 
+@contextmanager
+def running_one(spec: Spec, root: Path) -> Iterator[Stack]:
+    """One stack whose `up` went through (services up, and the first run Completed unless not deployed)."""
+    with running([spec], root) as stacks:
+        stack = stacks[spec.name]
+        assert stack.up_result.returncode == 0, up_output(stack)
+        yield stack
+
+
 def up_output(stack: Stack) -> str:
     """What `up` printed and the end of the stack's console log, for assertion messages."""
     console = stack.state / "logs" / "console.log"
@@ -55,7 +64,9 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Per module: Playwright's sync API keeps an event loop running on this thread while it is open, and
+    # any later module on the same xdist worker that calls asyncio.run() would fail.
     with chromium() as launched:
         yield launched

@@ -23,6 +23,7 @@ import psycopg
 
 from emulator.project import Project
 from emulator.stack import load_stack
+from tests.support.emulator import kill_service_groups
 from tests.support.prefect_server import clean_environ
 from tests.support.prefect_server import wait_until as support_wait_until
 from vault_ingest.doctor import Report, run_checks
@@ -34,13 +35,10 @@ DEPLOYMENTS = ("sync-vaults/hourly", "sync-vault-details/hourly")
 VAULTS = "SELECT count(*) FROM vaults"
 UNRESPONSIVE_RUN_SECONDS = 45
 
-# Prefect's defaults take 90-105 s to notice a stopped worker and 60 s for a deployment (prefect.md §1.4).
-# The worker heartbeats every 2 s, so a loaded machine's hiccup does not count as three missed ones.
+# Settings every scenario stack gets on top of the shipped ones. Each stack's idle loops cost a share of the
+# two cores, so only what the scenarios need is quickened: NOT_READY_QUICKLY is for the stacks that wait for it.
 FAST = {
     "web": {
-        "PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "1",
-        "PREFECT_SERVER_SERVICES_FOREMAN_DEPLOYMENT_LAST_POLLED_TIMEOUT_SECONDS": "5",
-        "PREFECT_SERVER_SERVICES_FOREMAN_WORK_QUEUE_LAST_POLLED_TIMEOUT_SECONDS": "5",
         # The tests create the runs they follow; no hourly runs queued behind them.
         "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
         # Tests listen on loopback only; on Railway the launcher's default 0.0.0.0 is what the edge needs.
@@ -49,11 +47,20 @@ FAST = {
         "UNRESPONSIVE_RUN_SECONDS": str(UNRESPONSIVE_RUN_SECONDS),
     },
     "worker": {
-        "PREFECT_WORKER_HEARTBEAT_SECONDS": "2",
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
         "PREFECT_WORKER_PREFETCH_SECONDS": "2",
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",  # Prefect's minimum
     },
+}
+# Prefect's defaults take 90-105 s to notice a stopped worker and 60 s for a deployment (prefect.md §1.4).
+# The worker heartbeats every 2 s, so a loaded machine's hiccup does not count as three missed ones.
+NOT_READY_QUICKLY = {
+    "web": {
+        "PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "1",
+        "PREFECT_SERVER_SERVICES_FOREMAN_DEPLOYMENT_LAST_POLLED_TIMEOUT_SECONDS": "5",
+        "PREFECT_SERVER_SERVICES_FOREMAN_WORK_QUEUE_LAST_POLLED_TIMEOUT_SECONDS": "5",
+    },
+    "worker": {"PREFECT_WORKER_HEARTBEAT_SECONDS": "2"},
 }
 UP_TIMEOUT = 420.0  # several stacks start at once on two cores
 
@@ -240,14 +247,7 @@ class Stack:
         for proc in self._spawned:
             terminate_tree(proc)
         self.emulator("down", timeout=180)
-        runtime = self.state / "runtime.json"
-        if runtime.exists():
-            for entry in json.loads(runtime.read_text())["services"].values():
-                if entry.get("pgid"):
-                    try:
-                        os.killpg(entry["pgid"], signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
+        kill_service_groups(self.state)
 
 
 def terminate_tree(proc: subprocess.Popen, grace: float = 15) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.scenarios.conftest import running, up_output
+from tests.scenarios.conftest import running_one
 from tests.scenarios.stacks import POOL, Spec, wait_until
 from vault_ingest.doctor import Status
 
@@ -25,9 +25,7 @@ REFUSED = ("start_worker.sh: error: the Prefect server refused the worker's cred
 
 @pytest.fixture(scope="module")
 def stack(scenario_root):
-    with running([AUTH], scenario_root) as stacks:
-        started = stacks[AUTH.name]
-        assert started.up_result.returncode == 0, up_output(started)
+    with running_one(AUTH, scenario_root) as started:
         yield started
 
 

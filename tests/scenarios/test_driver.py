@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.scenarios.conftest import running, up_output
+from tests.scenarios.conftest import running_one
 from tests.scenarios.stacks import Spec, wait_until
 from vault_ingest.doctor import Status
 
@@ -24,9 +24,7 @@ RESTARTS = 10  # Railway's default ON_FAILURE policy
 
 @pytest.fixture(scope="module")
 def raw(scenario_root):
-    with running([RAW], scenario_root) as stacks:
-        stack = stacks[RAW.name]
-        assert stack.up_result.returncode == 0, up_output(stack)
+    with running_one(RAW, scenario_root) as stack:
         yield stack
 
 

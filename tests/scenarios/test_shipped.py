@@ -15,7 +15,7 @@ import pytest
 
 from emulator.replay import load_cassettes
 from tests.scenarios.browser import page, screenshot, shows, visible_lines
-from tests.scenarios.conftest import running, up_output
+from tests.scenarios.conftest import running_one
 from tests.scenarios.stacks import (
     DEPLOYMENTS, POOL, ROOT, UNRESPONSIVE_RUN_SECONDS, VAULTS, Spec, Stack, wait_until,
 )
@@ -32,9 +32,7 @@ LIVE_CHECKS = {"api", "ui-api-url", "auth", "work-pool", "workers",
 
 @pytest.fixture(scope="module")
 def shipped(scenario_root) -> Iterator[Stack]:
-    with running([SHIPPED], scenario_root) as stacks:
-        stack = stacks[SHIPPED.name]
-        assert stack.up_result.returncode == 0, up_output(stack)
+    with running_one(SHIPPED, scenario_root) as stack:
         yield stack
 
 
