@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pytest
 
+from emulator.stack import load_stack
 from tests.scenarios.conftest import running_one
-from tests.scenarios.stacks import Spec, wait_until
+from tests.scenarios.stacks import STACK_FILE, Spec, wait_until
 from vault_ingest.doctor import Status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -19,7 +20,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 RAW = Spec("raw-database-url", deploy=False)
 # SQLAlchemy 2.1 picks psycopg (v3, installed) for postgresql://, and Prefect hands it asyncpg's arguments.
 DRIVER_ERROR = 'invalid connection option "timeout"'
-RESTARTS = 10  # Railway's default ON_FAILURE policy
+RESTARTS = load_stack(STACK_FILE, RAW.variant).services["web"].restart_max_retries  # the variant's policy
 
 
 @pytest.fixture(scope="module")
