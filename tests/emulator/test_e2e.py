@@ -36,7 +36,7 @@ FAST = [
     "--set", "web.PREFECT_SERVER_API_HOST=127.0.0.1",
     "--draining-seconds", "5",
 ]
-BURST = 6
+BURST = 4  # runs at once on two replicas; each run is a Prefect engine process (~8 CPU-s)
 
 
 def emulator(state: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -47,7 +47,7 @@ FAST = {
         "UNRESPONSIVE_RUN_SECONDS": str(UNRESPONSIVE_RUN_SECONDS),
     },
     "worker": {
-        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_WORKER_QUERY_SECONDS": "5",  # Prefect's 10 s delays each run; every poll costs the idle stack
         "PREFECT_WORKER_PREFETCH_SECONDS": "2",
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",  # Prefect's minimum
     },
