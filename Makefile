@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Two workers: the end-to-end modules spend most of their time waiting on Prefect's loops, not on a core.
+# One worker per core of a two-core machine: the suite is bound by CPU (Prefect's imports), so -n 3 is slower.
 PYTEST_ARGS ?= -n 2
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

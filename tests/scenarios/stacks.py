@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -18,13 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import psutil
 import psycopg
 
 from emulator.project import Project
 from emulator.stack import load_stack
 from tests.support.emulator import kill_service_groups
-from tests.support.prefect_server import clean_environ
+from tests.support.prefect_server import clean_environ, stop_process_group
 from tests.support.prefect_server import wait_until as support_wait_until
 from vault_ingest.doctor import Report, run_checks
 
@@ -245,29 +242,9 @@ class Stack:
     def down(self) -> None:
         """Stop everything this stack started: `emulator down`, then whatever still runs, by process group."""
         for proc in self._spawned:
-            terminate_tree(proc)
+            stop_process_group(proc, grace=15)
         self.emulator("down", timeout=180)
         kill_service_groups(self.state)
-
-
-def terminate_tree(proc: subprocess.Popen, grace: float = 15) -> None:
-    """SIGTERM `proc`'s process group, SIGKILL what is left of it and its descendants after `grace` seconds.
-    Flow runs leave the group (Prefect starts them in sessions of their own), so descendants are noted first."""
-    try:
-        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        family = []
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    _, alive = psutil.wait_procs(family, timeout=grace)
-    for leftover in alive:
-        try:
-            leftover.kill()
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait(timeout=10)
 
 
 def bring_up(stacks: list[Stack]) -> dict[str, subprocess.CompletedProcess]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from tests.scenarios.conftest import running, up_output
-from tests.scenarios.stacks import DEPLOYMENTS, NOT_READY_QUICKLY, POOL, Spec, terminate_tree, wait_until
+from tests.scenarios.stacks import DEPLOYMENTS, NOT_READY_QUICKLY, POOL, Spec, wait_until
+from tests.support.prefect_server import stop_process_group
 from vault_ingest.doctor import Status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -78,7 +79,7 @@ def test_the_shipped_start_command_makes_them_ready_and_a_stopped_worker_not_rea
 
     # As Railway stops a service: SIGTERM, SIGKILL after the draining seconds. (Prefect's worker usually exits
     # on SIGTERM within a second; under load its shutdown has hung for longer than 30 s.)
-    terminate_tree(worker, grace=10)
+    stop_process_group(worker)
     wait_until(lambda: stack.all_ready("NOT_READY"), timeout=NOT_READY_WITHIN,
                what="the pool and deployments NOT_READY")
     workers = stack.doctor().check("workers")

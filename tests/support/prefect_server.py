@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import psutil
 import pytest
 
 from emulator.postgres import free_port
@@ -75,23 +76,28 @@ def clean_environ(**overrides: str) -> dict[str, str]:
 
 
 def stop_process_group(process: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM the process group `process` leads, then SIGKILL whatever is left after `grace` seconds."""
-    if process.poll() is not None:
-        return
+    """SIGTERM the process group `process` leads; SIGKILL what is left of it and of its descendants after
+    `grace` seconds. Descendants are noted first: Prefect starts flow runs in sessions of their own."""
     try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    _signal_group(process.pid, signal.SIGTERM)
+    _, alive = psutil.wait_procs(family, timeout=grace)
+    for leftover in alive:
+        try:
+            leftover.kill()
+        except psutil.NoSuchProcess:
+            pass
+    _signal_group(process.pid, signal.SIGKILL)  # members that were not descendants, if any
+    process.wait(timeout=10)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
     except ProcessLookupError:
         pass
-    else:
-        # The leader is gone; children that ignored SIGTERM must not outlive the test.
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @dataclass
