@@ -29,9 +29,39 @@ REMOVING, REMOVED = "Removing", "Removed"
 FINISHED = frozenset({COMPLETED, CRASHED, FAILED, REMOVED})
 POLICIES = ("ON_FAILURE", "ALWAYS", "NEVER")
 _POLL = 0.02
-# How often descendants are noted, so ones that leave the group still die with it; a scan costs ~10 ms.
+# How often descendants are noted, so ones that leave the group still die with it.
 _TRACK_EVERY = 2.0
+# A scan of every process costs ~10 ms; the services of a stack share one rather than each making its own,
+# and a stop waiting for its processes to go looks at a fresh one a few times a second, not every _POLL.
+_SHARED_SCAN_AGE = _TRACK_EVERY / 2
+_STOPPING_SCAN_AGE = 0.25
 _COMMAND_NOT_FOUND = 127
+
+
+class _ProcessTable:
+    """Every process by parent and by group, from a scan at most `max_age` seconds old."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._taken = float("-inf")
+        self.by_parent: dict[int, list[psutil.Process]] = {}
+        self.by_group: dict[int, list[psutil.Process]] = {}
+
+    def fresh(self, max_age: float) -> "_ProcessTable":
+        with self._lock:
+            if time.monotonic() - self._taken > max_age:
+                by_parent, by_group = defaultdict(list), defaultdict(list)
+                for proc in psutil.process_iter(["ppid"]):
+                    by_parent[proc.info["ppid"]].append(proc)
+                    try:
+                        by_group[os.getpgid(proc.pid)].append(proc)
+                    except OSError:
+                        pass
+                self.by_parent, self.by_group, self._taken = by_parent, by_group, time.monotonic()
+            return self
+
+
+_TABLE = _ProcessTable()
 
 
 class ProcessGroup:
@@ -46,25 +76,18 @@ class ProcessGroup:
         self._seen: set[psutil.Process] = set()
         self._lock = threading.Lock()  # the deployment's thread and stop() both track
 
-    def track(self) -> list[psutil.Process]:
-        """Note and return every live member and descendant."""
+    def track(self, max_age: float = 0.0) -> list[psutil.Process]:
+        """Note and return every live member and descendant, from a process scan at most `max_age` s old."""
         with self._lock:
             if not self._seen and not _group_exists(self.pgid):
                 return []
-            members, children = [], defaultdict(list)
-            for proc in psutil.process_iter(["ppid"]):
-                children[proc.info["ppid"]].append(proc)
-                try:
-                    if os.getpgid(proc.pid) == self.pgid:
-                        members.append(proc)
-                except OSError:
-                    pass
-            found, pending = set(), [*members, *self._seen]
+            table = _TABLE.fresh(max_age)
+            found, pending = set(), [*table.by_group.get(self.pgid, ()), *self._seen]
             while pending:
                 proc = pending.pop()
                 if proc not in found and _alive(proc):  # _alive also tells a reused pid apart
                     found.add(proc)
-                    pending.extend(children.get(proc.pid, ()))
+                    pending.extend(table.by_parent.get(proc.pid, ()))
             self._seen = found
             return list(found)
 
@@ -72,14 +95,11 @@ class ProcessGroup:
         """SIGTERM to the group, SIGKILL to everything left after the draining period; True if it came to that."""
         self.track()
         _signal_group(self.pgid, signal.SIGTERM)
-        deadline = time.monotonic() + draining_seconds
-        while self.track():
-            if time.monotonic() >= deadline:
-                on_kill()
-                self.kill()
-                return True
-            time.sleep(_POLL)
-        return False
+        if self._wait_gone(time.monotonic() + draining_seconds):
+            return False
+        on_kill()
+        self.kill()
+        return True
 
     def kill(self, timeout: float = 5.0) -> None:
         live = self.track()
@@ -89,11 +109,21 @@ class ProcessGroup:
                 proc.kill()
             except psutil.Error:
                 pass
-        deadline = time.monotonic() + timeout
-        while self.track():
+        if not self._wait_gone(time.monotonic() + timeout):
+            raise RuntimeError(f"processes {[p.pid for p in self.track()]} survived SIGKILL")
+
+    def _wait_gone(self, deadline: float) -> bool:
+        """True once nothing is left (and a scan made now agrees), False at `deadline`."""
+        while self.track(_STOPPING_SCAN_AGE) or self.track():
             if time.monotonic() >= deadline:
-                raise RuntimeError(f"processes {[p.pid for p in self.track()]} survived SIGKILL")
+                return False
             time.sleep(_POLL)
+        return True
+
+
+def _note_descendants(group: ProcessGroup, exited: threading.Event) -> None:
+    while not exited.wait(_TRACK_EVERY):
+        group.track(_SHARED_SCAN_AGE)
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -262,12 +292,11 @@ class Deployment:
         proc, group = self._proc, self._group
         if proc is None:
             return _COMMAND_NOT_FOUND
-        while True:
-            try:
-                code = proc.wait(timeout=_TRACK_EVERY)
-                break
-            except subprocess.TimeoutExpired:
-                group.track()
+        exited = threading.Event()
+        threading.Thread(target=_note_descendants, args=(group, exited), name=f"track-{self.name}",
+                         daemon=True).start()
+        code = proc.wait()  # blocking: Popen.wait(timeout) would poll every 50 ms
+        exited.set()
         # The container ends with its first process: nothing it started outlives it.
         try:
             group.kill()
