@@ -121,6 +121,10 @@ class ProcessGroup:
         return True
 
 
+def _restarts(count: int) -> str:
+    return f"{count} restart{'' if count == 1 else 's'}"
+
+
 def _note_descendants(group: ProcessGroup, exited: threading.Event) -> None:
     while not exited.wait(_TRACK_EVERY):
         group.track(_SHARED_SCAN_AGE)
@@ -317,7 +321,7 @@ class Deployment:
             self._sink.deploy(self.name, "Exited with code 0: Completed")
         elif final == CRASHED:
             policy = self.plan.restart_policy
-            tries = f"after {self.restarts} restarts" if policy == "ON_FAILURE" else f"(restart policy {policy})"
+            tries = f"after {_restarts(self.restarts)}" if policy == "ON_FAILURE" else f"(restart policy {policy})"
             self._sink.deploy(self.name, f"Exited with code {code} {tries}: Crashed")
         self._set(final)
 

@@ -78,6 +78,12 @@ def test_on_failure_restarts_up_to_max_retries_then_crashed(deploy, tmp_path):
     assert text.endswith("Exited with code 3 after 2 restarts: Crashed\n")
 
 
+def test_one_restart_is_said_in_the_singular(deploy, tmp_path):
+    d = deploy(bash("flaky", "exit 3", tmp_path, max_retries=1))
+    assert d.wait_state([COMPLETED, CRASHED], 10) == CRASHED
+    assert log(tmp_path, "flaky").endswith("Exited with code 3 after 1 restart: Crashed\n")
+
+
 def test_on_failure_stops_restarting_once_it_exits_zero(deploy, tmp_path):
     command = "n=$(cat count 2>/dev/null || echo 0); echo $((n+1)) > count; [ $n -ge 2 ] && exit 0 || exit 1"
     d = deploy(bash("migrate", command, tmp_path))

@@ -34,7 +34,7 @@ def test_railways_database_url_crashes_a_raw_prefect_server(raw):
     log = raw.log("web")
     assert DRIVER_ERROR in log
     assert log.count("Starting Container") == RESTARTS + 1
-    assert f"after {RESTARTS} restarts: Crashed" in log
+    assert f"after {RESTARTS} restart{'s' * (RESTARTS != 1)}: Crashed" in log
     assert raw.status()["services"]["web"]["replicas"]["web"]["exit_code"] != 0
     assert raw.run("web", "printenv", "PREFECT_API_DATABASE_CONNECTION_URL").stdout.startswith("postgresql://")
 
