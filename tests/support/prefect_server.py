@@ -2,9 +2,8 @@
 
 `prefect_server` runs one: its own free port on 127.0.0.1, its own PREFECT_HOME (database, profiles, UI
 copy) and its own process group, so teardown can SIGTERM and then SIGKILL everything it spawned; started
-directly or through the `vault-ingest serve` launcher. Its environment carries fast settings: with
-Prefect's defaults the foreman notices a dead worker only after ~105 s. `railway_web_service` is one such
-server configured like Railway's `web` service, shared by the whole session.
+directly or through the `vault-ingest serve` launcher, with settings for a server that mostly idles.
+`railway_web_service` is one such server configured like Railway's `web` service, shared by the session.
 """
 
 from __future__ import annotations
@@ -31,15 +30,13 @@ T = TypeVar("T")
 HOST = "127.0.0.1"
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 
-# Telemetry off (its writes cause SQLite "database is locked"), short foreman/scheduler loops so status
-# transitions and schedules show up within seconds, INFO logs so the access log shows request paths.
+# Telemetry off (its writes cause SQLite "database is locked"), INFO logs so the access log shows request
+# paths. The session's server idles for minutes: no scheduler (tests create the runs they follow) and
+# Prefect's own foreman loop, as no test here waits for a pool to go NOT_READY; that halves its idle CPU.
 FAST_SERVER_SETTINGS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "1",
-    "PREFECT_SERVER_SERVICES_FOREMAN_DEPLOYMENT_LAST_POLLED_TIMEOUT_SECONDS": "5",
-    "PREFECT_SERVER_SERVICES_FOREMAN_WORK_QUEUE_LAST_POLLED_TIMEOUT_SECONDS": "5",
-    "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
     "PREFECT_SERVER_LOGGING_LEVEL": "INFO",
 }
 
