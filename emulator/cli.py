@@ -49,6 +49,9 @@ def build_parser(stack_file: Path | None = None) -> argparse.ArgumentParser:
                     help="SIGTERM to SIGKILL on stop, for services whose RAILWAY_DEPLOYMENT_DRAINING_SECONDS is "
                          f"unset (local default {LOCAL_DRAINING_SECONDS:g}; Railway's default is 0)")
     up.add_argument("--no-deploy", action="store_true", help="only run the services: no flow deploy, no first run")
+    up.add_argument("--service", dest="services", action="append", default=[], metavar="NAME",
+                    help="run only this service and the ones its variables reference (repeatable), e.g. "
+                         "--service web for the Prefect server and its Postgres; implies --no-deploy")
     up.add_argument("--first-run-timeout", type=float, default=300.0, metavar="SECONDS",
                     help="how long to wait for the first sync-vaults run (default 300)")
     up.add_argument("-d", "--detach", action="store_true",
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _up(project: Project, args, argv: list[str]) -> int:
     options = UpOptions(variant=args.variant, variables=_variables(args.variables), live=args.live,
-                        replay=_replay(args), draining_seconds=args.draining_seconds, deploy=not args.no_deploy,
+                        replay=_replay(args), draining_seconds=args.draining_seconds,
+                        deploy=not (args.no_deploy or args.services), services=args.services,
                         first_run_timeout=args.first_run_timeout)
     project.stack(options)  # a bad variant or variable fails here, not in the background
     if not args.detach:

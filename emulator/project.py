@@ -63,6 +63,7 @@ class UpOptions:
     replay: dict[str, str] = field(default_factory=dict)  # variables for every replay service (faults, folder)
     draining_seconds: float = LOCAL_DRAINING_SECONDS
     deploy: bool = True  # after the services are up: deploy the flows and run sync-vaults once
+    services: list[str] = field(default_factory=list)  # only these and what they reference; empty: all
     first_run_timeout: float = 300.0
 
 
@@ -114,6 +115,8 @@ class Project:
 
     def stack(self, options: UpOptions) -> Stack:
         stack = load_stack(self.stack_file, options.variant, options.variables)
+        if options.services:
+            stack = only_services(stack, options.services)
         replay = [name for name, service in stack.services.items() if service.source == REPLAY_SOURCE]
         if options.live:
             return without_services(stack, replay)
@@ -367,6 +370,22 @@ def without_services(stack: Stack, names: list[str]) -> Stack:
             kept = {k: v for k, v in service.variables.items() if not referenced_services(v) & set(names)}
             services[name] = dataclasses.replace(service, variables=kept)
     return dataclasses.replace(stack, services=services)
+
+
+def only_services(stack: Stack, names: list[str]) -> Stack:
+    """`names` and every service their variables reference, directly or through another service."""
+    for name in names:
+        if name not in stack.services:
+            raise EmulatorError(f"--service {name}: the stack has no such service; it has "
+                                f"{', '.join(stack.services)}")
+    kept, pending = set(), list(names)
+    while pending:
+        name = pending.pop()
+        if name not in kept:
+            kept.add(name)
+            for value in stack.services[name].variables.values():
+                pending.extend(referenced_services(value) & stack.services.keys())
+    return without_services(stack, [name for name in stack.services if name not in kept])
 
 
 def with_variables(stack: Stack, name: str, variables: Mapping[str, str]) -> Stack:

@@ -37,6 +37,7 @@ def test_up_help_lists_the_variants_and_the_local_draining_default(capsys):
     (["--set", "wroker.X=1"], "cannot set variables on 'wroker'"),
     (["--variant", "nope"], "no variant named 'nope'; variants: dockerfile-worker"),
     (["--live", "--replay-error-every", "3"], "the --replay-* options have nothing to act on"),
+    (["--service", "wbe"], "--service wbe: the stack has no such service; it has Postgres, web, worker"),
 ])
 def test_up_refuses_what_it_cannot_do_before_starting_anything(state, capsys, args, message):
     assert emulator(state, "up", *args) == 1
@@ -50,6 +51,22 @@ def test_live_drops_the_replay_service_and_every_variable_that_points_at_it(stat
     worker = stack.services["worker"].variables
     assert not [name for name in worker if name.startswith("HYPERLIQUID_")]  # the app defaults to the real API
     assert worker["PREFECT_API_URL"]  # the rest stays
+
+
+@pytest.mark.parametrize("services, kept", [
+    (["web"], {"web", "Postgres"}),  # web's database URL references Postgres
+    (["worker"], {"worker", "web", "Postgres", "hyperliquid"}),
+    (["Postgres"], {"Postgres"}),
+])
+def test_service_keeps_it_and_what_its_variables_reference(state, services, kept):
+    assert set(Project(STACK, state).stack(UpOptions(services=services)).services) == kept
+
+
+def test_service_means_no_flow_deploy(state, monkeypatch):
+    asked = []
+    monkeypatch.setattr(Project, "up", lambda self, options: asked.append(options) or 0)
+    assert emulator(state, "up", "--service", "web") == 0
+    assert asked[0].services == ["web"] and not asked[0].deploy
 
 
 def test_replay_options_become_the_replay_services_variables(state):

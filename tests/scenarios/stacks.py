@@ -77,6 +77,7 @@ class Spec:
     first_run_timeout: float = 240.0
     variables: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     replay_latency: float | None = None
+    services: tuple[str, ...] = ()  # `up --service`: only these and what they reference (no flow deploy)
 
     @property
     def name(self) -> str:
@@ -89,6 +90,8 @@ class Spec:
             args += ["--variant", self.variant]
         if not self.deploy:
             args.append("--no-deploy")
+        for service in self.services:
+            args += ["--service", service]
         if self.replay_latency is not None:
             args += ["--replay-latency", f"{self.replay_latency:g}"]
         for service in services:

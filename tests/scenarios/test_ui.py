@@ -19,8 +19,9 @@ from vault_ingest.doctor import Status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-MISSING = Spec("ui-api-url-missing", deploy=False)
-NO_SCHEME = Spec("ui-api-url-no-scheme", deploy=False)
+# Only what the UI needs: web and its Postgres.
+MISSING = Spec("ui-api-url-missing", deploy=False, services=("web",))
+NO_SCHEME = Spec("ui-api-url-no-scheme", deploy=False, services=("web",))
 FALLBACKS = ("http://127.0.0.1:4200/api", "http://0.0.0.0:4200/api")
 
 
