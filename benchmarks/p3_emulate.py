@@ -9,6 +9,10 @@ answers, then `vault-ingest deploy` of the same flows from the same git snapshot
 start`, then one sync-vaults run to Completed. Its app PostgreSQL and Hyperliquid replay start before the
 clock, so it holds only Prefect's own work; the emulator's figure also holds its Postgres, replay, edge,
 builds and healthcheck. Both keep Prefect's default worker settings (a 10 s poll). Target: <= 1.3x.
+
+Idle, once each first run is done: the share of one core that every process of the stack uses over 30 s
+(the emulator's: its supervisor and edge, Postgres, the Prefect server on it, worker, replay; the baseline's:
+the server on SQLite, the worker, the app's PostgreSQL). Target: <= 1.3x.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 from emulator.postgres import PostgresServer, free_port
 from emulator.replay import ReplayServer
@@ -30,29 +36,35 @@ from emulator.snapshot import snapshot
 ROOT = Path(__file__).resolve().parent.parent
 POOL = "bench-pool"
 _TIMEOUT = 300.0
+_IDLE_SETTLE_S, _IDLE_S = 5.0, 30.0
 
 
 def run(repeats: int = 1) -> dict:
     with tempfile.TemporaryDirectory(prefix="vault-bench-p3-") as tmp:
         tmp = Path(tmp)
-        cold, warm, bare = [], [], []
+        cold, warm, bare, idle = [], [], [], {"emulate": [], "baseline": []}
         for n in range(repeats):
             state = tmp / f"state-{n}"
-            cold.append(_emulate(state))
+            cold.append(_emulate(state, idle["emulate"]))
             warm.append(_emulate(state))
-            bare.append(_baseline(tmp / f"baseline-{n}"))
+            bare.append(_baseline(tmp / f"baseline-{n}", idle["baseline"]))
     best = {"cold": min(cold), "warm": min(warm), "baseline": min(bare)}
+    quiet = {name: min(found) for name, found in idle.items()}
     return {
         "emulate_first_s": round(best["cold"], 1),
         "emulate_again_s": round(best["warm"], 1),
         "baseline_s": round(best["baseline"], 1),
         "ratio_first": round(best["cold"] / best["baseline"], 2),
         "ratio_again": round(best["warm"] / best["baseline"], 2),
+        "idle_emulate_core_pct": round(quiet["emulate"], 1),
+        "idle_baseline_core_pct": round(quiet["baseline"], 1),
+        "ratio_idle": round(quiet["emulate"] / quiet["baseline"], 2),
         "repeats": repeats,
     }
 
 
-def _emulate(state: Path) -> float:
+def _emulate(state: Path, idle: list[float] | None = None) -> float:
+    """Seconds to the first Completed run; with `idle`, then the stack's idle share of a core added to it."""
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "emulator", "--state-dir", str(state), "up"], cwd=ROOT,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -62,7 +74,11 @@ def _emulate(state: Path) -> float:
         for line in proc.stdout:
             seen.append(line)
             if "Completed:" in line and "rows in vaults" in line:
-                return time.perf_counter() - start
+                took = time.perf_counter() - start
+                if idle is not None:
+                    threading.Thread(target=proc.stdout.read, daemon=True).start()  # a full pipe would block it
+                    idle.append(_idle_core_pct([proc.pid]))
+                return took
             if "problem:" in line or time.perf_counter() - start > _TIMEOUT:
                 break
         raise RuntimeError("P3: `python -m emulator up` did not complete its first run:\n" + "".join(seen[-40:]))
@@ -71,7 +87,7 @@ def _emulate(state: Path) -> float:
         proc.communicate(timeout=120)
 
 
-def _baseline(workdir: Path) -> float:
+def _baseline(workdir: Path, idle: list[float]) -> float:
     workdir.mkdir(parents=True)
     source = snapshot(ROOT, workdir / "source.git")
     app = PostgresServer(workdir / "app-pg").start()
@@ -105,7 +121,10 @@ def _baseline(workdir: Path) -> float:
             flow_run = http.post(f"/deployments/{deployment}/create_flow_run", json={}).json()["id"]
             _until(lambda: http.get(f"/flow_runs/{flow_run}").json()["state"]["type"] == "COMPLETED",
                    "the baseline's sync-vaults run")
-        return time.perf_counter() - start
+        took = time.perf_counter() - start
+        postmaster = int((app.data_dir / "postmaster.pid").read_text().split()[0])
+        idle.append(_idle_core_pct([proc.pid for proc in processes] + [postmaster]))
+        return took
     finally:
         for proc in reversed(processes):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -117,6 +136,32 @@ def _baseline(workdir: Path) -> float:
         replay.shutdown()
         replay.server_close()
         app.stop()
+
+
+def _idle_core_pct(roots: list[int]) -> float:
+    """The share of one core that `roots` and their descendants use over _IDLE_S, after _IDLE_SETTLE_S."""
+    time.sleep(_IDLE_SETTLE_S)
+    before = _cpu_seconds(roots)
+    time.sleep(_IDLE_S)
+    after = _cpu_seconds(roots)
+    return 100 * sum(after[pid] - used for pid, used in before.items() if pid in after) / _IDLE_S
+
+
+def _cpu_seconds(roots: list[int]) -> dict[int, float]:
+    found = {}
+    for root in roots:
+        try:
+            leader = psutil.Process(root)
+            tree = [leader, *leader.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for proc in tree:
+            try:
+                times = proc.cpu_times()
+                found[proc.pid] = times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+    return found
 
 
 def _healthy(api: str) -> bool:
