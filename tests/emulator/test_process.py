@@ -9,7 +9,7 @@ import pytest
 from emulator.logs import LogSink
 from emulator.plan import ServicePlan
 from emulator.postgres import free_port
-from emulator.process import ACTIVE, COMPLETED, CRASHED, FAILED, REMOVED, Deployment
+from emulator.process import ACTIVE, COMPLETED, CRASHED, FAILED, REMOVED, Deployment, ProcessGroup
 
 
 def bash(name, command, cwd, **options) -> ServicePlan:
@@ -200,3 +200,17 @@ def test_secret_values_never_reach_the_deploy_log(deploy, tmp_path):
     d = deploy(bash("leaky", 'echo "token is $TOKEN"', tmp_path, env={"TOKEN": "s3cr3t-value-42"}))
     d.wait_state(COMPLETED, 10)
     assert "token is *****" in log(tmp_path, "leaky") and "s3cr3t" not in log(tmp_path, "leaky")
+
+
+def test_groups_share_a_recent_process_scan(monkeypatch):
+    """Each service notes its descendants every 2 s; one scan of every process serves them all."""
+    scans = []
+    scan = psutil.process_iter
+    monkeypatch.setattr(psutil, "process_iter", lambda *args, **kwargs: scans.append(1) or scan(*args, **kwargs))
+    mine = os.getpgid(0)
+    first, second = ProcessGroup(mine), ProcessGroup(mine)
+    assert psutil.Process() in first.track()  # max_age 0: a scan of its own
+    assert psutil.Process() in second.track(max_age=60)
+    assert len(scans) == 1
+    second.track()
+    assert len(scans) == 2
