@@ -281,6 +281,7 @@ class Project:
         runtime = read_runtime(self.state_dir)
         saved = self._read().get("options") or {}
         options = UpOptions(**saved) if saved else UpOptions()
+        options.services = []  # like `railway run`, a service's variables whether or not it is deployed
         if variant is not None:
             options.variant = variant
         stack = self.stack(options)

@@ -114,6 +114,13 @@ def test_run_passes_the_services_environment_and_the_exit_code(state, capfd):
     assert not Path(out[2]).exists()  # the run's HOME goes with it
 
 
+def test_run_reaches_a_service_the_last_up_left_out(state, capfd):
+    state.mkdir(parents=True)
+    (state / "project.json").write_text(json.dumps({"options": {"services": ["web"], "deploy": False}}))
+    assert emulator(state, "run", "worker", "--", "printenv", "PREFECT_WORK_POOL") == 0
+    assert capfd.readouterr().out.strip() == "hyperliquid-vault-ingestion"
+
+
 def test_run_inside_a_gitless_runtime_has_no_git(state, capfd):
     assert emulator(state, "run", "--variant", "gitless-worker", "worker", "--", "git", "--version") == 127
     assert "git: command not found in worker's runtime" in capfd.readouterr().err
