@@ -104,7 +104,8 @@ class Project:
                      first_run=None, **addresses)
         if left:
             sink.system(f"stopped {', '.join(left)}, left running by an emulator that did not stop cleanly")
-        sink.system(f"{stack.project} ({stack.environment}), variant {stack.variant or 'base'}, "
+        only = f", only {', '.join(stack.services)} (--service)" if options.services else ""
+        sink.system(f"{stack.project} ({stack.environment}), variant {stack.variant or 'base'}{only}, "
                     f"state in {self.state_dir}")
         supervisor = Supervisor(plans, self.state_dir, sink, restart_delay=LOCAL_RESTART_DELAY)
         try:
