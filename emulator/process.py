@@ -38,16 +38,19 @@ _STOPPING_SCAN_AGE = 0.25
 _COMMAND_NOT_FOUND = 127
 
 
+_Scan = tuple[dict[int, list[psutil.Process]], dict[int, list[psutil.Process]]]  # by parent, by group
+
+
 class _ProcessTable:
     """Every process by parent and by group, from a scan at most `max_age` seconds old."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._taken = float("-inf")
-        self.by_parent: dict[int, list[psutil.Process]] = {}
-        self.by_group: dict[int, list[psutil.Process]] = {}
+        self._scan: _Scan = ({}, {})
 
-    def fresh(self, max_age: float) -> "_ProcessTable":
+    def fresh(self, max_age: float) -> _Scan:
+        """(by parent, by group), both from the same scan."""
         with self._lock:
             if time.monotonic() - self._taken > max_age:
                 by_parent, by_group = defaultdict(list), defaultdict(list)
@@ -57,8 +60,8 @@ class _ProcessTable:
                         by_group[os.getpgid(proc.pid)].append(proc)
                     except OSError:
                         pass
-                self.by_parent, self.by_group, self._taken = by_parent, by_group, time.monotonic()
-            return self
+                self._scan, self._taken = (by_parent, by_group), time.monotonic()
+            return self._scan
 
 
 _TABLE = _ProcessTable()
@@ -81,20 +84,20 @@ class ProcessGroup:
         with self._lock:
             if not self._seen and not _group_exists(self.pgid):
                 return []
-            table = _TABLE.fresh(max_age)
-            found, pending = set(), [*table.by_group.get(self.pgid, ()), *self._seen]
+            by_parent, by_group = _TABLE.fresh(max_age)
+            found, pending = set(), [*by_group.get(self.pgid, ()), *self._seen]
             while pending:
                 proc = pending.pop()
                 if proc not in found and _alive(proc):  # _alive also tells a reused pid apart
                     found.add(proc)
-                    pending.extend(table.by_parent.get(proc.pid, ()))
+                    pending.extend(by_parent.get(proc.pid, ()))
             self._seen = found
             return list(found)
 
     def terminate(self, draining_seconds: float, on_kill: Callable[[], None] = lambda: None) -> bool:
         """SIGTERM to the group, SIGKILL to everything left after the draining period; True if it came to that."""
         self.track()
-        _signal_group(self.pgid, signal.SIGTERM)
+        signal_group(self.pgid, signal.SIGTERM)
         if self._wait_gone(time.monotonic() + draining_seconds):
             return False
         on_kill()
@@ -103,7 +106,7 @@ class ProcessGroup:
 
     def kill(self, timeout: float = 5.0) -> None:
         live = self.track()
-        _signal_group(self.pgid, signal.SIGKILL)
+        signal_group(self.pgid, signal.SIGKILL)
         for proc in live:
             try:
                 proc.kill()
@@ -147,7 +150,8 @@ def _group_exists(pgid: int) -> bool:
     return True
 
 
-def _signal_group(pgid: int, sig: int) -> None:
+def signal_group(pgid: int, sig: int) -> None:
+    """`sig` to process group `pgid`, if it still exists."""
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:

@@ -133,7 +133,7 @@ def replicas_up(state, first_up):
     return before, result
 
 
-def test_data_survives_down_and_up(state, first_up, replicas_up):
+def test_data_survives_down_and_up(state, replicas_up):
     before, _ = replicas_up
     now = status(state)
     assert now["variant"] == "worker-replicas" and now["first_run"] is None

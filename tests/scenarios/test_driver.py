@@ -17,7 +17,7 @@ from vault_ingest.doctor import Status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-RAW = Spec("raw-database-url", deploy=False, services=("web",))  # web and its Postgres
+RAW = Spec("raw-database-url", services=("web",))  # web and its Postgres
 # SQLAlchemy 2.1 picks psycopg (v3, installed) for postgresql://, and Prefect hands it asyncpg's arguments.
 DRIVER_ERROR = 'invalid connection option "timeout"'
 RESTARTS = load_stack(STACK_FILE, RAW.variant).services["web"].restart_max_retries  # the variant's policy

@@ -20,8 +20,8 @@ from vault_ingest.doctor import Status
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 # Only what the UI needs: web and its Postgres.
-MISSING = Spec("ui-api-url-missing", deploy=False, services=("web",))
-NO_SCHEME = Spec("ui-api-url-no-scheme", deploy=False, services=("web",))
+MISSING = Spec("ui-api-url-missing", services=("web",))
+NO_SCHEME = Spec("ui-api-url-no-scheme", services=("web",))
 FALLBACKS = ("http://127.0.0.1:4200/api", "http://0.0.0.0:4200/api")
 
 

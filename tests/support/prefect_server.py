@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 from emulator.postgres import free_port
+from emulator.process import signal_group
 
 T = TypeVar("T")
 
@@ -79,22 +80,15 @@ def stop_process_group(process: subprocess.Popen, grace: float = 10.0) -> None:
         family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
     except psutil.NoSuchProcess:
         family = []
-    _signal_group(process.pid, signal.SIGTERM)
+    signal_group(process.pid, signal.SIGTERM)
     _, alive = psutil.wait_procs(family, timeout=grace)
     for leftover in alive:
         try:
             leftover.kill()
         except psutil.NoSuchProcess:
             pass
-    _signal_group(process.pid, signal.SIGKILL)  # members that were not descendants, if any
+    signal_group(process.pid, signal.SIGKILL)  # members that were not descendants, if any
     process.wait(timeout=10)
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 @dataclass
