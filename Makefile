@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test bench emulate clean
 
-$(STAMP): pyproject.toml
+# uv.lock is the one source of installed versions (here, CI, the emulator's images, Railway). uv itself is in
+# the lock (the emulator builds images with it); its locked version bootstraps the venv with pip.
+UV_VERSION := $(shell sed -n '/^name = "uv"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' uv.lock)
+$(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --locked --extra test
 	touch $(STAMP)
 
 install: $(STAMP)
