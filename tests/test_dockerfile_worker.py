@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -71,44 +72,57 @@ def test_start_worker_is_execed():
     assert last_line.startswith("exec prefect worker start")
 
 
-# --- the image itself ------------------------------------------------------------------------------------
+# --- the image itself, through pytest-docker (tests/docker-compose.worker.yml) ----------------------------
 
 
 @pytest.fixture(scope="module")
-def image():
+def docker_compose_file():
+    return str(ROOT / "tests" / "docker-compose.worker.yml")
+
+
+@pytest.fixture(scope="module")
+def docker_compose_project_name():
+    return f"vault-ingest-worker-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def worker_container(request, docker_compose_project_name):
+    """The worker image built and started against the session's web service; its pool and compose command."""
     problem = docker_engine_problem()
     if problem:
         pytest.skip(problem)
-    tag = f"vault-ingest-worker-test:{uuid.uuid4().hex[:8]}"
-    subprocess.run(["docker", "build", "-f", "Dockerfile.worker", "-t", tag, "."], cwd=ROOT, check=True, timeout=900)
-    yield tag
-    subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True)
+    server = railway_web_service(request).server
+    pool = f"docker-{uuid.uuid4().hex[:8]}"
+    variables = {"PREFECT_API_URL": server.api_url, "PREFECT_API_AUTH_STRING": server.auth_string,
+                 "PREFECT_WORK_POOL": pool}
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)  # compose reads them when pytest-docker runs `up --build --wait`
+    try:
+        request.getfixturevalue("docker_services")
+        compose = ["docker", "compose", "-f", str(ROOT / "tests" / "docker-compose.worker.yml"),
+                   "-p", docker_compose_project_name]
+        yield server, pool, compose
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
 
 
-def test_image_has_git_and_no_root(image):
-    out = subprocess.run(["docker", "run", "--rm", image, "sh", "-c", "git --version && id -u"],
+def test_image_has_git_and_no_root(worker_container):
+    _, _, compose = worker_container
+    out = subprocess.run([*compose, "exec", "-T", "worker", "sh", "-c", "git --version && id -u"],
                          capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "git" and out[-1] != "0"
 
 
-def test_container_worker_makes_the_pool_ready_and_stops_on_sigterm(image, request):
-    server = railway_web_service(request).server
-    pool = f"docker-{uuid.uuid4().hex[:8]}"
-    name = f"vault-ingest-worker-{pool}"
-    # Host networking: the server listens on the host's loopback only.
-    subprocess.run(
-        ["docker", "run", "-d", "--name", name, "--network", "host", "-e", f"PREFECT_API_URL={server.api_url}",
-         "-e", f"PREFECT_API_AUTH_STRING={server.auth_string}", "-e", f"PREFECT_WORK_POOL={pool}", image],
-        check=True, capture_output=True,
-    )
-    try:
-        with server.http() as http:
-            wait_until(lambda: http.get(f"/api/work_pools/{pool}").json().get("status") == "READY",
-                       timeout=90, what=f"work pool {pool} READY from the container")
-        stopped = subprocess.run(["docker", "stop", "-t", "30", name], capture_output=True, timeout=60)
-        assert stopped.returncode == 0
-        state = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", name],
-                               capture_output=True, text=True).stdout.strip()
-        assert state != "137"  # 137 = SIGKILL: the worker ignored SIGTERM
-    finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+def test_container_worker_makes_the_pool_ready_and_stops_on_sigterm(worker_container):
+    server, pool, compose = worker_container
+    with server.http() as http:
+        wait_until(lambda: http.get(f"/api/work_pools/{pool}").json().get("status") == "READY",
+                   timeout=90, what=f"work pool {pool} READY from the container")
+    container = subprocess.run([*compose, "ps", "-aq", "worker"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    stopped = subprocess.run([*compose, "stop", "-t", "30", "worker"], capture_output=True, timeout=60)
+    assert stopped.returncode == 0
+    code = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", container],
+                          capture_output=True, text=True).stdout.strip()
+    assert code != "137"  # 137 = SIGKILL: the worker ignored SIGTERM
