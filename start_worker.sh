@@ -84,13 +84,14 @@ import base64, os, sys, time, urllib.error, urllib.request
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args):
-        return None  # the redirect itself is the answer to look at
+        return None
 
 
 api, timeout = sys.argv[1].rstrip("/"), int(sys.argv[2])
 deadline = time.monotonic() + timeout
 last = "no answer yet"
-health = urllib.request.build_opener(NoRedirect)
+# Over http:// the redirect itself is what to look at; over https:// one is followed, as Prefect's client does.
+health = urllib.request.build_opener(*([NoRedirect] if api.startswith("http://") else []))
 print(f"start_worker.sh: waiting up to {timeout}s for the Prefect server at {api}/health", file=sys.stderr)
 while True:
     try:
