@@ -6,7 +6,8 @@
 # Then wait for the server, because Railway starts `web` and `worker` together. Finally `exec` the worker:
 # it becomes the process Railway's SIGTERM reaches, and it stops taking runs and drains the ones it has.
 #
-#   PREFECT_API_URL            required: https://${{web.RAILWAY_PUBLIC_DOMAIN}}/api
+#   PREFECT_API_URL            required: https://${{web.RAILWAY_PUBLIC_DOMAIN}}/api (http:// only for the private
+#                              domain, *.railway.internal, or localhost)
 #   PREFECT_API_AUTH_STRING    user:password, when the server sets PREFECT_SERVER_API_AUTH_STRING
 #   PREFECT_WORK_POOL          default hyperliquid-vault-ingestion
 #   PREFECT_SERVER_WAIT_SECONDS  how long to wait for the server, default 120
@@ -48,6 +49,23 @@ ensure_git() {
     "Or set WORKER_INSTALL_GIT=1 to apt-get install git at every start (root images only)"
 }
 
+# Railway's edge answers plain HTTP on a public domain with a 301 to https://, which clients follow with a
+# GET: the worker's reads would pass and its POSTs fail (405). http:// is fine on the private network.
+refuse_public_http() {
+  [[ "$1" == http://* ]] || return 0
+  local host="${1#http://}"
+  host="${host%%/*}"
+  host="${host##*@}"
+  if [[ "$host" == \[* ]]; then host="${host%%]*}]"; else host="${host%%:*}"; fi
+  host="${host,,}"
+  case "$host" in
+    *.railway.internal | localhost | 127.* | "[::1]") return 0 ;;
+  esac
+  fail "PREFECT_API_URL uses http:// for the public domain $host. Railway's edge answers plain HTTP with a 301 to https://, so the worker's POSTs arrive as GETs and fail (405 Method Not Allowed)." \
+    "Use https:// for the public domain: PREFECT_API_URL=https://\${{web.RAILWAY_PUBLIC_DOMAIN}}/api" \
+    "or http:// over the private network: PREFECT_API_URL=http://\${{web.RAILWAY_PRIVATE_DOMAIN}}:<web's PORT>/api"
+}
+
 # Health is unauthenticated; the second request tells a wrong or missing PREFECT_API_AUTH_STRING apart
 # now, instead of as a worker that logs 401s forever.
 wait_for_server() {
@@ -56,6 +74,7 @@ wait_for_server() {
       "Set it on the worker service: PREFECT_API_URL=https://\${{web.RAILWAY_PUBLIC_DOMAIN}}/api"
   [[ "$PREFECT_API_URL" == http://* || "$PREFECT_API_URL" == https://* ]] \
     || fail "PREFECT_API_URL=$PREFECT_API_URL has no http(s):// scheme; set it like https://my-app.up.railway.app/api"
+  refuse_public_http "$PREFECT_API_URL"
   [[ "$wait_seconds" =~ ^[0-9]+$ ]] || fail "PREFECT_SERVER_WAIT_SECONDS=$wait_seconds is not a whole number of seconds"
   local python
   python="$(command -v python3 || command -v python || true)"
@@ -63,18 +82,32 @@ wait_for_server() {
   "$python" - "$PREFECT_API_URL" "$wait_seconds" <<'PY'
 import base64, os, sys, time, urllib.error, urllib.request
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args):
+        return None
+
+
 api, timeout = sys.argv[1].rstrip("/"), int(sys.argv[2])
 deadline = time.monotonic() + timeout
 last = "no answer yet"
+# Over http:// the redirect itself is what to look at; over https:// one is followed, as Prefect's client does.
+health = urllib.request.build_opener(*([NoRedirect] if api.startswith("http://") else []))
 print(f"start_worker.sh: waiting up to {timeout}s for the Prefect server at {api}/health", file=sys.stderr)
 while True:
     try:
-        with urllib.request.urlopen(f"{api}/health", timeout=5) as response:
+        with health.open(f"{api}/health", timeout=5) as response:
             if response.status == 200:
                 break
             last = f"HTTP {response.status}"
     except urllib.error.HTTPError as exc:
         last = f"HTTP {exc.code}"
+        if exc.code in (301, 302, 307, 308) and (exc.headers.get("Location") or "").startswith("https://"):
+            # An edge such as Railway's (or the emulator's, on 127.0.0.1:<port>) that only serves HTTPS.
+            sys.exit(
+                f"start_worker.sh: error: the server at {api} answers plain HTTP with a redirect to https:// "
+                f"(HTTP {exc.code}), so the worker's POSTs would arrive as GETs and fail. Set PREFECT_API_URL="
+                "https://${{web.RAILWAY_PUBLIC_DOMAIN}}/api, or use the private domain over http://."
+            )
     except OSError as exc:
         last = str(getattr(exc, "reason", exc))
     if time.monotonic() >= deadline:

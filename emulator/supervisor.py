@@ -192,7 +192,7 @@ class Supervisor:
         except OSError as exc:
             raise RuntimeError(f"{plan.name}: cannot listen on {plan.public_domain} ({exc}); is another "
                                "emulator running? `python -m emulator down` stops it") from exc
-        self.sink.system(f"{plan.name} public at {edge.url} (and http://{edge.domain}) -> 127.0.0.1:{plan.port}")
+        self.sink.system(f"{plan.name} public at {edge.url} -> 127.0.0.1:{plan.port} (http:// gets a 301 to https://)")
         return edge
 
     def _wait_ready(self, deployment: Deployment) -> None:

@@ -21,6 +21,7 @@ from tests.support.prefect_server import (
     wait_until,
 )
 
+from emulator.edge import Edge, trust_bundle
 from emulator.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +96,28 @@ def test_scheme_less_api_url_is_refused(tmp_path):
     assert "has no http(s):// scheme" in result.stderr
 
 
+@pytest.mark.parametrize("api", ["http://vault-ingest-web.up.railway.app/api", "http://user@My-App.Example.COM:80/api"])
+def test_http_to_a_public_domain_is_refused_with_both_fixes(tmp_path, api):
+    result = run_script(tool_dir(tmp_path / "bin", git=True), PREFECT_API_URL=api)
+    assert result.returncode == 1
+    host = api.split("//")[1].split("/")[0].split("@")[-1].split(":")[0].lower()
+    assert f"PREFECT_API_URL uses http:// for the public domain {host}" in result.stderr
+    assert "301 to https://" in result.stderr
+    assert "PREFECT_API_URL=https://${{web.RAILWAY_PUBLIC_DOMAIN}}/api" in result.stderr
+    assert "PREFECT_API_URL=http://${{web.RAILWAY_PRIVATE_DOMAIN}}" in result.stderr
+    assert "waiting up to" not in result.stderr  # refused before any request
+
+
+@pytest.mark.parametrize("host", ["web.railway.internal", "localhost", "127.0.0.1", "[::1]"])
+def test_http_to_the_private_domain_or_loopback_is_accepted(tmp_path, host):
+    port = 4200 if host == "web.railway.internal" else free_port()
+    result = run_script(tool_dir(tmp_path / "bin", git=True), PREFECT_API_URL=f"http://{host}:{port}/api",
+                        PREFECT_SERVER_WAIT_SECONDS="1")
+    assert result.returncode == 1
+    assert "for the public domain" not in result.stderr
+    assert "did not answer /health within 1s" in result.stderr  # it went on to wait for the server
+
+
 def test_unreachable_server_times_out_with_a_clear_message(tmp_path):
     api = f"http://127.0.0.1:{free_port()}/api"
     result = run_script(tool_dir(tmp_path / "bin", git=True), PREFECT_API_URL=api, PREFECT_SERVER_WAIT_SECONDS="1")
@@ -125,6 +148,42 @@ def test_wrong_credentials_are_named(server, tmp_path):
     assert result.returncode == 1
     assert "refused the worker's credentials (HTTP 401)" in result.stderr
     assert "admin:wrong" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def edge(server, tmp_path_factory):
+    """The server behind the local edge, as its public domain: 127.0.0.1:<edge port>, HTTPS only."""
+    tls = tmp_path_factory.mktemp("edge") / "tls"
+    edge = Edge(0, server.port, tls).start()
+    yield edge, trust_bundle(tls)
+    edge.stop()
+
+
+def test_http_through_an_edge_that_redirects_is_refused(server, edge, tmp_path):
+    """A loopback address passes the static check, but the emulator's public domain is one: the redirect
+    to https:// from the edge (as from Railway's) is what refuses it."""
+    edge, bundle = edge
+    result = run_script(tool_dir(tmp_path / "bin", git=True), PREFECT_API_URL=f"http://{edge.domain}/api",
+                        PREFECT_API_AUTH_STRING=server.auth_string, SSL_CERT_FILE=str(bundle))
+    assert result.returncode == 1
+    assert "answers plain HTTP with a redirect to https:// (HTTP 301)" in result.stderr
+    assert "PREFECT_API_URL=https://${{web.RAILWAY_PUBLIC_DOMAIN}}/api" in result.stderr
+
+
+def test_https_through_the_edge_passes_the_checks(server, edge, tmp_path):
+    edge, bundle = edge
+    env = server.client_env(tmp_path / "home", PATH=str(tool_dir(tmp_path / "bin", git=True)),
+                            PREFECT_API_URL=f"{edge.url}/api", SSL_CERT_FILE=str(bundle), **FAST_WORKER_SETTINGS)
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen([BASH, str(SCRIPT)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        wait_until(lambda: "the Prefect server is up" in log_path.read_text() or worker.poll() is not None,
+                   timeout=60, what=f"start_worker.sh's checks; log:\n{log_path}")
+    finally:
+        stop_process_group(worker)
+    assert "the Prefect server is up" in log_path.read_text(), log_path.read_text()
 
 
 def test_worker_starts_and_the_pool_turns_ready(server, tmp_path):
