@@ -7,7 +7,7 @@ same service, spaces allowed inside the braces, plus the templates' `${{secret(n
 Locally there is no private network, so a resolved value is rewritten before a process sees it, as
 `railway dev` does: `<slug>.railway.internal:<port>` becomes `127.0.0.1:<the service's local port>`
 and a bare `<slug>.railway.internal` becomes `127.0.0.1`. Public URLs are left alone: unlike
-`railway dev` without its Caddy, the local edge answers https:// (and plain http://) on the domain's port.
+`railway dev` without its Caddy, the local edge answers https:// on the domain's port (plain http:// gets Railway's 301 to https://).
 """
 
 from __future__ import annotations
