@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-class BuildError(Exception):
-    """The build failed, as Railway would fail it (the message is Railway's own where it has one)."""
+from emulator.errors import BuildError  # noqa: F401 - where the model's users have always found it
 
 
 @dataclass(frozen=True)

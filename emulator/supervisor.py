@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Mapping
 import psutil
 
 from emulator.edge import EDGE_HOST, TLS_DIR, Edge
+from emulator.errors import SupervisorError
 from emulator.logs import LogSink
 from emulator.plan import BuildError, ServicePlan
 from emulator.postgres import PostgresServer
@@ -61,7 +62,7 @@ class Supervisor:
         """Start edges, then databases (waiting until they are ready), then the other services."""
         previous = read_runtime(self.state_dir)
         if previous and supervisor_alive(previous) and previous["supervisor"]["pid"] != os.getpid():
-            raise RuntimeError(f"the emulator is already running from {self.state_dir} "
+            raise SupervisorError(f"the emulator is already running from {self.state_dir} "
                                f"(pid {previous['supervisor']['pid']}); stop it with `python -m emulator down`")
         if previous and (left := stop_from_state_file(self.state_dir)):
             self.sink.system(f"stopped {', '.join(left)}, left running by an emulator that did not stop cleanly")
@@ -190,7 +191,7 @@ class Supervisor:
         try:
             edge = Edge(int(port), plan.port, self.state_dir / TLS_DIR).start()
         except OSError as exc:
-            raise RuntimeError(f"{plan.name}: cannot listen on {plan.public_domain} ({exc}); is another "
+            raise SupervisorError(f"{plan.name}: cannot listen on {plan.public_domain} ({exc}); is another "
                                "emulator running? `python -m emulator down` stops it") from exc
         self.sink.system(f"{plan.name} public at {edge.url} (and http://{edge.domain}) -> 127.0.0.1:{plan.port}")
         return edge

@@ -14,6 +14,7 @@ import psutil
 import psycopg
 import pytest
 
+from emulator.errors import SupervisorError
 from emulator.logs import LogSink
 from emulator.plan import BuildError, ServicePlan
 from emulator.postgres import free_port
@@ -139,7 +140,7 @@ def test_services_are_independent_and_each_gets_its_state(supervised, tmp_path):
 def test_an_edge_port_in_use_is_a_clear_error(supervised, tmp_path):
     plan = web(tmp_path)
     with socket.create_server(("127.0.0.1", int(plan.public_domain.split(":")[1]))):
-        with pytest.raises(RuntimeError, match="cannot listen on 127.0.0.1:"):
+        with pytest.raises(SupervisorError, match="cannot listen on 127.0.0.1:"):
             supervised({"web": plan})
 
 
@@ -185,7 +186,7 @@ def test_down_from_another_process_stops_everything(background, tmp_path):
     assert len(members) == 2
 
     second = Supervisor({"worker": plan}, tmp_path / "state", LogSink(None, console=None))
-    with pytest.raises(RuntimeError, match="already running"):
+    with pytest.raises(SupervisorError, match="already running"):
         second.start()
     second.stop()  # as `up` does after a failed start: it must not disown the running emulator
     assert supervisor_alive(read_runtime(tmp_path / "state"))
