@@ -104,8 +104,11 @@ def step_environment(step: Step, context: StepContext) -> dict[str, str]:
         base = {k: v for k, v in plan.env.items() if k not in ("PATH", "HOME")}  # the image's, not the laptop's
     values = resolve_values({**base, **step.variables}, context.plans, context.shared, context.secret,
                             step.service)
+    # Railway's domains carry publicly signed certificates; the edge's is self-signed, so the laptop gets the
+    # bundle the services trust (public roots plus the edge's), as it would trust Railway's without asking.
+    trust = {k: v for p in service_plans(context.plans).values() for k, v in p.env.items() if k == "SSL_CERT_FILE"}
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return {**os.environ, **values, **context.snapshot, "PATH": path}
+    return {**os.environ, **trust, **values, **context.snapshot, "PATH": path}
 
 
 def run_step(step: Step, context: StepContext) -> dict:

@@ -39,9 +39,10 @@ from emulator.builders import OPTIONAL_TOOLS, build
 from emulator.edge import TLS_DIR, edge_domain, trust_bundle
 from emulator.plan import BuildError, ServicePlan
 from emulator.stack import Service, Stack
+from emulator.postgres import PostgresServer
 from emulator.variables import (
     POSTGRES_PORT, POSTGRES_TEMPLATE, POSTGRES_VOLUME, RAILWAY_PORT, Endpoint, localize, railway_variables,
-    resolve, secret_store, secret_values, slug,
+    referenced_services, resolve, secret_store, secret_values, slug,
 )
 
 TOOL_EXECUTABLES = {
@@ -136,14 +137,17 @@ class _Planner:
 
     def _builtin_plan(self, service: Service, instance: str, variables: dict[str, str]) -> ServicePlan:
         env = self._local(variables)
-        cwd = self.repo_dir
+        cwd, user = self.repo_dir, None
         if service.source == "replay":
             env["PYTHONUNBUFFERED"] = "1"
+            folder = self.repo_dir / env.get("REPLAY_DIR", "cassettes")
+            argv = (sys.executable, "-m", "emulator.replay", str(folder), str(self.ports[instance]))
         if service.source == "postgres":
             cwd = self.state_dir / "volumes" / slug(service.name)
             cwd.mkdir(parents=True, exist_ok=True)
             env = {key: value.replace(POSTGRES_VOLUME, str(cwd)) for key, value in env.items()}
-        return self._plan(service, instance, variables, env, kind=service.source, argv=(), cwd=cwd)
+            argv, user = postgres_command(env, cwd, self.ports[instance])
+        return self._plan(service, instance, variables, env, kind=service.source, argv=argv, cwd=cwd, user=user)
 
     def _plan(self, service: Service, instance: str, variables: dict[str, str], env: dict[str, str],
               **fields) -> ServicePlan:
@@ -160,6 +164,8 @@ class _Planner:
             replicas=service.replicas,
             draining_seconds=_seconds(service, variables, "RAILWAY_DEPLOYMENT_DRAINING_SECONDS", 0.0),
             secrets=secret_values(env),
+            depends_on=tuple(sorted({other for value in service.variables.values()
+                                     for other in referenced_services(value)} - {service.name})),
             **fields,
         )
 
@@ -244,6 +250,21 @@ class _Planner:
         for profile in (".profile", ".bash_profile"):
             (home / profile).write_text(f"export PATH={shlex.quote(path)}\n")
         return home
+
+
+def postgres_server(env: Mapping[str, str], volume: Path, port: int) -> PostgresServer:
+    """The PostgreSQL of a postgres plan: its data where PGDATA points (into the service's volume)."""
+    password = env.get("POSTGRES_PASSWORD") or env.get("PGPASSWORD")
+    if not password:
+        raise BuildError("a postgres service needs POSTGRES_PASSWORD in its variables")
+    return PostgresServer(Path(env.get("PGDATA") or volume / "pgdata"), port=port, password=password)
+
+
+def postgres_command(env: Mapping[str, str], volume: Path, port: int) -> tuple[tuple[str, ...], str | None]:
+    """The postmaster itself in the foreground, so it is the deployment's process and its lines the deploy log;
+    and the user it runs as."""
+    argv, user = postgres_server(env, volume, port).foreground_command()
+    return tuple(argv), user
 
 
 def _instance_names(service: Service) -> list[str]:

@@ -17,6 +17,7 @@ import pytest
 from emulator.errors import SupervisorError
 from emulator.logs import LogSink
 from emulator.plan import BuildError, ServicePlan
+from emulator.planner import postgres_command
 from emulator.postgres import free_port
 from emulator.process import ACTIVE, COMPLETED, CRASHED, FAILED, REMOVED
 from emulator.supervisor import Supervisor, read_runtime, stop_from_state_file, supervisor_alive
@@ -155,17 +156,20 @@ def pg_state_dir():
 def test_postgres_and_replay_builtins(pg_state_dir, supervised, tmp_path):  # the dir outlives the services
     pg_port, replay_port = free_port(), free_port()
     volume = pg_state_dir / "volumes" / "postgres"
+    env = {"POSTGRES_PASSWORD": "pg-secret-pw", "POSTGRES_DB": "railway", "PGDATA": str(volume / "pgdata")}
+    argv, user = postgres_command(env, volume, pg_port)  # the planner finishes every plan, the builtins' too
+    replay = (sys.executable, "-m", "emulator.replay", str(REPO / "cassettes"), str(replay_port))
     plans = {
-        "Postgres": ServicePlan(name="Postgres", kind="postgres", argv=(), cwd=volume, port=pg_port,
-                                env={"POSTGRES_PASSWORD": "pg-secret-pw", "POSTGRES_DB": "railway",
-                                     "PGDATA": str(volume / "pgdata")},
-                                secrets=frozenset({"pg-secret-pw"})),
-        "hyperliquid": ServicePlan(name="hyperliquid", kind="replay", argv=(), cwd=REPO, port=replay_port, env={}),
+        "Postgres": ServicePlan(name="Postgres", kind="postgres", argv=argv, user=user, cwd=volume, port=pg_port,
+                                env=env, secrets=frozenset({"pg-secret-pw"})),
+        "hyperliquid": ServicePlan(name="hyperliquid", kind="replay", argv=replay, cwd=REPO, port=replay_port, env={}),
     }
     supervisor = supervised(plans, state_dir=pg_state_dir)
     logs = pg_state_dir / "logs"
-    assert supervisor.state("Postgres") == ACTIVE, [p.read_text()[-2000:] for p in logs.glob("Postgres.*")]
-    assert supervisor.state("hyperliquid") == ACTIVE
+    # Neither references the other, so start() waits for neither (a service waits only for its references).
+    assert supervisor.wait_state("Postgres", {ACTIVE, FAILED}, 60) == ACTIVE, \
+        [p.read_text()[-2000:] for p in logs.glob("Postgres.*")]
+    assert supervisor.wait_state("hyperliquid", {ACTIVE, FAILED}, 60) == ACTIVE
     url = f"postgresql://postgres:pg-secret-pw@127.0.0.1:{pg_port}/railway"
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("railway",)
