@@ -185,7 +185,7 @@ def test_railpack_ignores_nixpacks_toml_so_a_run_crashes_in_git_clone(world, as_
     root, repo, stack = world
     assert "nixpacks" not in log(world, "worker.build.log").lower()
     gitless = emulator(*world, "run", "worker", "--", "sh", "-c", "command -v git")
-    assert gitless.returncode == 1, gitless.stdout
+    assert gitless.returncode != 0 and not gitless.stdout.strip(), gitless.stdout  # no git in its runtime
     run = steps(world)["run"]["flow_run"]
     # The worker the service should have run, in its runtime (`railway run worker -- sh start_worker.sh`).
     with (tmp_path / "worker.log").open("wb") as out:
