@@ -66,6 +66,8 @@ class Project:
         self.repo_dir = Path(repo_dir).resolve() if repo_dir else self.stack_file.parent
         if not self.repo_dir.is_dir():
             raise EmulatorError(f"--repo {repo_dir}: no such directory; give the repository to deploy")
+        if not self.stack_file.is_file():
+            raise EmulatorError(f"{self.stack_file}: no such stack file; create it or pass --stack PATH")
         self.state = StateDir(state_dir) if state_dir else StateDir.beside(self.stack_file)
         self.state_dir = self.state.root
 
