@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import Mapping
 
 from emulator.builders import OPTIONAL_TOOLS, build
-from emulator.edge import TLS_DIR, edge_domain, trust_bundle
+from emulator.edge import edge_domain, trust_bundle
 from emulator.plan import BuildError, ServicePlan
 from emulator.stack import Service, Stack
+from emulator.state import StateDir
 from emulator.postgres import PostgresServer
 from emulator.variables import (
     POSTGRES_PORT, POSTGRES_TEMPLATE, POSTGRES_VOLUME, RAILWAY_PORT, Endpoint, localize, railway_variables,
@@ -51,7 +52,6 @@ TOOL_EXECUTABLES = {
 NEVER_ON_PATH = ("apt", "apt-*", "aptitude", "dpkg", "dpkg-*", "apk", "yum", "dnf", "microdnf", "zypper",
                  "pacman", "brew", "snap", "sudo", "su")
 _RESERVED = ("PATH", "HOME")  # the emulator's model of the image; a user value would undo it
-HOMES = "homes"  # under the state dir
 
 
 def plan_stack(stack: Stack, repo_dir: Path, state_dir: Path, ports: Mapping[str, int] | None = None,
@@ -68,7 +68,7 @@ def plan_stack(stack: Stack, repo_dir: Path, state_dir: Path, ports: Mapping[str
 def remove_homes(state_dir: Path, plans: Mapping[str, ServicePlan | BuildError] | None = None) -> None:
     """Delete the HOME of each of `plans`, or every HOME when None: a container's filesystem goes with its
     deployment. Call it once the processes using them are gone."""
-    root = Path(state_dir).resolve() / HOMES
+    root = StateDir(state_dir).homes
     if plans is None:
         shutil.rmtree(root, ignore_errors=True)
         return
@@ -82,6 +82,7 @@ class _Planner:
     def __init__(self, stack: Stack, repo_dir: Path, state_dir: Path, ports: dict[str, int],
                  edge_domains: dict[str, str], venv_bin: Path, host_path: str):
         self.stack, self.repo_dir, self.state_dir = stack, repo_dir, state_dir
+        self.state = StateDir(state_dir)
         self.venv_bin, self.host_path = venv_bin, host_path
         self.failed: dict[str, BuildError] = {}
         self.instances = {name: _instance_names(service) for name, service in stack.services.items()}
@@ -143,7 +144,7 @@ class _Planner:
             folder = self.repo_dir / env.get("REPLAY_DIR", "cassettes")
             argv = (sys.executable, "-m", "emulator.replay", str(folder), str(self.ports[instance]))
         if service.source == "postgres":
-            cwd = self.state_dir / "volumes" / slug(service.name)
+            cwd = self.state.volumes / slug(service.name)
             cwd.mkdir(parents=True, exist_ok=True)
             env = {key: value.replace(POSTGRES_VOLUME, str(cwd)) for key, value in env.items()}
             argv, user = postgres_command(env, cwd, self.ports[instance])
@@ -199,7 +200,7 @@ class _Planner:
         """https:// to a public domain works inside the stack, as it does on Railway."""
         if not self.domains:
             return {}
-        return {"SSL_CERT_FILE": str(trust_bundle(self.state_dir / TLS_DIR))}
+        return {"SSL_CERT_FILE": str(trust_bundle(self.state.tls))}
 
     def _local_ports(self, given: dict[str, int]) -> dict[str, int]:
         ports = {}
@@ -232,7 +233,7 @@ class _Planner:
         # Keyed by content, so a running deployment's directory is never rewritten under it.
         fingerprint = [sorted(tools), dirs, [os.stat(d).st_mtime_ns for d in dirs]]
         key = hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:16]
-        root = self.state_dir / "runtimes"
+        root = self.state.runtimes
         target = root / key
         if not target.is_dir():
             root.mkdir(parents=True, exist_ok=True)
@@ -245,7 +246,7 @@ class _Planner:
         return target / "bin"
 
     def _home(self, replica_id: str, path: str) -> Path:
-        home = self.state_dir / HOMES / replica_id
+        home = self.state.homes / replica_id
         home.mkdir(parents=True, exist_ok=True)
         for profile in (".profile", ".bash_profile"):
             (home / profile).write_text(f"export PATH={shlex.quote(path)}\n")

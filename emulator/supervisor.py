@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Mapping
 
 import psutil
 
-from emulator.edge import EDGE_HOST, TLS_DIR, Edge
+from emulator.edge import EDGE_HOST, Edge
 from emulator.errors import SupervisorError
 from emulator.logs import LogSink
 from emulator.plan import BuildError, ServicePlan, start_order
@@ -184,7 +184,7 @@ class Supervisor:
         if host != EDGE_HOST or not port.isdigit():
             raise ValueError(f"{plan.name}: public domain {plan.public_domain!r} is not {EDGE_HOST}:<edge port>")
         try:
-            edge = Edge(int(port), plan.port, self.state_dir / TLS_DIR).start()
+            edge = Edge(int(port), plan.port, StateDir(self.state_dir).tls).start()
         except OSError as exc:
             raise SupervisorError(f"{plan.name}: cannot listen on {plan.public_domain} ({exc}); is another "
                                "emulator running? `python -m emulator down` stops it") from exc
