@@ -45,7 +45,7 @@ def build_parser(stack_file: Path | None = None) -> argparse.ArgumentParser:
     up.add_argument("--set", dest="variables", action="append", default=[], metavar="SERVICE.NAME=VALUE",
                     help="set a service variable (or shared.NAME=VALUE) on top of the stack file; repeatable")
     up.add_argument("--live", action="store_true",
-                    help="use the real Hyperliquid API: no replay service, the app's default URLs")
+                    help="the real APIs: no replay service, nor the variables that point at one")
     up.add_argument("--replay-dir", type=Path, help="serve this folder of cassettes or JSON instead of cassettes/")
     up.add_argument("--replay-latency", type=float, metavar="SECONDS", help="delay every replayed /info answer")
     up.add_argument("--replay-error-every", type=int, metavar="N", help="answer every Nth /info request with a 500")
@@ -222,7 +222,7 @@ def _replay(args) -> dict[str, str]:
                 "REPLAY_MALFORMED_EVERY": args.replay_malformed_every}
     chosen = {name: str(value) for name, value in settings.items() if value is not None}
     if chosen and args.live:
-        raise EmulatorError("--live talks to the real Hyperliquid API, so the --replay-* options have nothing to "
+        raise EmulatorError("--live drops the replay services, so the --replay-* options have nothing to "
                             "act on; drop one or the other")
     return chosen
 
