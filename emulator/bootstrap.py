@@ -200,8 +200,9 @@ def _sql(step: Step, env: dict[str, str], context: StepContext) -> dict:
         last[0] = row[0] if row else None
         return isinstance(last[0], (int, float)) and last[0] > 0
 
+    context.log(f"{step.target}  (until > 0)")
     if wait_until(positive, step.timeout, interval=_POLL, stopped=context.stopped):
-        context.log(f"{step.target} -> {last[0]}")
+        context.log(f"-> {last[0]}")
         return {"value": last[0]}
     if context.stopped():
         return {}
@@ -220,8 +221,9 @@ def _http(step: Step, env: dict[str, str], context: StepContext) -> dict:
             last[0] = str(exc) or type(exc).__name__
         return last[0] == 200
 
+    context.log(f"GET {step.target}  (until 200)")
     if wait_until(ok, step.timeout, interval=_POLL, stopped=context.stopped):
-        context.log(f"GET {step.target} -> 200")
+        context.log("-> 200")
         return {"value": 200}
     if context.stopped():
         return {}

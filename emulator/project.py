@@ -138,16 +138,21 @@ class Project:
             return self._failed(log, f"the snapshot of {self.repo_dir} failed: {exc}")
         log(f"snapshot {source.commit[:12]} of {self.repo_dir} -> {source.url} "
             f"({'new' if source.changed else 'unchanged since the last up'})")
-        project = self.state.read_project()
         context = bootstrap.StepContext(
             plans=plans, shared=stack.shared, secret=secret_store(self.state_dir), repo_dir=self.repo_dir,
-            prefect_api=project.get("api_url"), stopped=stopped, state=lambda name: _service_state(supervisor, name),
+            prefect_api=self.state.read_project().get("api_url"), stopped=stopped, log=log,
+            state=lambda name: _service_state(supervisor, name),
             snapshot={"EMULATOR_SNAPSHOT_URL": source.url, "EMULATOR_SNAPSHOT_BRANCH": source.branch,
-                      "EMULATOR_SNAPSHOT_COMMIT": source.commit}, log=log)
+                      "EMULATOR_SNAPSHOT_COMMIT": source.commit})
+        self._run_steps(stack, records, context, log, stopped)
+
+    def _run_steps(self, stack: Stack, records: list[dict], context: bootstrap.StepContext, log,
+                   stopped: Callable[[], bool]) -> None:
+        """Each step in turn, its record in project.json as it goes; the first failure ends them."""
         for step, record in zip(stack.steps, records):
             record["state"] = "running"
             self.state.update_project(phase=f"step {step.name}", steps=records)
-            log(f"step {step.name}: {step.action} {step.target}" + (f" (as {step.service})" if step.service else ""))
+            log(f"step {step.name}: {step.action}" + (f" as {step.service}" if step.service else ""))
             context.log = lambda line, name=step.name: log(f"{name} | {line}")
             try:
                 record.update(bootstrap.run_step(step, context))
