@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -108,3 +109,15 @@ def test_http_waits_for_a_200(tmp_path):
 def test_a_flow_run_step_without_an_api_says_where_to_name_one(tmp_path):
     with pytest.raises(StepError, match=r"set PREFECT_API_URL in the step's variables or name the server in \[prefect\]"):
         bootstrap.run_step(Step("f", "flow_run", "flow/deployment"), context(tmp_path))
+
+
+def test_a_stop_mid_step_kills_the_command_and_ends_the_step(tmp_path):
+    marker = tmp_path / "pid"
+
+    def stopped() -> bool:  # Ctrl-C once the command runs
+        return marker.exists() and marker.read_text().strip() != ""
+
+    step = Step("long", "run", f"echo $$ > {marker}; exec sleep 300", timeout=120)
+    assert bootstrap.run_step(step, context(tmp_path, stopped=stopped)) == {}
+    pid = int(marker.read_text())
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -138,6 +138,17 @@ def test_services_are_independent_and_each_gets_its_state(supervised, tmp_path):
     assert after["supervisor"] is None and all(not s.get("pid") for s in after["services"].values())
 
 
+def test_a_service_starts_once_the_services_it_references_are_active(supervised, tmp_path):
+    port = free_port()
+    db = bash("db", f"sleep 1; exec {sys.executable} -m http.server {port} --bind 127.0.0.1", tmp_path, port=port,
+              healthcheck_path="/", healthcheck_timeout=30)
+    plans = {"app": bash("app", "sleep 300", tmp_path, depends_on=("db",)), "db": db}
+    supervisor = supervised(plans)
+    assert supervisor.wait_state("app", [ACTIVE], 40) == ACTIVE
+    lines = (tmp_path / "state" / "logs" / "emulator.log").read_text().splitlines()
+    assert lines.index("db Active") < next(i for i, line in enumerate(lines) if line.startswith("app started"))
+
+
 def test_an_edge_port_in_use_is_a_clear_error(supervised, tmp_path):
     plan = web(tmp_path)
     with socket.create_server(("127.0.0.1", int(plan.public_domain.split(":")[1]))):
