@@ -286,7 +286,8 @@ class Project:
             raise EmulatorError("nothing to run; give the command after --, e.g. `run worker -- git --version`")
         runtime = self.state.read_runtime()
         saved = self.state.read_project().get("options") or {}
-        options = UpOptions(**saved) if saved else UpOptions()
+        known = {f.name for f in dataclasses.fields(UpOptions)}  # a state dir from an older emulator has others
+        options = UpOptions(**{key: value for key, value in saved.items() if key in known})
         options.services = []  # like `railway run`, a service's variables whether or not it is deployed
         if variant is not None:
             options.variant = variant

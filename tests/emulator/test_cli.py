@@ -116,7 +116,8 @@ def test_run_passes_the_services_environment_and_the_exit_code(state, capfd):
 
 def test_run_reaches_a_service_the_last_up_left_out(state, capfd):
     state.mkdir(parents=True)
-    (state / "project.json").write_text(json.dumps({"options": {"services": ["web"], "deploy": False}}))
+    (state / "project.json").write_text(json.dumps({"options": {"services": ["web"], "deploy": False,
+                                                                "first_run_timeout": 300}}))  # an older up's
     assert emulator(state, "run", "worker", "--", "printenv", "PREFECT_WORK_POOL") == 0
     assert capfd.readouterr().out.strip() == "hyperliquid-vault-ingestion"
 
