@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Mapping, NoReturn
 
 from emulator.plan import BuildError
+from emulator.state import StateDir
 
 REFERENCE = re.compile(r"\$\{\{(.*?)\}\}")
 _TARGET = re.compile(r"^\s*(?:([A-Za-z0-9_-]+)\.)?([A-Za-z_][A-Za-z0-9_]*)\s*$")
@@ -182,7 +183,7 @@ def secret_store(state_dir: Path) -> SecretSource:
     only when the state (and with it the Postgres volume) is wiped."""
 
     def secret(namespace: str, variable: str, length: int, alphabet: str) -> str:
-        path = Path(state_dir) / "secrets" / f"{namespace}.{variable}"
+        path = StateDir(state_dir).secrets / f"{namespace}.{variable}"
         if path.is_file():
             return path.read_text()
         path.parent.mkdir(parents=True, exist_ok=True)
