@@ -65,7 +65,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-TLS_DIR = "tls"  # under the state dir
 CERT_FILE, KEY_FILE, TRUST_FILE = "edge.crt", "edge.key", "trust.pem"
 EDGE_HOST = "127.0.0.1"
 EDGE_SOURCE = "127.0.0.2"  # the address services see the edge connect from, where the system has it
