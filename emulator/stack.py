@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from emulator.variables import PRIVATE_NETWORKS
+
 SOURCES = ("repo", "postgres", "replay")
 BUILDERS = ("railpack", "nixpacks", "dockerfile")
 RESTART_POLICIES = ("ON_FAILURE", "ALWAYS", "NEVER")
@@ -23,7 +25,7 @@ RESTART_POLICIES = ("ON_FAILURE", "ALWAYS", "NEVER")
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TOP_KEYS = ("project", "shared", "services", "variants")
-_PROJECT_KEYS = ("name", "environment")
+_PROJECT_KEYS = ("name", "environment", "private_network")
 _VARIANT_KEYS = ("description", "remove", "project", "shared", "services")
 _SERVICE_KEYS = (
     "source", "builder", "dockerfile_path", "start_command", "variables", "healthcheck_path",
@@ -59,6 +61,7 @@ class Stack:
     shared: Mapping[str, str]
     services: Mapping[str, Service]
     variant: str | None = None
+    private_network: str = PRIVATE_NETWORKS[0]  # the environment's: "dual-stack" (new) | "ipv6-only" (legacy)
 
 
 def list_variants(path: Path) -> dict[str, str]:
@@ -150,6 +153,8 @@ def _stack(path: Path, doc: dict, variant: str | None) -> Stack:
         shared=_variables(path, "shared", doc.get("shared", {})),
         services={name: _service(path, name, body) for name, body in services.items()},
         variant=variant,
+        private_network=_choice(path, "project.private_network", project.get("private_network", PRIVATE_NETWORKS[0]),
+                                PRIVATE_NETWORKS, str.lower),
     )
 
 
