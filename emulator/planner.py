@@ -176,7 +176,8 @@ class _Planner:
         warnings: list[str] = []
         variables = resolve(namespaces, service.name, self.secret, warnings)
         by_name = {name: self.endpoints[slug(name)] for name in self.stack.services}
-        self.warnings[service.name] = [*warnings, *loopback_warnings(service.name, variables, by_name)]
+        # As the user set them: locally a public domain is loopback too.
+        self.warnings[service.name] = [*warnings, *loopback_warnings(service.name, service.variables, by_name)]
         if service.source != "postgres":
             variables.setdefault("PORT", str(self.ports.get(self.instances[service.name][index], 0)))
         return variables

@@ -213,7 +213,7 @@ def localize(value: str, endpoints: Mapping[str, Endpoint], private_network: str
 
 
 def loopback_warnings(service: str, variables: Mapping[str, str], endpoints: Mapping[str, Endpoint]) -> list[str]:
-    """Build-log lines for `service`'s variables (Railway's values, before `localize`) that reach another
+    """Build-log lines for `service`'s variables (as the user set them, unresolved) that reach another
     service through localhost. On Railway every service is its own container, where localhost is that
     service alone, so such a value always fails there, however well it works on a laptop. `endpoints` is
     keyed by service name; a port that is the service's own is left alone (a process talking to itself)."""
