@@ -166,8 +166,10 @@ class _Resolver:
             return self._unresolved(chain, f"there is no service named {other} (services: {', '.join(services)})")
         if var not in self.namespaces[other]:
             if var == "PORT" and other != "shared":
+                fix = "read $PORT at runtime" if target[1] is None \
+                    else f"use https://${{{{{other}.RAILWAY_PUBLIC_DOMAIN}}}}"
                 hint = (f"the PORT Railway injects at runtime is not a variable you can reference; set PORT on "
-                        f"{other} (e.g. PORT = \"8080\") or use https://${{{{{other}.RAILWAY_PUBLIC_DOMAIN}}}}")
+                        f"{other} (e.g. PORT = \"8080\") or {fix}")
             elif var == "RAILWAY_PUBLIC_DOMAIN":
                 hint = f"only a service with a public domain has it; generate a domain for {other}"
             else:

@@ -242,6 +242,7 @@ SELF = "${{PORT}}"
     assert warnings[0].startswith("⚠ worker: variable API references ${{web.PORT}}, which Railway renders as an "
                                   "empty string: web has no variable PORT; the PORT Railway injects at runtime")
     assert "set PORT on web" in warnings[0]
+    assert warnings[1].endswith('set PORT on worker (e.g. PORT = "8080") or read $PORT at runtime')
     assert "$ run" in worker.build_log  # the builder's lines follow
     assert not [line for line in plans["web"].build_log if line.startswith("⚠")]
 
