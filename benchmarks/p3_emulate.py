@@ -73,7 +73,7 @@ def _emulate(state: Path, idle: list[float] | None = None) -> float:
     try:
         for line in proc.stdout:
             seen.append(line)
-            if "Completed:" in line and "rows in vaults" in line:
+            if "step vaults: done" in line:  # the stack file's last step: the first run's rows are there
                 took = time.perf_counter() - start
                 if idle is not None:
                     threading.Thread(target=proc.stdout.read, daemon=True).start()  # a full pipe would block it

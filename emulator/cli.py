@@ -1,8 +1,8 @@
-"""`python -m emulator`: this repo's Railway project, run locally the way Railway runs it.
+"""`python -m emulator`: a repository's Railway project, run locally the way Railway runs it.
 
-`up` builds and deploys every service of railway.stack.toml (Postgres, the Prefect server `web`, the
-`worker`, the Hyperliquid replay), then deploys the flows from a snapshot of the working tree and runs
-sync-vaults once. `down` stops it, `status` shows it, `logs` and `run` look inside, `reset` wipes the data.
+`up` builds and deploys every service of the stack file (default: railway.stack.toml of this checkout),
+then runs its [[steps]] (e.g. deploy the flows from a snapshot of the working tree, run one, check the
+data). `down` stops it, `status` shows it, `logs` and `run` look inside, `reset` wipes the data.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from emulator.project import LOCAL_DRAINING_SECONDS, EmulatorError, Project, UpOptions, find_stack_file
-from emulator.stack import StackError, list_variants
+from emulator.errors import EmulatorError, StackError
+from emulator.project import LOCAL_DRAINING_SECONDS, Project, UpOptions, find_stack_file
+from emulator.stack import list_variants
+from emulator.state import STACK_FILE
 
 _DETACH_TIMEOUT = 900.0
 
@@ -24,22 +26,26 @@ _DETACH_TIMEOUT = 900.0
 def build_parser(stack_file: Path | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m emulator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stack", type=Path, help="the stack file (default: railway.stack.toml in this "
-                                                   "directory or the nearest parent)")
+    parser.add_argument("--repo", type=Path, help="the repository the services are built from (default: the "
+                                                  "stack file's directory)")
+    parser.add_argument("--stack", type=Path, help="the stack file, inside the repository or not (default: "
+                                                   "railway.stack.toml in --repo, else in this directory or "
+                                                   "the nearest parent)")
     parser.add_argument("--state-dir", type=Path, help="where logs, volumes and the source snapshot live "
                                                        "(default: .emulator/ beside the stack file)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", help="deploy every service, the flows, and run sync-vaults once",
+    up = sub.add_parser("up", help="deploy every service, then run the stack's steps",
                         description="Deploy every service of the stack and keep them running until Ctrl-C. Once "
-                                    "they are Active: snapshot the working tree into a local git repository, "
-                                    "deploy the flows from it, run sync-vaults once and wait for it.",
+                                    "they are Active: snapshot the working tree into a local git repository "
+                                    "and run the stack file's [[steps]] in order, each until its condition "
+                                    "holds.",
                         epilog=_variants_help(stack_file), formatter_class=argparse.RawDescriptionHelpFormatter)
     up.add_argument("--variant", help="a named variant of the stack file (listed below)")
     up.add_argument("--set", dest="variables", action="append", default=[], metavar="SERVICE.NAME=VALUE",
                     help="set a service variable (or shared.NAME=VALUE) on top of the stack file; repeatable")
     up.add_argument("--live", action="store_true",
-                    help="use the real Hyperliquid API: no replay service, the app's default URLs")
+                    help="the real APIs: no replay service, nor the variables that point at one")
     up.add_argument("--replay-dir", type=Path, help="serve this folder of cassettes or JSON instead of cassettes/")
     up.add_argument("--replay-latency", type=float, metavar="SECONDS", help="delay every replayed /info answer")
     up.add_argument("--replay-error-every", type=int, metavar="N", help="answer every Nth /info request with a 500")
@@ -48,14 +54,14 @@ def build_parser(stack_file: Path | None = None) -> argparse.ArgumentParser:
     up.add_argument("--draining-seconds", type=float, default=LOCAL_DRAINING_SECONDS, metavar="SECONDS",
                     help="SIGTERM to SIGKILL on stop, for services whose RAILWAY_DEPLOYMENT_DRAINING_SECONDS is "
                          f"unset (local default {LOCAL_DRAINING_SECONDS:g}; Railway's default is 0)")
-    up.add_argument("--no-deploy", action="store_true", help="only run the services: no flow deploy, no first run")
+    up.add_argument("--no-deploy", action="store_true", help="only run the services: none of the [[steps]]")
     up.add_argument("--service", dest="services", action="append", default=[], metavar="NAME",
                     help="run only this service and the ones its variables reference (repeatable), e.g. "
                          "--service web for the Prefect server and its Postgres; implies --no-deploy")
-    up.add_argument("--first-run-timeout", type=float, default=300.0, metavar="SECONDS",
-                    help="how long to wait for the first sync-vaults run (default 300)")
+    up.add_argument("--step-timeout", dest="step_timeouts", action="append", default=[], metavar="STEP=SECONDS",
+                    help="wait this long for a step instead of the stack file's timeout; repeatable")
     up.add_argument("-d", "--detach", action="store_true",
-                    help="run in the background; return once the first run is done (output in logs/console.log)")
+                    help="run in the background; return once the steps are done (output in logs/console.log)")
 
     sub.add_parser("down", help="stop every service (SIGTERM, SIGKILL after draining); the data stays")
     status = sub.add_parser("status", help="services, states, URLs and the work pool")
@@ -78,10 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     stack_file = _stack_from(argv)
     args = build_parser(stack_file).parse_args(argv)
     try:
-        project = Project(args.stack or stack_file or find_stack_file(), args.state_dir)
+        project = Project(stack_file or find_stack_file(), args.state_dir, args.repo)
         return _COMMANDS[args.command](project, args, argv)
-    # EmulatorError and SnapshotError are RuntimeErrors, as are the supervisor's (another emulator, a port in use).
-    except (RuntimeError, StackError) as exc:
+    except EmulatorError as exc:
         print(f"emulator: error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `logs | head` stopped reading: nothing left to do, and nothing to complain about
@@ -93,17 +98,17 @@ def _up(project: Project, args, argv: list[str]) -> int:
     options = UpOptions(variant=args.variant, variables=_variables(args.variables), live=args.live,
                         replay=_replay(args), draining_seconds=args.draining_seconds,
                         deploy=not (args.no_deploy or args.services), services=args.services,
-                        first_run_timeout=args.first_run_timeout)
+                        step_timeouts=_timeouts(args.step_timeouts))
     project.stack(options)  # a bad variant or variable fails here, not in the background
     if not args.detach:
         return project.up(options)
-    console = project.state_dir / "logs" / "console.log"
+    console = project.state.console_log
     console.parent.mkdir(parents=True, exist_ok=True)
     foreground = [word for word in argv if word not in ("-d", "--detach")]
     with open(console, "a") as out:
         child = subprocess.Popen([sys.executable, "-m", "emulator", *foreground], stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    return project.wait_detached(child, console, _DETACH_TIMEOUT)
+    return project.wait_detached(child, _DETACH_TIMEOUT)
 
 
 def _down(project: Project, args, argv) -> int:
@@ -172,17 +177,16 @@ def _format_status(status: dict) -> str:
         if len(replicas) > 1:
             detail += "  (" + ", ".join(f"{replica} {r['state']}" for replica, r in replicas.items()) + ")"
         lines.append(f"  {name.ljust(width)}  {group['state']:<10} {detail}")
-    if status["ui_url"]:
-        lines.append(f"Prefect UI:  {status['ui_url']}")
-    if status["api_url"]:
-        lines.append(f"Prefect API: {status['api_url']}")
+    width = max((len(label) for label in status["urls"]), default=0) + 1
+    lines.extend(f"{(label + ':').ljust(width)} {url}" for label, url in status["urls"].items())
     if status["pool"]:
         pool = status["pool"]
         lines.append(f"Work pool {pool['name']}: {pool['status']}, {pool['workers_online']} worker(s) online")
-    if status["first_run"]:
-        run = status["first_run"]
-        vaults = f", {run['vaults']} rows in vaults" if run.get("vaults") is not None else ""
-        lines.append(f"First sync-vaults run {run['name']}: {run['state'] or 'running'}{vaults}")
+    for step in status["steps"]:
+        found = step.get("flow_run") or {}
+        detail = f"flow run {found['name']} {found['state'] or 'running'}" if found else \
+            (f"{step['value']}" if step.get("value") is not None else "")
+        lines.append(f"Step {step['name']}: {step['state']}" + (f" ({detail})" if detail else ""))
     if status["message"]:
         lines.append(f"Problem: {status['message']}")
     return "\n".join(lines)
@@ -199,21 +203,39 @@ def _variables(pairs: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def _timeouts(pairs: list[str]) -> dict[str, float]:
+    out = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            equals = ""
+        if not (name and equals) or out[name] <= 0:
+            raise EmulatorError(f"--step-timeout {pair!r}: write STEP=SECONDS, e.g. --step-timeout first-run=60")
+    return out
+
+
 def _replay(args) -> dict[str, str]:
     settings = {"REPLAY_DIR": args.replay_dir and str(args.replay_dir.resolve()),
                 "REPLAY_LATENCY_SECONDS": args.replay_latency, "REPLAY_ERROR_EVERY": args.replay_error_every,
                 "REPLAY_MALFORMED_EVERY": args.replay_malformed_every}
     chosen = {name: str(value) for name, value in settings.items() if value is not None}
     if chosen and args.live:
-        raise EmulatorError("--live talks to the real Hyperliquid API, so the --replay-* options have nothing to "
+        raise EmulatorError("--live drops the replay services, so the --replay-* options have nothing to "
                             "act on; drop one or the other")
     return chosen
 
 
 def _stack_from(argv: list[str]) -> Path | None:
-    """The stack file early, for `up --help` to list its variants."""
-    if "--stack" in argv[:-1]:
-        return Path(argv[argv.index("--stack") + 1])
+    """The stack file: --stack, else --repo's railway.stack.toml, else the nearest one up from here; early,
+    for `up --help` to list its variants."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--stack", type=Path)
+    early.add_argument("--repo", type=Path)
+    known, _ = early.parse_known_args(argv[:argv.index("--")] if "--" in argv else argv)
+    if known.stack or known.repo:
+        return known.stack or known.repo / STACK_FILE
     try:
         return find_stack_file()
     except EmulatorError:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Iterable, TextIO
 from urllib.parse import quote
 
+from emulator.state import StateDir
+
 MASK = "*****"
 SYSTEM = "system"
 # honcho's palette: cyan, yellow, green, magenta, red, blue, then the bright variants.
@@ -24,7 +26,7 @@ _COLOURS = ("36", "33", "32", "35", "31", "34", "1;36", "1;33", "1;32", "1;35", 
 class LogSink:
     def __init__(self, state_dir: Path | None, *, console: TextIO | None = sys.stdout,
                  colour: bool | None = None, clock=datetime.now) -> None:
-        self.log_dir = Path(state_dir) / "logs" if state_dir is not None else None
+        self.log_dir = StateDir(state_dir).logs if state_dir is not None else None
         self._console = console
         self._colour = _wants_colour(console) if colour is None else colour
         self._clock = clock

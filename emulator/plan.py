@@ -8,17 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
-
-class BuildError(Exception):
-    """The build failed, as Railway would fail it (the message is Railway's own where it has one)."""
+from emulator.errors import BuildError  # noqa: F401 - where the model's users have always found it
 
 
 @dataclass(frozen=True)
 class ServicePlan:
     name: str
-    kind: str  # "app" (built from this repo), "postgres", "replay" (the Hyperliquid stand-in)
-    argv: tuple[str, ...]  # e.g. ("/bin/bash", "-c", "vault-ingest serve"); empty for built-in kinds
+    kind: str  # "app" (built from the repo), "postgres", "replay" (a recorded-HTTP stand-in)
+    argv: tuple[str, ...]  # the whole command, e.g. ("/bin/bash", "-c", "vault-ingest serve")
     env: dict[str, str]  # the complete environment the process gets: resolved variables, PORT, RAILWAY_*, PATH
     cwd: Path
     port: int  # the local port behind $PORT
@@ -32,3 +31,28 @@ class ServicePlan:
     replicas: int = 1
     draining_seconds: float = 0.0
     secrets: frozenset[str] = field(default_factory=frozenset)  # values masked in every log line
+    user: str | None = None  # run as this user (PostgreSQL refuses root); None: as the emulator
+    depends_on: tuple[str, ...] = ()  # the services its variables reference, which start before it
+
+
+def start_order(plans: Mapping[str, "ServicePlan | BuildError"]) -> list[list[str]]:
+    """The planned instances in batches, each after the services its members reference, as Railway orders a
+    batch deploy ("a service that references another service waits for that service to finish deploying",
+    railway.md §4.1). Services whose references form a cycle share a batch: Railway deploys them in parallel."""
+    instances: dict[str, list[str]] = {}
+    needs: dict[str, set[str]] = {}
+    for name, plan in plans.items():
+        if isinstance(plan, ServicePlan):
+            service = plan.env.get("RAILWAY_SERVICE_NAME", name)
+            instances.setdefault(service, []).append(name)
+            needs.setdefault(service, set()).update(plan.depends_on)
+    needs = {service: {other for other in wanted if other in instances and other != service}
+             for service, wanted in needs.items()}
+    batches, done = [], set()
+    while len(done) < len(needs):
+        ready = [service for service in needs if service not in done and needs[service] <= done]
+        if not ready:  # a cycle: what is left waits on itself, so it all starts together
+            ready = [service for service in needs if service not in done]
+        batches.append([instance for service in ready for instance in instances[service]])
+        done.update(ready)
+    return batches

@@ -38,12 +38,14 @@ from pathlib import Path
 from typing import Mapping
 
 from emulator.builders import OPTIONAL_TOOLS, build
-from emulator.edge import TLS_DIR, edge_domain, trust_bundle
+from emulator.edge import edge_domain, trust_bundle
 from emulator.plan import BuildError, ServicePlan
 from emulator.stack import Service, Stack
+from emulator.state import StateDir
+from emulator.postgres import PostgresServer
 from emulator.variables import (
     POSTGRES_PORT, POSTGRES_TEMPLATE, POSTGRES_VOLUME, RAILWAY_PORT, Endpoint, localize, loopback_warnings,
-    railway_variables, resolve, secret_store, secret_values, slug,
+    railway_variables, referenced_services, resolve, secret_store, secret_values, slug,
 )
 
 TOOL_EXECUTABLES = {
@@ -52,7 +54,6 @@ TOOL_EXECUTABLES = {
 NEVER_ON_PATH = ("apt", "apt-*", "aptitude", "dpkg", "dpkg-*", "apk", "yum", "dnf", "microdnf", "zypper",
                  "pacman", "brew", "snap", "sudo", "su")
 _RESERVED = ("PATH", "HOME")  # the emulator's model of the image; a user value would undo it
-HOMES = "homes"  # under the state dir
 
 
 def plan_stack(stack: Stack, repo_dir: Path, state_dir: Path, ports: Mapping[str, int] | None = None,
@@ -69,7 +70,7 @@ def plan_stack(stack: Stack, repo_dir: Path, state_dir: Path, ports: Mapping[str
 def remove_homes(state_dir: Path, plans: Mapping[str, ServicePlan | BuildError] | None = None) -> None:
     """Delete the HOME of each of `plans`, or every HOME when None: a container's filesystem goes with its
     deployment. Call it once the processes using them are gone."""
-    root = Path(state_dir).resolve() / HOMES
+    root = StateDir(state_dir).homes
     if plans is None:
         shutil.rmtree(root, ignore_errors=True)
         return
@@ -83,6 +84,7 @@ class _Planner:
     def __init__(self, stack: Stack, repo_dir: Path, state_dir: Path, ports: dict[str, int],
                  edge_domains: dict[str, str], venv_bin: Path, host_path: str):
         self.stack, self.repo_dir, self.state_dir = stack, repo_dir, state_dir
+        self.state = StateDir(state_dir)
         self.venv_bin, self.host_path = venv_bin, host_path
         self.failed: dict[str, BuildError] = {}
         self.instances = {name: _instance_names(service) for name, service in stack.services.items()}
@@ -140,14 +142,17 @@ class _Planner:
 
     def _builtin_plan(self, service: Service, instance: str, variables: dict[str, str]) -> ServicePlan:
         env = self._local(variables)
-        cwd = self.repo_dir
+        cwd, user = self.repo_dir, None
         if service.source == "replay":
             env["PYTHONUNBUFFERED"] = "1"
+            folder = self.repo_dir / env.get("REPLAY_DIR", "cassettes")
+            argv = (sys.executable, "-m", "emulator.replay", str(folder), str(self.ports[instance]))
         if service.source == "postgres":
-            cwd = self.state_dir / "volumes" / slug(service.name)
+            cwd = self.state.volumes / slug(service.name)
             cwd.mkdir(parents=True, exist_ok=True)
             env = {key: value.replace(POSTGRES_VOLUME, str(cwd)) for key, value in env.items()}
-        return self._plan(service, instance, variables, env, kind=service.source, argv=(), cwd=cwd)
+            argv, user = postgres_command(env, cwd, self.ports[instance])
+        return self._plan(service, instance, variables, env, kind=service.source, argv=argv, cwd=cwd, user=user)
 
     def _plan(self, service: Service, instance: str, variables: dict[str, str], env: dict[str, str],
               build_log: tuple[str, ...] = (), **fields) -> ServicePlan:
@@ -165,6 +170,8 @@ class _Planner:
             replicas=service.replicas,
             draining_seconds=_seconds(service, variables, "RAILWAY_DEPLOYMENT_DRAINING_SECONDS", 0.0),
             secrets=secret_values(env),
+            depends_on=tuple(sorted({other for value in service.variables.values()
+                                     for other in referenced_services(value)} - {service.name})),
             **fields,
         )
 
@@ -205,7 +212,7 @@ class _Planner:
         """https:// to a public domain works inside the stack, as it does on Railway."""
         if not self.domains:
             return {}
-        return {"SSL_CERT_FILE": str(trust_bundle(self.state_dir / TLS_DIR))}
+        return {"SSL_CERT_FILE": str(trust_bundle(self.state.tls))}
 
     def _local_ports(self, given: dict[str, int]) -> dict[str, int]:
         ports = {}
@@ -238,7 +245,7 @@ class _Planner:
         # Keyed by content, so a running deployment's directory is never rewritten under it.
         fingerprint = [sorted(tools), dirs, [os.stat(d).st_mtime_ns for d in dirs]]
         key = hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:16]
-        root = self.state_dir / "runtimes"
+        root = self.state.runtimes
         target = root / key
         if not target.is_dir():
             root.mkdir(parents=True, exist_ok=True)
@@ -251,11 +258,26 @@ class _Planner:
         return target / "bin"
 
     def _home(self, replica_id: str, path: str) -> Path:
-        home = self.state_dir / HOMES / replica_id
+        home = self.state.homes / replica_id
         home.mkdir(parents=True, exist_ok=True)
         for profile in (".profile", ".bash_profile"):
             (home / profile).write_text(f"export PATH={shlex.quote(path)}\n")
         return home
+
+
+def postgres_server(env: Mapping[str, str], volume: Path, port: int) -> PostgresServer:
+    """The PostgreSQL of a postgres plan: its data where PGDATA points (into the service's volume)."""
+    password = env.get("POSTGRES_PASSWORD") or env.get("PGPASSWORD")
+    if not password:
+        raise BuildError("a postgres service needs POSTGRES_PASSWORD in its variables")
+    return PostgresServer(Path(env.get("PGDATA") or volume / "pgdata"), port=port, password=password)
+
+
+def postgres_command(env: Mapping[str, str], volume: Path, port: int) -> tuple[tuple[str, ...], str | None]:
+    """The postmaster itself in the foreground, so it is the deployment's process and its lines the deploy log;
+    and the user it runs as."""
+    argv, user = postgres_server(env, volume, port).foreground_command()
+    return tuple(argv), user
 
 
 def _instance_names(service: Service) -> list[str]:

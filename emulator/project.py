@@ -1,46 +1,34 @@
-"""One local Railway project: the stack file, the checkout it deploys, and the state dir; what each command does.
+"""One local Railway project: the stack file, the repository it deploys, and its state dir; what each command does.
 
-The state dir (`.emulator/` beside the stack file unless told otherwise) holds:
-
-    runtime.json   what runs now (written by the supervisor; read by status, down, run)
-    project.json   how `up` was asked to run (variant, variables, replay) and how far it got
-    logs/          <service>.build.log, <service>.deploy.log, emulator.log; console.log when detached
-    volumes/       Postgres data: survives down/up, `reset` wipes it
-    secrets/       generated ${{secret()}} values such as the Postgres password
-    source.git     the working-tree snapshot the flows are deployed from
-    tls/           the edge's self-signed certificate and the trust bundle the services use
-    runtimes/      the modelled images' PATH; homes/: each deployment's HOME, removed with it
+The repository is the checkout the repo services build from (`--repo`, default: the stack file's directory);
+the stack file may live elsewhere, and the state dir (emulator/state.py) sits beside the stack file.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
 from emulator import bootstrap
+from emulator.errors import EmulatorError, StepError
 from emulator.logs import LogSink
 from emulator.plan import BuildError, ServicePlan
 from emulator.planner import plan_stack, remove_homes
 from emulator.process import ACTIVE, FINISHED
 from emulator.snapshot import snapshot
 from emulator.stack import Stack, load_stack
-from emulator.supervisor import Supervisor, read_runtime, stop_from_state_file, supervisor_alive
-from emulator.variables import referenced_services
+from emulator.state import STACK_FILE, StateDir
+from emulator.supervisor import Supervisor, stop_from_state_file, supervisor_alive
+from emulator.variables import referenced_services, secret_store
+from emulator.wait import wait_until
 
-STACK_FILE = "railway.stack.toml"
-STATE_DIR = ".emulator"
-PROJECT_FILE = "project.json"
-SOURCE_REPO = "source.git"
 # Railway's draining default is 0 s, which kills a worker's flow runs mid-way; locally services get time
 # to shut down cleanly unless the stack sets RAILWAY_DEPLOYMENT_DRAINING_SECONDS or `up` is told otherwise.
 LOCAL_DRAINING_SECONDS = 10.0
@@ -51,10 +39,6 @@ REPLAY_SOURCE = "replay"
 _SETTLED = FINISHED | {ACTIVE}
 
 
-class EmulatorError(RuntimeError):
-    """A command cannot do what was asked; the message says why and what to do."""
-
-
 @dataclass
 class UpOptions:
     variant: str | None = None
@@ -62,9 +46,9 @@ class UpOptions:
     live: bool = False  # the real Hyperliquid API instead of the replay service
     replay: dict[str, str] = field(default_factory=dict)  # variables for every replay service (faults, folder)
     draining_seconds: float = LOCAL_DRAINING_SECONDS
-    deploy: bool = True  # after the services are up: deploy the flows and run sync-vaults once
+    deploy: bool = True  # after the services are Active: the stack's [[steps]]
     services: list[str] = field(default_factory=list)  # only these and what they reference; empty: all
-    first_run_timeout: float = 300.0
+    step_timeouts: dict[str, float] = field(default_factory=dict)  # step name -> seconds, over the stack file's
 
 
 def find_stack_file(start: Path | None = None) -> Path:
@@ -77,16 +61,21 @@ def find_stack_file(start: Path | None = None) -> Path:
 
 
 class Project:
-    def __init__(self, stack_file: Path, state_dir: Path | None = None) -> None:
+    def __init__(self, stack_file: Path, state_dir: Path | None = None, repo_dir: Path | None = None) -> None:
         self.stack_file = Path(stack_file).resolve()
-        self.repo_dir = self.stack_file.parent
-        self.state_dir = Path(state_dir).resolve() if state_dir else self.repo_dir / STATE_DIR
+        self.repo_dir = Path(repo_dir).resolve() if repo_dir else self.stack_file.parent
+        if not self.repo_dir.is_dir():
+            raise EmulatorError(f"--repo {repo_dir}: no such directory; give the repository to deploy")
+        if not self.stack_file.is_file():
+            raise EmulatorError(f"{self.stack_file}: no such stack file; create it or pass --stack PATH")
+        self.state = StateDir(state_dir) if state_dir else StateDir.beside(self.stack_file)
+        self.state_dir = self.state.root
 
     # -- up
 
     def up(self, options: UpOptions, sink: LogSink | None = None) -> int:
         """Run the stack in the foreground until SIGINT/SIGTERM; the exit status is 128 + the signal."""
-        runtime = read_runtime(self.state_dir)
+        runtime = self.state.read_runtime()
         if runtime and supervisor_alive(runtime):
             raise EmulatorError(f"the emulator is already running from {self.state_dir} "
                                 f"(pid {runtime['supervisor']['pid']}); `python -m emulator status` shows it, "
@@ -94,23 +83,25 @@ class Project:
         left = stop_from_state_file(self.state_dir)  # what an emulator that was killed left running
         remove_homes(self.state_dir)
         stack = self.stack(options)
-        ports, domains = previous_ports(read_runtime(self.state_dir), free_only=True)
+        ports, domains = previous_ports(self.state.read_runtime(), free_only=True)
         plans = plan_stack(stack, self.repo_dir, self.state_dir, ports, domains)
         plans = {name: with_draining(plan, options.draining_seconds) for name, plan in plans.items()}
         sink = sink or LogSink(self.state_dir)
         sink.register(plans)
-        addresses = _addresses(stack, plans)
-        self._record(options=dataclasses.asdict(options), pid=os.getpid(), phase="starting", message=None,
-                     first_run=None, **addresses)
+        addresses = _addresses(stack, plans, secret_store(self.state_dir))
+        steps = [{"name": step.name, "action": step.action, "target": step.target, "state": "pending"}
+                 for step in (stack.steps if options.deploy else ())]
+        self.state.update_project(options=dataclasses.asdict(options), pid=os.getpid(), phase="starting",
+                                  message=None, steps=steps, repo=str(self.repo_dir),
+                                  stack_file=str(self.stack_file), **addresses)
         if left:
             sink.system(f"stopped {', '.join(left)}, left running by an emulator that did not stop cleanly")
         only = f", only {', '.join(stack.services)} (--service)" if options.services else ""
         sink.system(f"{stack.project} ({stack.environment}), variant {stack.variant or 'base'}{only}, "
-                    f"state in {self.state_dir}")
+                    f"repository {self.repo_dir}, state in {self.state_dir}")
         supervisor = Supervisor(plans, self.state_dir, sink, restart_delay=LOCAL_RESTART_DELAY)
         try:
-            return supervisor.serve(
-                then=lambda stopped: self._after_start(supervisor, plans, addresses, options, stopped))
+            return supervisor.serve(then=lambda stopped: self._after_start(supervisor, stack, plans, steps, stopped))
         finally:
             remove_homes(self.state_dir, plans)
 
@@ -118,6 +109,13 @@ class Project:
         stack = load_stack(self.stack_file, options.variant, options.variables)
         if options.services:
             stack = only_services(stack, options.services)
+        unknown = set(options.step_timeouts) - {step.name for step in stack.steps}
+        if unknown:
+            raise EmulatorError(f"--step-timeout {sorted(unknown)[0]}: the stack has no such step; its steps: "
+                                f"{', '.join(step.name for step in stack.steps) or 'none'}")
+        stack = dataclasses.replace(stack, steps=tuple(
+            dataclasses.replace(step, timeout=options.step_timeouts.get(step.name, step.timeout))
+            for step in stack.steps))
         replay = [name for name, service in stack.services.items() if service.source == REPLAY_SOURCE]
         if options.live:
             return without_services(stack, replay)
@@ -125,88 +123,95 @@ class Project:
             stack = with_variables(stack, name, options.replay)
         return stack
 
-    def _after_start(self, supervisor: Supervisor, plans: Mapping[str, ServicePlan | BuildError],
-                     addresses: dict, options: UpOptions, stopped: Callable[[], bool]) -> None:
+    def _after_start(self, supervisor: Supervisor, stack: Stack, plans: Mapping[str, ServicePlan | BuildError],
+                     records: list[dict], stopped: Callable[[], bool]) -> None:
         log = supervisor.sink.system
         _settle(supervisor, stopped)
         if stopped():
             return
-        server = plans.get(bootstrap.SERVER_SERVICE)
-        if not options.deploy or not isinstance(server, ServicePlan):
+        if not records:
             self._ready(log)
             return
-        if supervisor.state(bootstrap.SERVER_SERVICE) != ACTIVE:
-            return self._failed(log, f"{bootstrap.SERVER_SERVICE} is {supervisor.state(bootstrap.SERVER_SERVICE)}, so "
-                                     f"nothing was deployed; see `python -m emulator logs {bootstrap.SERVER_SERVICE}`"
-                                     " (add --build for the build and healthcheck)")
-        api_url, database_url = addresses["api_url"], app_database_url(plans)
         try:
-            source = snapshot(self.repo_dir, self.state_dir / SOURCE_REPO)
-            log(f"snapshot {source.commit[:12]} of {self.repo_dir} -> {source.url} "
-                f"({'new' if source.changed else 'unchanged since the last up'})")
-            self._record(phase="deploying")
-            bootstrap.deploy_flows(server, source.url, source.branch, addresses["pool"], self.repo_dir,
-                                   lambda line: log(f"deploy | {line}"), stopped)
+            source = snapshot(self.repo_dir, self.state.source)
+        except EmulatorError as exc:
+            return self._failed(log, f"the snapshot of {self.repo_dir} failed: {exc}")
+        log(f"snapshot {source.commit[:12]} of {self.repo_dir} -> {source.url} "
+            f"({'new' if source.changed else 'unchanged since the last up'})")
+        context = bootstrap.StepContext(
+            plans=plans, shared=stack.shared, secret=secret_store(self.state_dir), repo_dir=self.repo_dir,
+            prefect_api=self.state.read_project().get("api_url"), stopped=stopped, log=log,
+            state=lambda name: _service_state(supervisor, name),
+            snapshot={"EMULATOR_SNAPSHOT_URL": source.url, "EMULATOR_SNAPSHOT_BRANCH": source.branch,
+                      "EMULATOR_SNAPSHOT_COMMIT": source.commit})
+        self._run_steps(stack, records, context, log, stopped)
+
+    def _run_steps(self, stack: Stack, records: list[dict], context: bootstrap.StepContext, log,
+                   stopped: Callable[[], bool]) -> None:
+        """Each step in turn, its record in project.json as it goes; the first failure ends them."""
+        for step, record in zip(stack.steps, records):
+            record["state"] = "running"
+            self.state.update_project(phase=f"step {step.name}", steps=records)
+            log(f"step {step.name}: {step.action}" + (f" as {step.service}" if step.service else ""))
+            context.log = lambda line, name=step.name: log(f"{name} | {line}")
+            try:
+                record.update(bootstrap.run_step(step, context))
+            except StepError as exc:
+                record.update(state="failed", detail=str(exc), **exc.record)
+                self.state.update_project(steps=records)
+                return self._failed(log, str(exc))
+            except Exception as exc:  # noqa: BLE001 - the services keep running; say what failed and serve on
+                record.update(state="failed", detail=str(exc))
+                self.state.update_project(steps=records)
+                return self._failed(log, f"step {step.name} failed: {exc}")
             if stopped():
                 return
-            run = bootstrap.create_run(api_url)
-            self._record(phase="first-run", first_run={"id": run["id"], "name": run["name"], "state": None})
-            log(f"started flow run {run['name']} of {bootstrap.FIRST_DEPLOYMENT}; waiting for it to finish")
-            run = bootstrap.wait_run(api_url, run["id"], options.first_run_timeout, log, stopped)
-            state = run.get("state") or {}
-            first = {"id": run["id"], "name": run["name"], "state": state.get("name"), "vaults": None}
-            if state.get("type") == "COMPLETED" and database_url:
-                first["vaults"] = bootstrap.count_vaults(database_url)
-        except Exception as exc:  # noqa: BLE001 - the services keep running; say what failed and serve on
-            return self._failed(log, f"deploying the flows or running the first one failed: {exc}")
-        if stopped():
-            return
-        self._record(first_run=first)
-        if state.get("type") != "COMPLETED":
-            ended = "ended" if state.get("type") in bootstrap.FINAL_RUN_STATES else \
-                f"is still, after {options.first_run_timeout:g}s,"
-            return self._failed(log, f"flow run {run['name']} {ended} {first['state']}; "
-                                     "see `python -m emulator logs worker`")
-        log(f"flow run {run['name']} Completed: {first['vaults']} rows in vaults")
+            record["state"] = "done"
+            self.state.update_project(steps=records)
+            log(f"step {step.name}: done")
         self._ready(log)
 
     def _ready(self, log) -> None:
-        project = self._record(phase="ready")
-        for line in summary(project, self.state_dir):
+        project = self.state.update_project(phase="ready")
+        for line in summary(project, self.state):
             log(line)
         log("Ctrl-C or `python -m emulator down` stops every service; the data stays for the next `up`")
 
     def _failed(self, log, message: str) -> None:
-        project = self._record(phase="failed", message=message)
+        project = self.state.update_project(phase="failed", message=message)
         log(f"problem: {message}")
-        for line in summary(project, self.state_dir):
+        for line in summary(project, self.state):
             log(line)
 
     # -- detached up
 
-    def wait_detached(self, child: subprocess.Popen, console: Path, timeout: float) -> int:
+    def wait_detached(self, child: subprocess.Popen, timeout: float) -> int:
         """Wait for a background `up` to be ready (0), to have a problem while still running (1), or to exit."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            project = self._read()
-            if child.poll() is not None:
-                tail = console.read_text(errors="replace").splitlines()[-30:] if console.is_file() else []
-                print("\n".join(tail))
-                print(f"emulator: the background `up` exited with code {child.returncode}; "
-                      f"its output is in {console}", file=sys.stderr)
-                return child.returncode or 1
-            if project.get("pid") == child.pid and project.get("phase") in ("ready", "failed"):
-                if project["phase"] == "failed":
-                    print(f"problem: {project['message']}")
-                for line in summary(project, self.state_dir):
-                    print(line)
-                print(f"running in the background (pid {child.pid}); logs: {console} or `python -m emulator logs`; "
-                      "stop it with `python -m emulator down`")
-                return 0 if project["phase"] == "ready" else 1
-            time.sleep(0.2)
-        print(f"emulator: not ready after {timeout:g}s; still starting in the background (pid {child.pid}), "
-              f"see {console}", file=sys.stderr)
-        return 1
+        console = self.state.console_log
+
+        def settled() -> dict | bool:
+            project = self.state.read_project()
+            ours = project.get("pid") == child.pid and project.get("phase") in ("ready", "failed")
+            return child.poll() is not None or (ours and project)
+
+        project = wait_until(settled, timeout)
+        if project is None:
+            print(f"emulator: not ready after {timeout:g}s; still starting in the background (pid {child.pid}), "
+                  f"see {console}", file=sys.stderr)
+            return 1
+        if child.poll() is not None:
+            tail = console.read_text(errors="replace").splitlines()[-30:] if console.is_file() else []
+            print("\n".join(tail))
+            print(f"emulator: the background `up` exited with code {child.returncode}; "
+                  f"its output is in {console}", file=sys.stderr)
+            return child.returncode or 1
+        if project["phase"] == "failed":
+            print(f"problem: {project['message']}")
+        for line in summary(project, self.state):
+            print(line)
+        print(f"running in the background (pid {child.pid}); logs: {console} or `python -m emulator logs`; "
+              "stop it with `python -m emulator down`")
+        return 0 if project["phase"] == "ready" else 1
 
     # -- down, reset
 
@@ -219,15 +224,14 @@ class Project:
     def reset(self) -> list[str]:
         """Stop what runs, then delete the whole state dir: volumes, secrets, logs, the source snapshot."""
         stopped = self.down()
-        if self.state_dir.exists():
-            shutil.rmtree(self.state_dir)
+        self.state.wipe()
         return stopped
 
     # -- status
 
     def status(self) -> dict:
-        runtime = read_runtime(self.state_dir) or {"supervisor": None, "services": {}}
-        project = self._read()
+        runtime = self.state.read_runtime() or {"supervisor": None, "services": {}}
+        project = self.state.read_project()
         running = supervisor_alive(runtime) if runtime.get("supervisor") else False
         services: dict[str, dict] = {}
         for name, entry in runtime["services"].items():
@@ -251,8 +255,9 @@ class Project:
             "services": services,
             "ui_url": project.get("ui_url"),
             "api_url": project.get("public_api_url") or project.get("api_url"),
+            "urls": project.get("urls") or {},
             "pool": pool,
-            "first_run": project.get("first_run"),
+            "steps": project.get("steps") or [],
         }
 
     # -- logs
@@ -260,8 +265,8 @@ class Project:
     def log_files(self, service: str | None, stream: str) -> list[tuple[str, Path]]:
         """(name, file) of `service`'s `stream` log ("build" or "deploy"), one per replica; every service's
         and the emulator's own when `service` is None."""
-        runtime = read_runtime(self.state_dir) or {"services": {}}
-        logs = self.state_dir / "logs"
+        runtime = self.state.read_runtime() or {"services": {}}
+        logs = self.state.logs
         instances = {name: entry.get("service", name) for name, entry in runtime["services"].items()}
         if service is None:
             return [("system", logs / "emulator.log"), *[(n, logs / f"{n}.{stream}.log") for n in instances]]
@@ -279,9 +284,10 @@ class Project:
         Returns the command's exit status."""
         if not argv:
             raise EmulatorError("nothing to run; give the command after --, e.g. `run worker -- git --version`")
-        runtime = read_runtime(self.state_dir)
-        saved = self._read().get("options") or {}
-        options = UpOptions(**saved) if saved else UpOptions()
+        runtime = self.state.read_runtime()
+        saved = self.state.read_project().get("options") or {}
+        known = {f.name for f in dataclasses.fields(UpOptions)}  # a state dir from an older emulator has others
+        options = UpOptions(**{key: value for key, value in saved.items() if key in known})
         options.services = []  # like `railway run`, a service's variables whether or not it is deployed
         if variant is not None:
             options.variant = variant
@@ -306,43 +312,48 @@ class Project:
         finally:
             remove_homes(self.state_dir, plans)
 
-    # -- project.json
 
-    def _read(self) -> dict:
-        try:
-            return json.loads((self.state_dir / PROJECT_FILE).read_text())
-        except FileNotFoundError:
-            return {}
-
-    def _record(self, **changes) -> dict:
-        project = {**self._read(), **changes}
-        path = self.state_dir / PROJECT_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(project, indent=2) + "\n")
-        os.replace(tmp, path)
-        return project
-
-
-def _addresses(stack: Stack, plans: Mapping[str, ServicePlan | BuildError]) -> dict:
-    server = plans.get(bootstrap.SERVER_SERVICE)
-    found = bootstrap.endpoints(server) if isinstance(server, ServicePlan) else None
+def _addresses(stack: Stack, plans: Mapping[str, ServicePlan | BuildError], secret) -> dict:
+    """The Prefect server's addresses and work pool as [prefect] names them, and the [urls] to print."""
+    found, pool = None, None
+    if stack.prefect is not None:
+        server = bootstrap.service_plans(plans).get(stack.prefect.server)
+        found = bootstrap.endpoints(server) if server else None
+    try:
+        urls = bootstrap.resolve_values(stack.urls, plans, stack.shared, secret)
+        if stack.prefect is not None and stack.prefect.work_pool:
+            pool = bootstrap.resolve_values({"pool": stack.prefect.work_pool}, plans, stack.shared, secret)["pool"]
+    except StepError:  # a variant without the service they name: nothing to print or ask
+        urls = {}
     return {
         "api_url": found.api_url if found else None,
         "public_api_url": found.public_api_url if found else None,
         "ui_url": found.ui_url if found else None,
-        "pool": bootstrap.work_pool(plans, stack.shared),
+        "pool": pool,
+        "urls": urls,
     }
 
 
-def summary(project: dict, state_dir: Path) -> list[str]:
+def summary(project: dict, state: StateDir) -> list[str]:
+    """The stack's [urls], one a line; a note on the edge's certificate under the first https:// one."""
+    urls = project.get("urls") or {}
+    width = max((len(label) for label in urls), default=0) + 1
     lines = []
-    if project.get("ui_url"):
-        lines.append(f"Prefect UI:  {project['ui_url']}  (self-signed certificate: accept it once, or trust "
-                     f"{state_dir / 'tls' / 'edge.crt'})")
-    if project.get("public_api_url") or project.get("api_url"):
-        lines.append(f"Prefect API: {project.get('public_api_url') or project['api_url']}")
+    for label, url in urls.items():
+        note = ""
+        if url.startswith("https://127.0.0.1:") and not any("certificate" in line for line in lines):
+            note = f"  (self-signed certificate: accept it once, or trust {state.edge_cert})"
+        lines.append(f"{(label + ':').ljust(width)} {url}{note}")
     return lines
+
+
+def _service_state(supervisor: Supervisor, service: str) -> str:
+    """A service's state, its replicas' if it has several (Active if any is)."""
+    states = [supervisor.state(name) for name, plan in supervisor.plans.items()
+              if name == service or (isinstance(plan, ServicePlan) and plan.env.get("RAILWAY_SERVICE_NAME") == service)]
+    if not states:
+        return "not deployed"
+    return ACTIVE if ACTIVE in states else states[0]
 
 
 def previous_ports(runtime: dict | None, free_only: bool) -> tuple[dict[str, int], dict[str, str]]:
@@ -426,13 +437,8 @@ def _group_state(states: list[str]) -> str:
 def _settle(supervisor: Supervisor, stopped: Callable[[], bool]) -> None:
     """Wait until every deployment is past Deploying (healthchecks bound how long that takes)."""
     for deployment in supervisor.deployments.values():
-        deadline = time.monotonic() + deployment.plan.healthcheck_timeout + 60
-        while not stopped() and time.monotonic() < deadline:
-            try:
-                deployment.wait_state(_SETTLED, timeout=0.5)
-                break
-            except TimeoutError:
-                continue
+        wait_until(lambda: deployment.state in _SETTLED, deployment.plan.healthcheck_timeout + 60, interval=0.5,
+                   stopped=stopped)
 
 
 def _free(port: int) -> bool:

@@ -16,13 +16,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from emulator.errors import SnapshotError
+
 BRANCH = "main"
 _IDENTITY = {"GIT_AUTHOR_NAME": "Railway emulator", "GIT_AUTHOR_EMAIL": "emulator@localhost",
              "GIT_COMMITTER_NAME": "Railway emulator", "GIT_COMMITTER_EMAIL": "emulator@localhost"}
-
-
-class SnapshotError(RuntimeError):
-    """git could not snapshot the working tree."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from emulator.errors import StackError
 from emulator.variables import PRIVATE_NETWORKS
 
 SOURCES = ("repo", "postgres", "replay")
@@ -24,18 +25,17 @@ RESTART_POLICIES = ("ON_FAILURE", "ALWAYS", "NEVER")
 
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TOP_KEYS = ("project", "shared", "services", "variants")
+_TOP_KEYS = ("project", "shared", "services", "prefect", "urls", "steps", "variants")
 _PROJECT_KEYS = ("name", "environment", "private_network")
-_VARIANT_KEYS = ("description", "remove", "project", "shared", "services")
+_VARIANT_KEYS = ("description", "remove", "project", "shared", "services", "prefect", "urls", "steps")
+_PREFECT_KEYS = ("server", "work_pool")
+_STEP_KEYS = ("name", "service", "variables", "run", "flow_run", "sql", "http", "timeout")
+STEP_ACTIONS = ("run", "flow_run", "sql", "http")
 _SERVICE_KEYS = (
     "source", "builder", "dockerfile_path", "start_command", "variables", "healthcheck_path",
     "healthcheck_timeout", "restart_policy", "restart_max_retries", "replicas", "public_domain",
 )
 _BUILD_KEYS = ("builder", "dockerfile_path", "start_command")  # only a service built from the repo has these
-
-
-class StackError(ValueError):
-    """The stack file is invalid; the message names the file, the key path and the fix."""
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,42 @@ class Service:
 
 
 @dataclass(frozen=True)
+class Step:
+    """What the developer does once the services are Active, and what tells that it worked.
+
+    It runs like `railway run`: on the developer's machine, with `service`'s variables (none without one)
+    and `variables` on top, references resolved. Exactly one action, done when its condition holds:
+    `run` (a shell command) exits 0; `flow_run` ("flow/deployment") gets a flow run that reaches
+    Completed; `sql` (against DATABASE_URL) returns a first value > 0; `http` (a URL) answers 200.
+    """
+
+    name: str
+    action: str  # one of STEP_ACTIONS
+    target: str  # the command, deployment, query or URL
+    service: str | None = None
+    variables: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class Prefect:
+    """Which service is the Prefect server (its API at /api on its port and public domain) and the work
+    pool `status` reports (references allowed)."""
+
+    server: str
+    work_pool: str | None = None
+
+
+@dataclass(frozen=True)
 class Stack:
     project: str
     environment: str
     shared: Mapping[str, str]
     services: Mapping[str, Service]
     variant: str | None = None
+    prefect: Prefect | None = None
+    urls: Mapping[str, str] = field(default_factory=dict)  # label -> URL (references allowed), printed by `up`
+    steps: tuple[Step, ...] = ()
     private_network: str = PRIVATE_NETWORKS[0]  # the environment's: "dual-stack" (new) | "ipv6-only" (legacy)
 
 
@@ -147,7 +177,9 @@ def _stack(path: Path, doc: dict, variant: str | None) -> Stack:
         raise StackError(f'{path.name}: project.name is missing; add name = "<project>" under [project]')
     services = doc.get("services", {})
     _expect(path, "services", services, dict)
-    return Stack(
+    steps = doc.get("steps", [])
+    _expect(path, "steps", steps, list)
+    stack = Stack(
         project=_typed(path, "project.name", project["name"], str),
         environment=_typed(path, "project.environment", project.get("environment", "production"), str),
         shared=_variables(path, "shared", doc.get("shared", {})),
@@ -155,6 +187,55 @@ def _stack(path: Path, doc: dict, variant: str | None) -> Stack:
         variant=variant,
         private_network=_choice(path, "project.private_network", project.get("private_network", PRIVATE_NETWORKS[0]),
                                 PRIVATE_NETWORKS, str.lower),
+        prefect=_prefect(path, doc["prefect"]) if "prefect" in doc else None,
+        urls=_urls(path, doc.get("urls", {})),
+        steps=tuple(_step(path, index, body) for index, body in enumerate(steps)),
+    )
+    names = [step.name for step in stack.steps]
+    for name in names:
+        if names.count(name) > 1:
+            raise StackError(f"{path.name}: two steps are named {name!r}; give each step its own name")
+    return stack
+
+
+def _prefect(path: Path, body: Any) -> Prefect:
+    _expect(path, "prefect", body, dict)
+    _check_keys(path, body, _PREFECT_KEYS, "prefect")
+    if "server" not in body:
+        raise StackError(f'{path.name}: prefect.server is missing; name the service that runs the Prefect server, '
+                         'e.g. server = "web"')
+    # A variant may remove the server (or the pool's service); `up` and `status` then have nothing to ask.
+    return Prefect(server=_typed(path, "prefect.server", body["server"], str),
+                   work_pool=_optional(path, "prefect.work_pool", body.get("work_pool")))
+
+
+def _urls(path: Path, table: Any) -> dict[str, str]:
+    _expect(path, "urls", table, dict)
+    for label, url in table.items():
+        _expect(path, f"urls.{label}", url, str)
+    return dict(table)
+
+
+def _step(path: Path, index: int, body: Any) -> Step:
+    where = f"steps[{index}]"
+    _expect(path, where, body, dict)
+    _check_keys(path, body, _STEP_KEYS, where)
+    name = _typed(path, f"{where}.name", body.get("name", str(index + 1)), str)
+    actions = [key for key in STEP_ACTIONS if key in body]
+    if len(actions) != 1:
+        raise StackError(f"{path.name}: {where} ({name}) needs exactly one of {', '.join(STEP_ACTIONS)}; it has "
+                         f"{', '.join(actions) or 'none'}")
+    target = _typed(path, f"{where}.{actions[0]}", body[actions[0]], str)
+    if actions[0] == "flow_run" and target.count("/") != 1:
+        raise StackError(f'{path.name}: {where}.flow_run = {target!r}: write "<flow name>/<deployment name>", '
+                         'e.g. "sync-vaults/hourly"')
+    return Step(
+        name=name,
+        action=actions[0],
+        target=target,
+        service=_optional(path, f"{where}.service", body.get("service")),
+        variables=_variables(path, f"{where}.variables", body.get("variables", {})),
+        timeout=_number(path, f"{where}.timeout", body.get("timeout", 300), 1),
     )
 
 

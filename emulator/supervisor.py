@@ -1,34 +1,34 @@
 """Runs a project's service plans side by side, as Railway runs a project's deployments.
 
 Services are independent: one that crashes or completes never stops another (unlike honcho or
-foreman). Each public domain gets an edge. Databases start first, a local convenience only: Railway
-does not order push deploys. Everything that runs is written to `<state>/runtime.json`, so another
-process (`python -m emulator down` / `status`) can see it and stop it.
+foreman). Each public domain gets an edge. A service starts once the services its variables reference are
+Active, as Railway orders a batch deploy (push deploys are not ordered there). Everything that runs is
+written to `<state>/runtime.json`, so another process (`python -m emulator down` / `status`) can see it
+and stop it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
 import socket
-import sys
 import threading
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import psutil
 
-from emulator.edge import EDGE_HOST, TLS_DIR, Edge
+from emulator.edge import EDGE_HOST, Edge
+from emulator.errors import SupervisorError
 from emulator.logs import LogSink
-from emulator.plan import BuildError, ServicePlan
-from emulator.postgres import PostgresServer
+from emulator.plan import BuildError, ServicePlan, start_order
+from emulator.planner import postgres_server
 from emulator.process import ACTIVE, FAILED, FINISHED, REMOVED, Deployment, ProcessGroup
+from emulator.state import StateDir, write_json
+from emulator.wait import wait_until
 
-RUNTIME_FILE = "runtime.json"
 BUILTIN_KINDS = ("postgres", "replay")
 _BUILTIN_READY_TIMEOUT = 60.0
 
@@ -58,10 +58,10 @@ class Supervisor:
     # -- lifecycle
 
     def start(self) -> "Supervisor":
-        """Start edges, then databases (waiting until they are ready), then the other services."""
+        """Start the edges, then each service once the services it references are Active (or finished)."""
         previous = read_runtime(self.state_dir)
         if previous and supervisor_alive(previous) and previous["supervisor"]["pid"] != os.getpid():
-            raise RuntimeError(f"the emulator is already running from {self.state_dir} "
+            raise SupervisorError(f"the emulator is already running from {self.state_dir} "
                                f"(pid {previous['supervisor']['pid']}); stop it with `python -m emulator down`")
         if previous and (left := stop_from_state_file(self.state_dir)):
             self.sink.system(f"stopped {', '.join(left)}, left running by an emulator that did not stop cleanly")
@@ -77,14 +77,13 @@ class Supervisor:
             if plan.public_domain:
                 self.edges[name] = self._edge(plan)
         self._write_runtime()
-        builtins = [d for d in self.deployments.values() if d.plan.kind in BUILTIN_KINDS]
-        for deployment in builtins:
-            deployment.start()
-        for deployment in builtins:
-            self._wait_ready(deployment)
-        for deployment in self.deployments.values():
-            if deployment.plan.kind not in BUILTIN_KINDS and not self._halt.is_set():
-                deployment.start()
+        for batch in start_order(self.plans):
+            for name in batch:
+                for other in self.deployments[name].plan.depends_on:
+                    for needed in [d for d in self.deployments.values() if _service(d.plan) == other]:
+                        self._wait_ready(needed)
+                if not self._halt.is_set():
+                    self.deployments[name].start()
         return self
 
     def stop(self) -> None:
@@ -171,16 +170,13 @@ class Supervisor:
         return [(n, p) for n, p in self.plans.items() if isinstance(p, ServicePlan)]
 
     def _deployment(self, plan: ServicePlan) -> Deployment:
-        common = {"restart_delay": self._restart_delay, "on_change": self._changed}
+        common = {"restart_delay": self._restart_delay, "on_change": self._changed, "user": plan.user}
         if plan.kind == "app":
             return Deployment(plan, self.sink, **common)
         if plan.kind == "postgres":
             return _postgres(plan, self.sink, common)
         if plan.kind == "replay":
-            folder = Path(plan.cwd) / plan.env.get("REPLAY_DIR", "cassettes")
-            argv = (sys.executable, "-m", "emulator.replay", str(folder), str(plan.port))
-            return Deployment(dataclasses.replace(plan, argv=argv), self.sink,
-                              ready=lambda stopped: _wait_port(plan.port, stopped), **common)
+            return Deployment(plan, self.sink, ready=lambda stopped: _wait_port(plan.port, stopped), **common)
         raise ValueError(f"{plan.name}: unknown service kind {plan.kind!r}")
 
     def _edge(self, plan: ServicePlan) -> Edge:
@@ -188,23 +184,21 @@ class Supervisor:
         if host != EDGE_HOST or not port.isdigit():
             raise ValueError(f"{plan.name}: public domain {plan.public_domain!r} is not {EDGE_HOST}:<edge port>")
         try:
-            edge = Edge(int(port), plan.port, self.state_dir / TLS_DIR).start()
+            edge = Edge(int(port), plan.port, StateDir(self.state_dir).tls).start()
         except OSError as exc:
-            raise RuntimeError(f"{plan.name}: cannot listen on {plan.public_domain} ({exc}); is another "
+            raise SupervisorError(f"{plan.name}: cannot listen on {plan.public_domain} ({exc}); is another "
                                "emulator running? `python -m emulator down` stops it") from exc
         self.sink.system(f"{plan.name} public at {edge.url} -> 127.0.0.1:{plan.port} (http:// gets a 301 to https://)")
         return edge
 
     def _wait_ready(self, deployment: Deployment) -> None:
-        deadline = time.monotonic() + _BUILTIN_READY_TIMEOUT
-        while not self._halt.is_set() and time.monotonic() < deadline:
-            try:
-                deployment.wait_state(FINISHED | {ACTIVE}, timeout=0.2)
-                return
-            except TimeoutError:
-                continue
+        """Until `deployment` is Active or finished: a healthcheck bounds that, else the built-ins' minute."""
+        plan = deployment.plan
+        timeout = plan.healthcheck_timeout if plan.healthcheck_path else _BUILTIN_READY_TIMEOUT
+        if wait_until(lambda: deployment.state in FINISHED | {ACTIVE}, timeout, stopped=self._halt.is_set):
+            return
         if not self._halt.is_set():
-            self.sink.system(f"{deployment.name} not ready after {_BUILTIN_READY_TIMEOUT:g}s; starting the rest anyway")
+            self.sink.system(f"{deployment.name} not ready after {timeout:g}s; starting what references it anyway")
 
     def _changed(self, deployment: Deployment) -> None:
         with self._lock:
@@ -229,7 +223,7 @@ class Supervisor:
                 deployment, edge = self.deployments.get(name), self.edges.get(name)
                 pid = None if final or deployment is None else deployment.pid
                 services[name] = {
-                    "service": plan.env.get("RAILWAY_SERVICE_NAME", name),  # replicas share it
+                    "service": _service(plan),
                     "kind": plan.kind,
                     "state": deployment.state if deployment else FAILED,
                     "pid": pid, "pgid": pid,  # each service leads its own process group
@@ -250,19 +244,12 @@ class Supervisor:
                 "supervisor": None if final else {"pid": me.pid, "started_at": me.create_time()},
                 "services": services,
             }
-            _write_json(self.state_dir / RUNTIME_FILE, runtime)
+            write_json(StateDir(self.state_dir).runtime_file, runtime)
 
 
 def _postgres(plan: ServicePlan, sink: LogSink, common: dict) -> Deployment:
-    """PostgreSQL in the foreground as the deployment's process, its data in a volume under the state dir."""
-    password = plan.env.get("POSTGRES_PASSWORD") or plan.env.get("PGPASSWORD")
-    if not password:
-        raise ValueError(f"{plan.name}: a postgres plan needs POSTGRES_PASSWORD in its environment")
-    # The planner points PGDATA into the service's volume directory.
-    data_dir = Path(plan.env.get("PGDATA") or Path(plan.cwd) / "pgdata")
-    server = PostgresServer(data_dir, port=plan.port, password=password)
-    # The postmaster itself rather than pg_ctl, so it is the deployment's process and its lines the deploy log.
-    argv, user = server.foreground_command()
+    """PostgreSQL as the plan runs it, initialised first and ready once it accepts connections."""
+    server = postgres_server(plan.env, Path(plan.cwd), plan.port)
     database = plan.env.get("POSTGRES_DB") or plan.env.get("PGDATABASE") or "railway"
 
     def ready(stopped) -> bool:
@@ -272,36 +259,29 @@ def _postgres(plan: ServicePlan, sink: LogSink, common: dict) -> Deployment:
         server.create_database(database)  # as the postgres image does for POSTGRES_DB on first start
         return True
 
-    return Deployment(dataclasses.replace(plan, argv=tuple(argv)), sink, prepare=server.init, ready=ready,
-                      user=user, **common)
+    return Deployment(plan, sink, prepare=server.init, ready=ready, **common)
 
 
 def _wait_port(port: int, stopped, timeout: float = _BUILTIN_READY_TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not stopped() and time.monotonic() < deadline:
+    def answers() -> bool:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return True
         except OSError:
-            time.sleep(0.05)
-    return False
+            return False
+
+    return bool(wait_until(answers, timeout, interval=0.05, stopped=stopped))
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+def _service(plan: ServicePlan) -> str:
+    return plan.env.get("RAILWAY_SERVICE_NAME", plan.name)  # replicas share it
 
 
 # -- for another process: `status` and `down`
 
 def read_runtime(state_dir: Path) -> dict | None:
     """The last `runtime.json` written under `state_dir`, or None if the emulator never ran there."""
-    try:
-        return json.loads((Path(state_dir) / RUNTIME_FILE).read_text())
-    except FileNotFoundError:
-        return None
+    return StateDir(state_dir).read_runtime()
 
 
 def supervisor_alive(runtime: dict) -> bool:
@@ -338,22 +318,20 @@ def stop_from_state_file(state_dir: Path, timeout: float | None = None) -> list[
     for service in after["services"].values():
         if service.get("pid"):
             service.update(pid=None, pgid=None, started_at=None, state=REMOVED)
-    _write_json(Path(state_dir) / RUNTIME_FILE, after)
+    write_json(StateDir(state_dir).runtime_file, after)
     return stopped
 
 
 def _wait_gone(proc: psutil.Process, timeout: float) -> bool:
     # Polled rather than psutil's wait(), which would reap the process, and its exit status, from a parent
     # that is waiting for it (the shell or test that ran `up`).
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def gone() -> bool:
         try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return True
+            return proc.status() == psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return True
-        time.sleep(0.05)
-    return False
+
+    return bool(wait_until(gone, timeout, interval=0.05))
 
 
 def _same_process(pid: int, started_at: float | None) -> psutil.Process | None:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Callable, Mapping, NoReturn
 
 from emulator.plan import BuildError
+from emulator.state import StateDir
 
 REFERENCE = re.compile(r"\$\{\{(.*?)\}\}")
 _TARGET = re.compile(r"^\s*(?:([A-Za-z0-9_-]+)\.)?([A-Za-z_][A-Za-z0-9_]*)\s*$")
@@ -119,16 +120,17 @@ def railway_variables(project: str, environment: str, service: str, *, deploymen
 def resolve(namespaces: Mapping[str, Mapping[str, str]], service: str, secret: SecretSource,
             warnings: list[str] | None = None) -> dict[str, str]:
     """Every variable of `service` with its references substituted; `namespaces` holds each service's
-    variables and "shared". A reference to something that does not exist becomes "", as on Railway, and
-    adds a line to `warnings` naming the reference and the fix. Raises BuildError, naming the service, the
-    variable and the reference, for what cannot be rendered at all (a cycle, a malformed reference)."""
-    resolver = _Resolver(namespaces, secret, service, warnings if warnings is not None else [])
+    variables and "shared". Raises BuildError, naming the service, the variable and the reference, for what
+    cannot be rendered at all (a cycle, a malformed reference). A reference to something that does not exist
+    is one too, unless `warnings` is given: then it becomes "", as Railway renders it, and adds a line to
+    `warnings` naming the reference and the fix (the planner's way; the emulator's own steps stay strict)."""
+    resolver = _Resolver(namespaces, secret, service, warnings)
     return {name: resolver.value(service, name, ()) for name in namespaces[service]}
 
 
 class _Resolver:
     def __init__(self, namespaces: Mapping[str, Mapping[str, str]], secret: SecretSource, service: str,
-                 warnings: list[str]):
+                 warnings: list[str] | None):
         self.namespaces, self.secret, self.service, self.warnings = namespaces, secret, service, warnings
         self.done: dict[tuple[str, str], str] = {}
         self.active: list[tuple[str, str]] = []
@@ -178,6 +180,8 @@ class _Resolver:
         return self.value(other, var, chain)
 
     def _unresolved(self, chain: tuple[str, ...], problem: str) -> str:
+        if self.warnings is None:
+            self._fail(chain, problem)
         self.warnings.append(f"⚠ {self._where(chain)}, which Railway renders as an empty string: {problem}")
         return ""
 
@@ -251,7 +255,7 @@ def secret_store(state_dir: Path) -> SecretSource:
     only when the state (and with it the Postgres volume) is wiped."""
 
     def secret(namespace: str, variable: str, length: int, alphabet: str) -> str:
-        path = Path(state_dir) / "secrets" / f"{namespace}.{variable}"
+        path = StateDir(state_dir).secrets / f"{namespace}.{variable}"
         if path.is_file():
             return path.read_text()
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -116,7 +116,8 @@ def test_run_passes_the_services_environment_and_the_exit_code(state, capfd):
 
 def test_run_reaches_a_service_the_last_up_left_out(state, capfd):
     state.mkdir(parents=True)
-    (state / "project.json").write_text(json.dumps({"options": {"services": ["web"], "deploy": False}}))
+    (state / "project.json").write_text(json.dumps({"options": {"services": ["web"], "deploy": False,
+                                                                "first_run_timeout": 300}}))  # an older up's
     assert emulator(state, "run", "worker", "--", "printenv", "PREFECT_WORK_POOL") == 0
     assert capfd.readouterr().out.strip() == "hyperliquid-vault-ingestion"
 
@@ -173,3 +174,30 @@ def test_down_and_reset_with_nothing_running(state, capsys):
     (state / "volumes").mkdir(parents=True)
     assert emulator(state, "reset") == 0
     assert not state.exists()
+
+
+def test_repo_and_stack_may_live_apart_and_the_state_sits_beside_the_stack_file(tmp_path, capsys):
+    repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    repo.mkdir()
+    elsewhere.mkdir()
+    stack = elsewhere / "mine.stack.toml"
+    stack.write_text('[project]\nname = "mine"\n[services.web]\nstart_command = "true"\n')
+    assert main(["--repo", str(repo), "--stack", str(stack), "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["state_dir"] == str(elsewhere.resolve() / ".emulator-mine")
+    project = Project(stack, None, repo)
+    assert (project.repo_dir, project.stack_file) == (repo.resolve(), stack.resolve())
+    (repo / "railway.stack.toml").write_text(stack.read_text())
+    assert main(["--repo", str(repo), "status", "--json"]) == 0  # --repo alone: its railway.stack.toml
+    assert json.loads(capsys.readouterr().out)["state_dir"] == str(repo.resolve() / ".emulator")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--repo", "/nonexistent/repo", "--stack", str(STACK), "status"], "--repo /nonexistent/repo: no such directory"),
+    (["--repo", "/", "status"], "/railway.stack.toml: no such stack file; create it or pass --stack PATH"),
+    (["--stack", str(STACK), "up", "--step-timeout", "nope=3"], "--step-timeout nope: the stack has no such step; "
+                                                                 "its steps: deploy, first-run, vaults"),
+    (["--stack", str(STACK), "up", "--step-timeout", "deploy"], "write STEP=SECONDS"),
+])
+def test_bad_locations_and_step_timeouts_are_clear_errors(args, message, capsys):
+    assert main(args) == 1
+    assert message in capsys.readouterr().err

@@ -98,13 +98,15 @@ def test_up_runs_the_first_sync_vaults_and_status_shows_the_stack(state, first_u
     assert now["running"] and now["phase"] == "ready"
     assert {name: group["state"] for name, group in now["services"].items()} == {
         "Postgres": "Active", "web": "Active", "worker": "Active", "hyperliquid": "Active"}
-    assert now["first_run"]["state"] == "Completed" and now["first_run"]["vaults"] > 0
+    steps = {step["name"]: step for step in now["steps"]}
+    assert [step["state"] for step in now["steps"]] == ["done", "done", "done"]
+    assert steps["first-run"]["flow_run"]["state"] == "Completed" and steps["vaults"]["value"] > 0
     assert now["pool"] == {"name": "hyperliquid-vault-ingestion", "status": "READY", "workers_online": 1}
     # The UI through the edge, over TLS, tells the browser to call the API the same way.
     settings = httpx.get(f"{now['ui_url']}/ui-settings", verify=str(state / "tls" / "edge.crt")).json()
     assert settings["api_url"] == now["api_url"] == f"{now['ui_url']}/api"
     with psycopg.connect(app_database(state)) as conn:
-        assert conn.execute("SELECT count(*) FROM vaults").fetchone()[0] == now["first_run"]["vaults"]
+        assert conn.execute("SELECT count(*) FROM vaults").fetchone()[0] == steps["vaults"]["value"]
     build = (state / "logs" / "web.build.log").read_text()
     assert "↳ Found web command in Procfile" in build and "[1/1] Healthcheck succeeded!" in build
     password = emulator(state, "run", "Postgres", "--", "printenv", "POSTGRES_PASSWORD").stdout.strip()
@@ -136,16 +138,17 @@ def replicas_up(state, first_up):
 def test_data_survives_down_and_up(state, replicas_up):
     before, _ = replicas_up
     now = status(state)
-    assert now["variant"] == "worker-replicas" and now["first_run"] is None
+    assert now["variant"] == "worker-replicas" and now["steps"] == []
     assert now["ui_url"] == before["ui_url"]  # the edge port is kept, so an open browser tab still works
     with httpx.Client(base_url=now["api_url"], verify=str(state / "tls" / "edge.crt"), timeout=30) as api:
-        first_run = api.get(f"/flow_runs/{before['first_run']['id']}").raise_for_status().json()
+        steps = {step["name"]: step for step in before["steps"]}
+        first_run = api.get(f"/flow_runs/{steps['first-run']['flow_run']['id']}").raise_for_status().json()
         assert first_run["state"]["type"] == "COMPLETED"
         assert api.get("/deployments/name/sync-vaults/hourly").raise_for_status().json()["id"] == \
             first_run["deployment_id"]
     with psycopg.connect(app_database(state)) as conn:
         assert conn.execute("SELECT answer FROM kept_across_deploys").fetchone() == (42,)
-        assert conn.execute("SELECT count(*) FROM vaults").fetchone()[0] == before["first_run"]["vaults"]
+        assert conn.execute("SELECT count(*) FROM vaults").fetchone()[0] == steps["vaults"]["value"]
 
 
 def test_worker_replicas_run_every_flow_run_exactly_once(state, replicas_up):

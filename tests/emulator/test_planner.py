@@ -84,7 +84,7 @@ def test_postgres_gets_railways_variables_pointed_at_its_local_server_and_volume
     assert (pg.env["PGHOST"], pg.env["PGPORT"], pg.env["PGUSER"], pg.env["PGDATABASE"]) == (
         "127.0.0.1", str(pg.port), "postgres", "railway")
     assert pg.env["PGDATA"] == f"{volume}/pgdata"
-    assert "PATH" not in pg.env and pg.argv == ()
+    assert "PATH" not in pg.env
 
 
 def test_the_postgres_password_is_stable_across_runs(plan):
@@ -367,3 +367,15 @@ def test_remove_homes_deletes_each_deployments_home(plan, state):
     plan()
     remove_homes(state)
     assert not (state / "homes").exists()
+
+
+def test_every_plan_is_finished_with_its_references_for_the_start_order(plan, repo):
+    plans = plan()
+    assert plans["web"].depends_on == ("Postgres",)
+    assert plans["worker"].depends_on == ("Postgres", "hyperliquid", "web")
+    assert plans["Postgres"].depends_on == () and plans["hyperliquid"].depends_on == ()
+    # The built-ins' commands too: nothing is left for the supervisor to fill in.
+    postgres, replay = plans["Postgres"], plans["hyperliquid"]
+    assert Path(postgres.argv[0]).name == "postgres" and str(postgres.port) in postgres.argv
+    assert postgres.argv[postgres.argv.index("-D") + 1] == postgres.env["PGDATA"]
+    assert replay.argv[1:] == ("-m", "emulator.replay", str(repo.resolve() / "cassettes"), str(replay.port))

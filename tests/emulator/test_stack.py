@@ -116,7 +116,7 @@ def test_an_unknown_variant_lists_the_known_ones():
 
 @pytest.mark.parametrize("text, message", [
     ("[services.web]\nstart_comand = 'x'\n", "services.web.start_comand: unknown key; known keys: source, builder"),
-    ("[servces.web]\n", "servces: unknown key; known keys: project, shared, services, variants"),
+    ("[servces.web]\n", "servces: unknown key; known keys: project, shared, services, prefect, urls, steps, variants"),
     ("[services.web]\nbuilder = 'heroku'\n",
      "services.web.builder = 'heroku' is not one of: railpack, nixpacks, dockerfile"),
     ("[services.web]\nrestart_policy = 'sometimes'\n",
@@ -188,3 +188,45 @@ def test_variables_for_a_service_that_does_not_exist_are_refused():
         load_stack(SHIPPED, variables={"wroker": {"X": "1"}})
     with pytest.raises(StackError, match="no such service"):
         load_stack(SHIPPED, "no-worker", {"worker": {"X": "1"}})
+
+
+def test_the_shipped_steps_deploy_run_once_and_count_rows_in_the_stack_files_own_words():
+    stack = load_stack(SHIPPED)
+    assert (stack.prefect.server, stack.prefect.work_pool) == ("web", "${{shared.PREFECT_WORK_POOL}}")
+    assert stack.urls == {"Prefect UI": "https://${{web.RAILWAY_PUBLIC_DOMAIN}}",
+                          "Prefect API": "https://${{web.RAILWAY_PUBLIC_DOMAIN}}/api"}
+    assert [(s.name, s.action, s.service) for s in stack.steps] == [
+        ("deploy", "run", "web"), ("first-run", "flow_run", None), ("vaults", "sql", None)]
+    deploy, first, vaults = stack.steps
+    assert deploy.target.startswith("vault-ingest deploy") and "$EMULATOR_SNAPSHOT_URL" in deploy.target
+    assert (first.target, first.timeout) == ("sync-vaults/hourly", 300.0)
+    assert vaults.variables == {"DATABASE_URL": "${{Postgres.DATABASE_URL}}"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[[steps]]\nname = 'a'\n", "steps[0] (a) needs exactly one of run, flow_run, sql, http; it has none"),
+    ("[[steps]]\nrun = 'x'\nhttp = 'y'\n", "steps[0] (1) needs exactly one of run, flow_run, sql, http; it has run, http"),
+    ("[[steps]]\nflow_run = 'sync-vaults'\n", 'write "<flow name>/<deployment name>"'),
+    ("[[steps]]\nname = 'a'\nrun = 'x'\n[[steps]]\nname = 'a'\nrun = 'y'\n", "two steps are named 'a'"),
+    ("[[steps]]\nrun = 'x'\nwait = 'y'\n", "steps[0].wait: unknown key; known keys: name, service, variables"),
+    ("[[steps]]\nrun = 'x'\ntimeout = 0\n", "steps[0].timeout = 0 must be a number of seconds >= 1"),
+    ("[prefect]\nwork_pool = 'p'\n", "prefect.server is missing; name the service that runs the Prefect server"),
+    ("[urls]\nUI = 3\n", "urls.UI must be a string"),
+])
+def test_invalid_steps_name_the_step_and_the_fix(tmp_path, text, message):
+    with pytest.raises(StackError) as failure:
+        load_stack(stack_file(tmp_path, text))
+    assert message in str(failure.value)
+
+
+def test_a_variant_replaces_the_steps_whole(tmp_path):
+    path = stack_file(tmp_path, """
+[[steps]]
+run = "a"
+[[steps]]
+run = "b"
+[variants.one]
+steps = [{ name = "only", http = "http://127.0.0.1:1/" }]
+""")
+    assert [s.target for s in load_stack(path).steps] == ["a", "b"]
+    assert [(s.name, s.action) for s in load_stack(path, "one").steps] == [("only", "http")]

@@ -14,8 +14,10 @@ import psutil
 import psycopg
 import pytest
 
+from emulator.errors import SupervisorError
 from emulator.logs import LogSink
 from emulator.plan import BuildError, ServicePlan
+from emulator.planner import postgres_command
 from emulator.postgres import free_port
 from emulator.process import ACTIVE, COMPLETED, CRASHED, FAILED, REMOVED
 from emulator.supervisor import Supervisor, read_runtime, stop_from_state_file, supervisor_alive
@@ -136,10 +138,21 @@ def test_services_are_independent_and_each_gets_its_state(supervised, tmp_path):
     assert after["supervisor"] is None and all(not s.get("pid") for s in after["services"].values())
 
 
+def test_a_service_starts_once_the_services_it_references_are_active(supervised, tmp_path):
+    port = free_port()
+    db = bash("db", f"sleep 1; exec {sys.executable} -m http.server {port} --bind 127.0.0.1", tmp_path, port=port,
+              healthcheck_path="/", healthcheck_timeout=30)
+    plans = {"app": bash("app", "sleep 300", tmp_path, depends_on=("db",)), "db": db}
+    supervisor = supervised(plans)
+    assert supervisor.wait_state("app", [ACTIVE], 40) == ACTIVE
+    lines = (tmp_path / "state" / "logs" / "emulator.log").read_text().splitlines()
+    assert lines.index("db Active") < next(i for i, line in enumerate(lines) if line.startswith("app started"))
+
+
 def test_an_edge_port_in_use_is_a_clear_error(supervised, tmp_path):
     plan = web(tmp_path)
     with socket.create_server(("127.0.0.1", int(plan.public_domain.split(":")[1]))):
-        with pytest.raises(RuntimeError, match="cannot listen on 127.0.0.1:"):
+        with pytest.raises(SupervisorError, match="cannot listen on 127.0.0.1:"):
             supervised({"web": plan})
 
 
@@ -154,17 +167,20 @@ def pg_state_dir():
 def test_postgres_and_replay_builtins(pg_state_dir, supervised, tmp_path):  # the dir outlives the services
     pg_port, replay_port = free_port(), free_port()
     volume = pg_state_dir / "volumes" / "postgres"
+    env = {"POSTGRES_PASSWORD": "pg-secret-pw", "POSTGRES_DB": "railway", "PGDATA": str(volume / "pgdata")}
+    argv, user = postgres_command(env, volume, pg_port)  # the planner finishes every plan, the builtins' too
+    replay = (sys.executable, "-m", "emulator.replay", str(REPO / "cassettes"), str(replay_port))
     plans = {
-        "Postgres": ServicePlan(name="Postgres", kind="postgres", argv=(), cwd=volume, port=pg_port,
-                                env={"POSTGRES_PASSWORD": "pg-secret-pw", "POSTGRES_DB": "railway",
-                                     "PGDATA": str(volume / "pgdata")},
-                                secrets=frozenset({"pg-secret-pw"})),
-        "hyperliquid": ServicePlan(name="hyperliquid", kind="replay", argv=(), cwd=REPO, port=replay_port, env={}),
+        "Postgres": ServicePlan(name="Postgres", kind="postgres", argv=argv, user=user, cwd=volume, port=pg_port,
+                                env=env, secrets=frozenset({"pg-secret-pw"})),
+        "hyperliquid": ServicePlan(name="hyperliquid", kind="replay", argv=replay, cwd=REPO, port=replay_port, env={}),
     }
     supervisor = supervised(plans, state_dir=pg_state_dir)
     logs = pg_state_dir / "logs"
-    assert supervisor.state("Postgres") == ACTIVE, [p.read_text()[-2000:] for p in logs.glob("Postgres.*")]
-    assert supervisor.state("hyperliquid") == ACTIVE
+    # Neither references the other, so start() waits for neither (a service waits only for its references).
+    assert supervisor.wait_state("Postgres", {ACTIVE, FAILED}, 60) == ACTIVE, \
+        [p.read_text()[-2000:] for p in logs.glob("Postgres.*")]
+    assert supervisor.wait_state("hyperliquid", {ACTIVE, FAILED}, 60) == ACTIVE
     url = f"postgresql://postgres:pg-secret-pw@127.0.0.1:{pg_port}/railway"
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("railway",)
@@ -185,7 +201,7 @@ def test_down_from_another_process_stops_everything(background, tmp_path):
     assert len(members) == 2
 
     second = Supervisor({"worker": plan}, tmp_path / "state", LogSink(None, console=None))
-    with pytest.raises(RuntimeError, match="already running"):
+    with pytest.raises(SupervisorError, match="already running"):
         second.start()
     second.stop()  # as `up` does after a failed start: it must not disown the running emulator
     assert supervisor_alive(read_runtime(tmp_path / "state"))

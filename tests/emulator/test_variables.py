@@ -113,6 +113,13 @@ def test_an_unknown_shared_variable_renders_empty():
                                   "string: shared has no variable NOPE;")
 
 
+def test_without_a_warnings_list_an_unresolvable_reference_is_a_build_error():
+    # The emulator's own steps and URLs resolve strictly: a typo there is the developer's, not Railway's.
+    message = "web: variable X references ${{shared.NOPE}}: shared has no variable NOPE"
+    with pytest.raises(BuildError, match=re.escape(message)):
+        resolve({"shared": {}, "web": {"X": "${{shared.NOPE}}"}}, "web", fixed_secret)
+
+
 def test_a_public_domain_reference_to_a_service_without_one_says_to_generate_it():
     warnings = []
     resolved({"web": {}, "worker": {"API": "https://${{web.RAILWAY_PUBLIC_DOMAIN}}/api"}}, "worker", warnings)

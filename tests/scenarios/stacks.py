@@ -85,7 +85,7 @@ class Spec:
 
     def up_args(self) -> list[str]:
         services = load_stack(STACK_FILE, self.variant).services
-        args = ["up", "--detach", "--draining-seconds", "5", "--first-run-timeout", f"{self.first_run_timeout:g}"]
+        args = ["up", "--detach", "--draining-seconds", "5", "--step-timeout", f"first-run={self.first_run_timeout:g}"]
         if self.variant:
             args += ["--variant", self.variant]
         if not self.deploy:
@@ -144,6 +144,12 @@ class Stack:
 
     def project(self) -> dict:
         return json.loads((self.state / "project.json").read_text())
+
+    def first_run(self) -> dict:
+        """The flow run of the stack file's `first-run` step ({id, name, state}) and the rows its `vaults` step
+        counted (None until that step is done)."""
+        steps = {step["name"]: step for step in self.project()["steps"]}
+        return {**steps["first-run"].get("flow_run", {}), "vaults": steps["vaults"].get("value")}
 
     def runtime(self) -> dict:
         return json.loads((self.state / "runtime.json").read_text())

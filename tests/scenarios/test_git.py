@@ -31,7 +31,7 @@ def stacks(scenario_root):
 def test_a_railpack_worker_without_git_crashes_every_run_and_writes_nothing(stacks):
     stack = stacks[GITLESS.name]
     assert stack.up_result.returncode == 1, up_output(stack)
-    first_run = stack.project()["first_run"]
+    first_run = stack.first_run()
     assert first_run["state"] == "Crashed", up_output(stack)
     with stack.api() as api:
         run = api.get(f"/flow_runs/{first_run['id']}").json()
@@ -73,7 +73,7 @@ def test_a_worker_image_with_git_completes_a_run_with_rows(stacks, spec, builder
 
 
 def assert_completed_with_rows(stack: Stack) -> None:
-    first_run = stack.project()["first_run"]
+    first_run = stack.first_run()
     assert first_run["state"] == "Completed"
     assert first_run["vaults"] and stack.count(VAULTS) == first_run["vaults"]
     assert stack.doctor_inside("worker")["git"]["status"] == "pass"

@@ -38,7 +38,7 @@ def test_without_a_worker_service_the_pool_and_deployments_stay_not_ready(broken
     stack = broken[NO_WORKER.name]
     assert "worker" not in stack.status()["services"]
     assert stack.all_ready("NOT_READY")
-    first_run = stack.project()["first_run"]["id"]
+    first_run = stack.first_run()["id"]
     with stack.api() as api:
         wait_until(lambda: api.get(f"/flow_runs/{first_run}").json()["state"]["name"] == "Late", timeout=60,
                    what="the first run to go Late")
@@ -70,7 +70,7 @@ def test_a_worker_service_without_a_start_command_runs_web_and_the_pool_stays_no
 def test_the_shipped_start_command_makes_them_ready_and_a_stopped_worker_not_ready_again(broken, tmp_path):
     stack = broken[WORKER_RUNS_WEB.name]
     with stack.api() as api:  # the first run would keep the worker draining at its stop; it is not the point
-        api.delete(f"/flow_runs/{stack.project()['first_run']['id']}").raise_for_status()
+        api.delete(f"/flow_runs/{stack.first_run()['id']}").raise_for_status()
 
     # The worker service's variables and runtime with the Custom Start Command the stack file ships.
     worker = stack.spawn("worker", "bash", "start_worker.sh", log=tmp_path / "worker.log")

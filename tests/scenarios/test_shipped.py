@@ -67,7 +67,7 @@ def test_the_launcher_gives_a_dashboard_that_lists_the_deployments(shipped, brow
 def test_railpack_with_git_in_deploy_apt_packages_completes_a_run_with_rows(shipped):
     assert "git" in json.loads((ROOT / "railpack.json").read_text())["deploy"]["aptPackages"]
     assert "↳ Using config file `railpack.json`" in shipped.log("worker", "build")
-    first_run = shipped.project()["first_run"]
+    first_run = shipped.first_run()
     assert first_run["state"] == "Completed"
     assert first_run["vaults"] and shipped.count(VAULTS) == first_run["vaults"]
     assert shipped.doctor_inside("worker")["git"]["status"] == "pass"

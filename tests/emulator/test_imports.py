@@ -1,0 +1,22 @@
+"""The emulator knows no application: importing every module of it loads nothing of vault_ingest."""
+
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import emulator
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_no_emulator_module_imports_the_application():
+    # __main__ runs the CLI; it imports emulator.cli and nothing else.
+    modules = sorted(f"emulator.{m.name}" for m in pkgutil.iter_modules(emulator.__path__) if m.name != "__main__")
+    assert {"emulator.cli", "emulator.project", "emulator.bootstrap", "emulator.supervisor"} <= set(modules)
+    script = ("import importlib, sys\n"
+              f"for name in {modules!r}:\n"
+              "    importlib.import_module(name)\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'vault_ingest'))")
+    found = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"
