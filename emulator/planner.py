@@ -3,8 +3,10 @@
 Railway services are independent, so a service whose variables or build fail gets a BuildError and the
 others are planned anyway. The local stand-ins for what a container would give a process:
 
-- Ports: every replica listens on its own free local port, exposed as PORT; `${{svc.PORT}}` resolves to
-  the same number and `<slug>.railway.internal:<port>` is rewritten to it. A user-set PORT is honoured
+- Ports: every replica listens on its own free local port, exposed as PORT, and
+  `<slug>.railway.internal:<port>` is rewritten to it. As on Railway, that injected PORT is not a variable:
+  `${{svc.PORT}}` resolves only where the user set PORT (or on the Hyperliquid stand-in, which plays a
+  service with PORT set), and renders empty elsewhere (emulator/variables.py). A user-set PORT is honoured
   as is (it must be free locally, and rules out replicas).
 - The image: PATH is the project's venv bin (the installed project) followed by a directory of symlinks
   to the host's executables, minus the optional tools the image lacks and minus every package manager,
@@ -42,8 +44,8 @@ from emulator.stack import Service, Stack
 from emulator.state import StateDir
 from emulator.postgres import PostgresServer
 from emulator.variables import (
-    POSTGRES_PORT, POSTGRES_TEMPLATE, POSTGRES_VOLUME, RAILWAY_PORT, Endpoint, localize, railway_variables,
-    referenced_services, resolve, secret_store, secret_values, slug,
+    POSTGRES_PORT, POSTGRES_TEMPLATE, POSTGRES_VOLUME, RAILWAY_PORT, Endpoint, localize, loopback_warnings,
+    railway_variables, referenced_services, resolve, secret_store, secret_values, slug,
 )
 
 TOOL_EXECUTABLES = {
@@ -95,9 +97,11 @@ class _Planner:
         ports_for = {**kept, **dict(zip(wanted, _free_ports(len(wanted))))}
         self.domains = {name: edge_domain(ports_for[name]) for name in public}  # a domain only if asked for
         self.endpoints = {
-            slug(name): Endpoint(self._railway_port(service), self.ports.get(self.instances[name][0], 0))
+            slug(name): Endpoint(self._railway_port(service), self.ports.get(self.instances[name][0], 0),
+                                 dual_stack=service.source != "repo")
             for name, service in stack.services.items()
         }
+        self.warnings: dict[str, list[str]] = {}  # build-log lines about each service's variables
         self.deployments = {name: str(uuid.uuid4()) for name in stack.services}
         self.replica_ids = {instance: str(uuid.uuid4()) for names in self.instances.values() for instance in names}
         self.secret = secret_store(state_dir)
@@ -151,8 +155,9 @@ class _Planner:
         return self._plan(service, instance, variables, env, kind=service.source, argv=argv, cwd=cwd, user=user)
 
     def _plan(self, service: Service, instance: str, variables: dict[str, str], env: dict[str, str],
-              **fields) -> ServicePlan:
+              build_log: tuple[str, ...] = (), **fields) -> ServicePlan:
         return ServicePlan(
+            build_log=(*self.warnings.get(service.name, ()), *build_log),
             name=instance,
             env=env,
             port=self.ports[instance],
@@ -175,7 +180,14 @@ class _Planner:
         namespaces = {"shared": self.stack.shared}
         for name, other in self.stack.services.items():
             namespaces[name] = self._namespace(other, index if name == service.name else 0)
-        return resolve(namespaces, service.name, self.secret)
+        warnings: list[str] = []
+        variables = resolve(namespaces, service.name, self.secret, warnings)
+        by_name = {name: self.endpoints[slug(name)] for name in self.stack.services}
+        # As the user set them: locally a public domain is loopback too.
+        self.warnings[service.name] = [*warnings, *loopback_warnings(service.name, service.variables, by_name)]
+        if service.source != "postgres":
+            variables.setdefault("PORT", str(self.ports.get(self.instances[service.name][index], 0)))
+        return variables
 
     def _namespace(self, service: Service, index: int) -> dict[str, str]:
         instance = self.instances[service.name][index]
@@ -188,12 +200,12 @@ class _Planner:
             # PGPORT is Postgres's "port variable": anything reading it must reach the local server.
             variables.update(POSTGRES_TEMPLATE, PGPORT=port, RAILWAY_VOLUME_NAME=f"{slug(service.name)}-volume",
                              RAILWAY_VOLUME_MOUNT_PATH=POSTGRES_VOLUME)
-        else:
-            variables["PORT"] = port
+        elif service.source == "replay":
+            variables["PORT"] = port  # the injected PORT is added after resolving, out of references' reach
         return {**variables, **service.variables}
 
     def _local(self, variables: Mapping[str, str]) -> dict[str, str]:
-        return {key: localize(value, self.endpoints) for key, value in variables.items()}
+        return {key: localize(value, self.endpoints, self.stack.private_network) for key, value in variables.items()}
 
     @functools.cached_property
     def _trust(self) -> dict[str, str]:

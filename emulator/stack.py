@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from emulator.errors import StackError
+from emulator.variables import PRIVATE_NETWORKS
 
 SOURCES = ("repo", "postgres", "replay")
 BUILDERS = ("railpack", "nixpacks", "dockerfile")
@@ -25,7 +26,7 @@ RESTART_POLICIES = ("ON_FAILURE", "ALWAYS", "NEVER")
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TOP_KEYS = ("project", "shared", "services", "prefect", "urls", "steps", "variants")
-_PROJECT_KEYS = ("name", "environment")
+_PROJECT_KEYS = ("name", "environment", "private_network")
 _VARIANT_KEYS = ("description", "remove", "project", "shared", "services", "prefect", "urls", "steps")
 _PREFECT_KEYS = ("server", "work_pool")
 _STEP_KEYS = ("name", "service", "variables", "run", "flow_run", "sql", "http", "timeout")
@@ -90,6 +91,7 @@ class Stack:
     prefect: Prefect | None = None
     urls: Mapping[str, str] = field(default_factory=dict)  # label -> URL (references allowed), printed by `up`
     steps: tuple[Step, ...] = ()
+    private_network: str = PRIVATE_NETWORKS[0]  # the environment's: "dual-stack" (new) | "ipv6-only" (legacy)
 
 
 def list_variants(path: Path) -> dict[str, str]:
@@ -183,6 +185,8 @@ def _stack(path: Path, doc: dict, variant: str | None) -> Stack:
         shared=_variables(path, "shared", doc.get("shared", {})),
         services={name: _service(path, name, body) for name, body in services.items()},
         variant=variant,
+        private_network=_choice(path, "project.private_network", project.get("private_network", PRIVATE_NETWORKS[0]),
+                                PRIVATE_NETWORKS, str.lower),
         prefect=_prefect(path, doc["prefect"]) if "prefect" in doc else None,
         urls=_urls(path, doc.get("urls", {})),
         steps=tuple(_step(path, index, body) for index, body in enumerate(steps)),

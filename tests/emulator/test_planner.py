@@ -67,7 +67,7 @@ def test_references_reach_the_other_services_local_ports(plan):
     plans = plan()
     web, worker, pg, replay = plans["web"], plans["worker"], plans["Postgres"], plans["hyperliquid"]
     password = pg.env["POSTGRES_PASSWORD"]
-    assert worker.env["PREFECT_API_URL"] == f"http://127.0.0.1:{web.port}/api"
+    assert worker.env["PREFECT_API_URL"] == f"https://{web.public_domain}/api"  # through the edge
     assert worker.env["DATABASE_URL"] == f"postgresql://postgres:{password}@127.0.0.1:{pg.port}/railway"
     assert web.env["PREFECT_API_DATABASE_CONNECTION_URL"] == worker.env["DATABASE_URL"].replace("/railway", "/prefect")
     assert worker.env["HYPERLIQUID_STATS_URL"] == f"http://127.0.0.1:{replay.port}/Mainnet/vaults"
@@ -111,7 +111,7 @@ def test_pinned_ports_and_edge_domains_are_used(plan):
                  edge_domains={"web": "127.0.0.1:45113", "worker": "127.0.0.1:45114"})
     assert plans["web"].port == 45111 and plans["Postgres"].port == 45112
     assert plans["web"].public_domain == plans["web"].env["RAILWAY_PUBLIC_DOMAIN"] == "127.0.0.1:45113"
-    assert plans["worker"].env["PREFECT_API_URL"] == "http://127.0.0.1:45111/api"
+    assert plans["worker"].env["PREFECT_API_URL"] == "https://127.0.0.1:45113/api"
     assert "RAILWAY_PUBLIC_DOMAIN" not in plans["worker"].env and plans["worker"].public_domain is None
 
 
@@ -211,14 +211,83 @@ def test_one_failing_service_does_not_stop_the_others(repo, state, tmp_path):
 [services.worker]
 start_command = "run"
 [services.worker.variables]
-API = "${{wbe.PORT}}"
+API = "${{B}}"
+B = "${{API}}"
 """)
     plans = plan_stack(stack, repo, state)
     assert isinstance(plans["web"], ServicePlan)
     assert isinstance(plans["worker"], BuildError)
     assert str(plans["worker"]) == (
-        "worker: variable API references ${{wbe.PORT}}: there is no service named wbe (services: web, worker)"
+        "worker: variable API references ${{B}}, which references ${{API}}: the references form a cycle "
+        "(worker.API -> worker.B -> worker.API)"
     )
+
+
+def test_a_reference_to_the_injected_port_renders_empty_and_the_build_log_says_why(repo, state, tmp_path):
+    stack = write_stack(tmp_path, """
+[services.web]
+[services.worker]
+start_command = "run"
+[services.worker.variables]
+API = "http://${{web.RAILWAY_PRIVATE_DOMAIN}}:${{web.PORT}}/api"
+SELF = "${{PORT}}"
+""")
+    plans = plan_stack(stack, repo, state)
+    worker = plans["worker"]
+    # Deployed anyway, with the URL Railway would give it: an empty port, so port 80 and a refused connection.
+    assert worker.env["API"] == "http://127.0.0.1:/api" and worker.env["SELF"] == ""
+    assert worker.env["PORT"] == str(worker.port)  # injected all the same
+    warnings = [line for line in worker.build_log if line.startswith("⚠")]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("⚠ worker: variable API references ${{web.PORT}}, which Railway renders as an "
+                                  "empty string: web has no variable PORT; the PORT Railway injects at runtime")
+    assert "set PORT on web" in warnings[0]
+    assert warnings[1].endswith('set PORT on worker (e.g. PORT = "8080") or read $PORT at runtime')
+    assert "$ run" in worker.build_log  # the builder's lines follow
+    assert not [line for line in plans["web"].build_log if line.startswith("⚠")]
+
+
+def test_the_shipped_stack_has_no_variable_warnings(plan):
+    for name, service in plan().items():
+        assert not [line for line in service.build_log if line.startswith("⚠")], name
+
+
+def test_an_ipv6_only_environment_reaches_services_over_ipv6_loopback(repo, state, tmp_path):
+    stack = write_stack(tmp_path, """private_network = "ipv6-only"
+[services.Postgres]
+source = "postgres"
+[services.web]
+[services.web.variables]
+PORT = "45140"
+[services.worker]
+start_command = "run"
+[services.worker.variables]
+API = "http://${{web.RAILWAY_PRIVATE_DOMAIN}}:${{web.PORT}}/api"
+HOST = "${{web.RAILWAY_PRIVATE_DOMAIN}}"
+DATABASE_URL = "${{Postgres.DATABASE_URL}}"
+""")
+    assert stack.private_network == "ipv6-only"
+    plans = plan_stack(stack, repo, state)
+    worker, pg = plans["worker"], plans["Postgres"]
+    assert worker.env["API"] == "http://[::1]:45140/api" and worker.env["HOST"] == "::1"
+    # Railway's Postgres listens on IPv6 too; only its local stand-in is IPv4-only, so it stays reachable.
+    assert f"@127.0.0.1:{pg.port}/railway" in worker.env["DATABASE_URL"]
+
+
+def test_localhost_to_another_service_is_warned_about_in_the_build_log(repo, state, tmp_path):
+    stack = write_stack(tmp_path, """
+[services.web]
+[services.web.variables]
+PORT = "4200"
+[services.worker]
+start_command = "run"
+[services.worker.variables]
+PREFECT_API_URL = "http://localhost:4200/api"
+""")
+    worker = plan_stack(stack, repo, state)["worker"]
+    assert ("⚠ worker: variable PREFECT_API_URL points at localhost:4200, which on Railway is worker's own "
+            "container, never another service; use ${{web.RAILWAY_PRIVATE_DOMAIN}} instead of localhost "
+            "(or https://${{web.RAILWAY_PUBLIC_DOMAIN}})") in worker.build_log
 
 
 def test_a_build_failure_is_railways_message(repo, state, tmp_path):

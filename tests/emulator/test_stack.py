@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,45 @@ def test_the_shipped_base_is_the_documented_production_setup():
     assert web.healthcheck_path == "/api/health"
     assert web.variables["PREFECT_API_DATABASE_CONNECTION_URL"].endswith("/prefect")  # not the app's database
     assert (worker.builder, worker.start_command, worker.public_domain) == ("railpack", "bash start_worker.sh", False)
-    assert worker.variables["PREFECT_API_URL"] == "http://${{web.RAILWAY_PRIVATE_DOMAIN}}:${{web.PORT}}/api"
+    assert worker.variables["PREFECT_API_URL"] == "https://${{web.RAILWAY_PUBLIC_DOMAIN}}/api"
     assert worker.variables["RAILPACK_DEPLOY_APT_PACKAGES"] == "git"
     assert (worker.restart_policy, worker.restart_max_retries, worker.replicas) == ("ON_FAILURE", 10, 1)
+    assert stack.private_network == "dual-stack"  # what a new Railway environment gets
+
+
+# What the base sets beyond docs/railway.md, or leaves out of it, and why. The lead turns each into a variant.
+NOT_IN_THE_GUIDE = {
+    ("web", "PREFECT_SERVER_ANALYTICS_ENABLED"),  # the emulated stacks run offline
+    ("worker", "RAILPACK_DEPLOY_APT_PACKAGES"),  # ignored while railpack.json sets the list; variants remove it
+    ("worker", "HYPERLIQUID_API_URL"), ("worker", "HYPERLIQUID_STATS_URL"),  # the local Hyperliquid stand-in
+}
+LEFT_OUT_OF_THE_BASE = {
+    ("web", "PREFECT_SERVER_API_AUTH_STRING"), ("worker", "PREFECT_API_AUTH_STRING"),  # scenarios talk without auth
+    ("worker", "RAILWAY_DEPLOYMENT_DRAINING_SECONDS"),  # 600 s would hold every local `down` of a busy worker
+}
+
+
+def guide_variables() -> dict[tuple[str, str], str]:
+    """The variables blocks of docs/railway.md's `web` and `worker` sections, as a user types them in."""
+    guide = (SHIPPED.parent / "docs" / "railway.md").read_text()
+    found = {}
+    for service in ("web", "worker"):
+        section = re.search(rf"^## \d\. `{service}`.*?(?=^## )", guide, re.S | re.M)[0]
+        block = re.search(r"Variables:\s*```\n(.*?)```", section, re.S)[1]
+        for line in filter(str.strip, block.splitlines()):
+            name, _, value = line.strip().partition("=")
+            found[(service, name)] = value
+    return found
+
+
+def test_the_shipped_base_has_the_guides_variables():
+    stack = load_stack(SHIPPED)
+    guide = guide_variables()
+    base = {(name, var): value for name in ("web", "worker") for var, value in stack.services[name].variables.items()}
+    assert set(base) - set(guide) == NOT_IN_THE_GUIDE
+    assert set(guide) - set(base) == LEFT_OUT_OF_THE_BASE
+    for key in set(guide) & set(base):
+        assert base[key] == guide[key], key
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
