@@ -93,7 +93,8 @@ def _railpack(service: Service, repo_dir: Path, variables: Mapping[str, str], pr
     if config.install_cmd or config.build_cmd:
         raise BuildError("RAILPACK_INSTALL_CMD / RAILPACK_BUILD_CMD are not modelled by the emulator (it runs the "
                          "Python provider's own install only); remove them to deploy locally")
-    python = _detects_python(repo_dir)
+    # python.go Detect: a main file, requirements.txt, pyproject.toml or Pipfile.
+    python = _detects_python(repo_dir) or any((repo_dir / name).is_file() for name in _RAILPACK_MAIN_FILES)
     install = installs.NOTHING
     if python:
         log.append("↳ Detected Python")
@@ -102,7 +103,7 @@ def _railpack(service: Service, repo_dir: Path, variables: Mapping[str, str], pr
     if kind:
         log.append(f"↳ Found {kind} command in Procfile")
     log.extend(_lint_lines(procfile))
-    default = next((f"python {name}" for name in _RAILPACK_MAIN_FILES if python and (repo_dir / name).is_file()), None)
+    default = _railpack_python_start(repo_dir) if python else None
     # provider default < Procfile < the merged deploy.startCommand (railpack.json > RAILPACK_START_CMD), and
     # Railway's Custom Start Command over the image's.
     command = _first(service.start_command, config.start_cmd, procfile_command, default)
@@ -345,6 +346,25 @@ def _nixpacks_default(repo_dir: Path) -> str | None:
         if name:
             return f"python -m {name}"
     return "python main.py" if (repo_dir / "main.py").is_file() else None
+
+
+def _railpack_python_start(repo_dir: Path) -> str | None:
+    """python.go GetStartCommand, Django aside: a framework's server when its dependency is declared, else
+    `python <main file>`; each later rule overrides an earlier one, as there."""
+    main = next((name for name in _RAILPACK_MAIN_FILES if (repo_dir / name).is_file()), None)
+    if main is None:
+        return None
+    # usesDep: a case-insensitive substring of any requirements.txt, pyproject.toml or Pipfile.
+    declared = " ".join(path.read_text(errors="replace").lower() for pattern in
+                        ("requirements.txt", "pyproject.toml", "Pipfile") for path in repo_dir.rglob(pattern))
+    command = f"python {main}"
+    for framework, server, start in (
+            ("python-fasthtml", "uvicorn", "uvicorn main:app --host 0.0.0.0 --port ${PORT:-8000}"),
+            ("fastapi", "uvicorn", "uvicorn main:app --host 0.0.0.0 --port ${PORT:-8000}"),
+            ("flask", "gunicorn", "gunicorn --bind 0.0.0.0:${PORT:-8000} main:app")):
+        if framework in declared and server in declared:
+            command = start
+    return command
 
 
 def _requested_python(repo_dir: Path, variables: Mapping[str, str], variable: str, default: str) -> str:
