@@ -1,8 +1,11 @@
 """Railway volumes, and the ephemeral filesystem around them.
 
 On Railway a deployment's filesystem is new at every deploy: only a volume, one per service mounted at a
-path the user picks, survives (docs `volumes/reference.md`: one volume per service, no replicas with a
-volume; Railway sets `RAILWAY_VOLUME_NAME` and `RAILWAY_VOLUME_MOUNT_PATH`). The emulator does the same:
+path the user picks, survives. Railway's docs (railwayapp/docs c2a634f1, 2026-08-21): `content/docs/
+volumes/reference.md` (one volume per service, no replicas with a volume), `content/docs/volumes.md`
+("Provided variables": `RAILWAY_VOLUME_NAME`, `RAILWAY_VOLUME_MOUNT_PATH`; "Relative paths": the app is in
+/app, so `./data` persists with a mount at `/app/data`; "not mounted as overlays": the image's files at the
+mount path are hidden; mounted at start, never during the build). The emulator does the same:
 each replica gets a fresh app directory and HOME per deployment (so `PREFECT_HOME`, `~/.prefect` by
 default, starts empty too), and a service's volume is the directory `<state dir>/volumes/<service slug>`,
 which survives redeploys, `down` and `up`; only `reset` deletes it.
