@@ -109,56 +109,106 @@ def copy_app(source: Path, dest: Path) -> Path:
 
 
 def venv_key(builder: str, install: Install, source: Path, tree: str, python: str) -> str:
+    """The hash of what the dependencies layer is built from."""
     inputs = {}
     for name in install.inputs:
         if name == WHOLE_SOURCE:
             inputs[name] = tree
         elif (source / name).is_file():
             inputs[name] = hashlib.sha256((source / name).read_bytes()).hexdigest()
-    fingerprint = {"format": 1, "builder": builder, "commands": install.commands, "inputs": inputs,
-                   "python": [python, platform.python_version()]}
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:24]
+    return _hash({"format": 2, "builder": builder, "commands": install.commands, "inputs": inputs,
+                  "python": [python, platform.python_version()]})
 
 
 def build_venv(builder: str, install: Install, source: Path, tree: str, *, cache: Path | None = None) -> Venv:
-    """The image's virtualenv for `install` of `source`, from the cache or built now. Raises BuildError with
-    uv's own message when the install fails."""
+    """The image's virtualenv for `install` of `source`, from the cache or built now: the dependencies layer
+    (by the hash of the lock files), then, for a project installed from its source, a copy of it with the
+    project added (by the hash of the whole tree). Raises BuildError with uv's own message when it fails."""
     python = host_python()
-    key = venv_key(builder, install, source, tree, python)
     root = (cache or cache_dir()) / "venvs"
-    entry = root / key
     root.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
+    key = venv_key(builder, install, source, tree, python)
+    deps, output = _layer(root, key, source, lambda venv, src: _install(install.commands, src, venv, python))
+    log = [*install.log, *output]
+    if not install.project_commands:
+        log.append(f"Using cached image {key}: nothing it is built from changed" if not output else f"Built image {key}")
+        _prune(root, keep=key)
+        return Venv(deps, tuple(log))
+    project_key = _hash({"dependencies": key, "tree": tree, "commands": install.project_commands})
+
+    def add_project(venv: Path, src: Path) -> list[str]:
+        _clone(deps, venv)
+        return _install(install.project_commands, src, venv, python)
+
+    venv, project_output = _layer(root, project_key, source, add_project)
+    if not output and not project_output:
+        log.append(f"Using cached image {project_key}: nothing it is built from changed")
+    else:
+        log += [f"Dependencies {key}: {'installed' if output else 'cached, the lock is unchanged'}",
+                *project_output, f"Built image {project_key}"]
+    _prune(root, keep=key)
+    return Venv(venv, tuple(log))
+
+
+def _layer(root: Path, key: str, source: Path, make) -> tuple[Path, list[str]]:
+    """The venv of cache entry `key`, made by `make(venv, build_dir)` unless it exists; the build's output
+    lines, none for a cache hit."""
+    entry = root / key
     with open(root / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second stack waits for the first's build, then hits
         if (entry / _MARKER).is_file():
             os.utime(entry / _MARKER)
-            return Venv(entry / "venv", (*install.log, f"Using cached image {key}: nothing it is built from "
-                                         "changed"))
+            return entry / "venv", []
         if entry.exists():
             shutil.rmtree(entry)  # a build that was killed half-way
         entry.mkdir()
         try:
             # The build runs in a copy kept with the venv: an editable install (Nixpacks' uv sync) points there.
             build_dir = shutil.copytree(source, entry / "src", symlinks=True, ignore=shutil.ignore_patterns(_MARKER))
-            output = _install(install, build_dir, entry / "venv", python)
+            output = make(entry / "venv", build_dir)
         except BuildError:
             shutil.rmtree(entry, ignore_errors=True)
             raise
-        (entry / _MARKER).write_text(json.dumps({"tree": tree}))
-    _prune(root, keep=key)
-    took = time.monotonic() - started
-    return Venv(entry / "venv", (*install.log, *output, f"Built image {key}", f"Build time: {took:.2f} seconds"))
+        (entry / _MARKER).write_text(key)
+    return entry / "venv", output or ["(nothing to install)"]
 
 
-def _install(install: Install, source: Path, venv: Path, python: str) -> list[str]:
+def _clone(base: Path, venv: Path) -> None:
+    """A copy of the venv `base` at `venv`: files hard-linked, the bin/ scripts that name `base` rewritten.
+    (Compiled files keep `base`'s paths for tracebacks; `base` stays in the cache, so they still resolve.)"""
+    old, new = str(base).encode(), str(venv).encode()
+    for folder, dirs, files in os.walk(base):
+        target = venv / Path(folder).relative_to(base)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in dirs + files:
+            path = Path(folder) / name
+            if path.is_symlink():
+                (target / name).symlink_to(os.readlink(path))
+                if name in dirs:
+                    dirs.remove(name)
+            elif name in files:
+                if Path(folder).name == "bin" and old in (data := path.read_bytes()):
+                    (target / name).write_bytes(data.replace(old, new))
+                    shutil.copymode(path, target / name)
+                else:
+                    try:
+                        os.link(path, target / name)
+                    except OSError:
+                        shutil.copy2(path, target / name)
+
+
+def _hash(fingerprint: dict) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _install(commands: tuple[tuple[str, ...], ...], source: Path, venv: Path, python: str) -> list[str]:
     uv = uv_binary()
     env = {key: value for key, value in os.environ.items() if key not in _BUILD_ENV_DROP}
     # Railpack's own settings for uv (python.go InstallUv); the Python is the host's, never downloaded.
     env.update(UV_PROJECT_ENVIRONMENT=str(venv), UV_PYTHON=python, UV_PYTHON_DOWNLOADS="never",
                UV_COMPILE_BYTECODE="1", UV_NO_PROGRESS="1", NO_COLOR="1")
-    commands = [cmd for cmd in install.commands]
-    if not commands or commands[0][:2] != ("uv", "sync"):
+    commands = list(commands)
+    if not venv.exists() and (not commands or commands[0][:2] != ("uv", "sync")):
         # pip's installs go into a venv made first (`python -m venv`); an app with no install gets an empty
         # one, so `python` is the image's bare interpreter and nothing of the host's is importable.
         commands.insert(0, ("uv", "venv", "--quiet", "--python", python, str(venv)))

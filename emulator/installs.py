@@ -35,10 +35,14 @@ _UNMODELLED = {"poetry.lock": "Poetry", "pdm.lock": "PDM", "Pipfile": "Pipenv"}
 
 @dataclass(frozen=True)
 class Install:
+    """Two layers, as Docker caches them: the dependencies (`commands`, which read only `inputs`), then the
+    project itself from the whole source (`project_commands`), so an edit to the code rebuilds only that."""
+
     manager: str  # "uv" | "pip" | "none"
     log: tuple[str, ...]  # the builder's own lines: "↳ Using uv", "$ uv sync --locked ..."
     commands: tuple[tuple[str, ...], ...]  # what runs locally: ("uv", "sync", ...), ("uv", "pip", "install", ...)
-    inputs: tuple[str, ...]  # the files the result depends on, or WHOLE_SOURCE
+    inputs: tuple[str, ...]  # the files the dependencies depend on, or WHOLE_SOURCE
+    project_commands: tuple[tuple[str, ...], ...] = ()
 
 
 NOTHING = Install("none", (), (), ())
@@ -49,10 +53,10 @@ def railpack(source: Path) -> Install:
     if has("requirements.txt"):
         return _pip(source, "requirements.txt", "↳ Using pip")
     if has("pyproject.toml") and has("uv.lock"):
-        steps = ("uv sync --locked --no-dev --no-install-project", "uv sync --locked --no-dev --no-editable")
-        inputs = ("pyproject.toml", "uv.lock") if _virtual(source) and not _needs_all(source) else (WHOLE_SOURCE,)
-        return Install("uv", ("↳ Using uv", *(f"$ {step}" for step in steps)),
-                       tuple(tuple(step.split()) for step in steps), inputs)
+        deps, project = "uv sync --locked --no-dev --no-install-project", "uv sync --locked --no-dev --no-editable"
+        return Install("uv", ("↳ Using uv", f"$ {deps}", f"$ {project}"), (tuple(deps.split()),),
+                       (WHOLE_SOURCE,) if _needs_all(source) else ("pyproject.toml", "uv.lock"),
+                       () if _virtual(source) else (tuple(project.split()),))
     for marker in ("poetry.lock", "pdm.lock"):
         if has("pyproject.toml") and has(marker):
             raise _unmodelled(marker)
@@ -70,8 +74,11 @@ def nixpacks(source: Path) -> Install:
             if has(marker):
                 raise _unmodelled(marker)
         if has("uv.lock"):
-            return Install("uv", ("install: uv sync --no-dev --frozen",), (("uv", "sync", "--no-dev", "--frozen"),),
-                           (WHOLE_SOURCE,))
+            # One command there; here split in two layers with the same result.
+            return Install("uv", ("install: uv sync --no-dev --frozen",),
+                           (("uv", "sync", "--no-dev", "--frozen", "--no-install-project"),),
+                           (WHOLE_SOURCE,) if _needs_all(source) else ("pyproject.toml", "uv.lock"),
+                           () if _virtual(source) else (("uv", "sync", "--no-dev", "--frozen"),))
         return Install("pip", ("install: pip install .",), (("uv", "pip", "install", "."),), (WHOLE_SOURCE,))
     if has("Pipfile"):
         raise _unmodelled("Pipfile")
@@ -79,7 +86,8 @@ def nixpacks(source: Path) -> Install:
 
 
 def dockerfile(run_lines: list[str]) -> Install:
-    """The `uv sync` and `pip install` commands among a Dockerfile's RUN lines, in order."""
+    """The `uv sync` and `pip install` commands among a Dockerfile's RUN lines, in order. A lone `uv sync`
+    is split into its two layers (dependencies from the lock, then the project)."""
     commands, log = [], []
     for line in run_lines:
         for segment in re.split(r"&&|\|\||;", line):
@@ -94,6 +102,9 @@ def dockerfile(run_lines: list[str]) -> Install:
             log.append(f"$ {shlex.join(words)}")
     if not commands:
         return NOTHING
+    if len(commands) == 1 and commands[0][:2] == ("uv", "sync") and "--no-install-project" not in commands[0]:
+        return Install("uv", tuple(log), ((*commands[0], "--no-install-project"),), ("pyproject.toml", "uv.lock"),
+                       (commands[0],))
     manager = "uv" if commands[0][:2] == ("uv", "sync") else "pip"
     return Install(manager, tuple(log), tuple(commands), (WHOLE_SOURCE,))
 

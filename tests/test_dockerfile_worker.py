@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import uuid
@@ -43,8 +44,11 @@ def test_git_and_certificates_are_installed():
     assert installs and {"git", "ca-certificates"} <= set(installs[0].split())
 
 
-def test_the_project_is_installed():
-    assert any(run.split()[:2] == ["pip", "install"] for run in instructions("RUN"))
+def test_the_project_is_installed_from_the_lock_by_the_locked_uv():
+    assert "uv sync --locked --no-dev --no-editable" in instructions("RUN")
+    assert any(copy.split()[:2] == ["pyproject.toml", "uv.lock"] for copy in instructions("COPY"))
+    locked_uv = re.search(r'^name = "uv"\nversion = "([^"]+)"', (ROOT / "uv.lock").read_text(), re.M)[1]
+    assert f"--from=ghcr.io/astral-sh/uv:{locked_uv} /uv /usr/local/bin/uv" in instructions("COPY")
 
 
 def test_runs_as_a_non_root_user():

@@ -160,3 +160,19 @@ def test_the_local_python_is_named_where_it_differs_from_railways(tmp_path):
     plan = plan_app(tmp_path, repo)
     assert (f"⚠ Railway's image runs Python 3.9; locally the host's Python {platform.python_version()} runs this "
             "service") in plan.build_log
+
+
+def test_an_edit_to_the_code_reinstalls_only_the_project(tmp_path, cache):
+    packaged = pyproject(pin("idna")) + ('[project.scripts]\napp = "app:main"\n[tool.setuptools]\npy-modules = ["app"]\n'
+                                         '[build-system]\nrequires = ["setuptools>=69"]\n'
+                                         'build-backend = "setuptools.build_meta"\n')
+    repo = make_repo(tmp_path / "repo", {"pyproject.toml": packaged, "app.py": "def main():\n    print('one')\n"})
+    lock(repo)
+    first = plan_app(tmp_path, repo, 'start_command = "app"\n')
+    assert run(first).stdout.strip() == "one"
+    (repo / "app.py").write_text("def main():\n    print('two')\n")
+    second = plan_app(tmp_path, repo, 'start_command = "app"\n')
+    assert run(second).stdout.strip() == "two"  # installed from the source (--no-editable), so rebuilt
+    assert any(line.endswith(": cached, the lock is unchanged") for line in second.build_log)
+    assert any(line.startswith("Built image") for line in second.build_log)
+    assert run(first).stdout.strip() == "one"  # the first deployment's image is untouched
