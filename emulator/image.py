@@ -174,27 +174,22 @@ def _layer(root: Path, key: str, source: Path, make) -> tuple[Path, list[str]]:
 
 
 def _clone(base: Path, venv: Path) -> None:
-    """A copy of the venv `base` at `venv`: files hard-linked, the bin/ scripts that name `base` rewritten.
-    (Compiled files keep `base`'s paths for tracebacks; `base` stays in the cache, so they still resolve.)"""
+    """A copy of the venv `base` at `venv`: files hard-linked (cp -al), the bin/ scripts that name `base`
+    rewritten. (Compiled files keep `base`'s paths for tracebacks; `base` stays in the cache.)"""
+    result = subprocess.run(["cp", "-al", str(base), str(venv)], capture_output=True, text=True)
+    if result.returncode != 0:
+        shutil.rmtree(venv, ignore_errors=True)
+        shutil.copytree(base, venv, symlinks=True)  # another filesystem, or no cp: a plain copy
     old, new = str(base).encode(), str(venv).encode()
-    for folder, dirs, files in os.walk(base):
-        target = venv / Path(folder).relative_to(base)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in dirs + files:
-            path = Path(folder) / name
-            if path.is_symlink():
-                (target / name).symlink_to(os.readlink(path))
-                if name in dirs:
-                    dirs.remove(name)
-            elif name in files:
-                if Path(folder).name == "bin" and old in (data := path.read_bytes()):
-                    (target / name).write_bytes(data.replace(old, new))
-                    shutil.copymode(path, target / name)
-                else:
-                    try:
-                        os.link(path, target / name)
-                    except OSError:
-                        shutil.copy2(path, target / name)
+    for script in (venv / "bin").iterdir():
+        if script.is_symlink() or not script.is_file():
+            continue
+        data = script.read_bytes()
+        if old in data:
+            mode = script.stat().st_mode
+            script.unlink()  # a hard link: never write through it into the base layer
+            script.write_bytes(data.replace(old, new))
+            script.chmod(mode)
 
 
 def _hash(fingerprint: dict) -> str:
