@@ -162,6 +162,14 @@ def test_the_repos_dockerfile_worker_runs_start_worker_sh_from_the_checkout(plan
     assert "$ bash /app/start_worker.sh" in worker.build_log
 
 
+def test_the_dockerfile_worker_installs_the_lock_as_its_dockerfile_does(plan):
+    worker = plan("dockerfile-worker")["worker"]
+    assert "$ uv sync --locked --no-dev --no-editable" in worker.build_log
+    found = subprocess.run(["bash", "-c", "command -v vault-ingest"], env=worker.env, cwd=worker.cwd,
+                           capture_output=True, text=True).stdout.strip()
+    assert found == worker.env["PATH"].split(":")[0] + "/vault-ingest"
+
+
 def test_the_dockerfile_worker_has_what_its_dockerfile_installs(plan, repo):
     (repo / "Dockerfile.worker").write_text(
         "FROM python:3.13-slim\nRUN apt-get update && apt-get install -y --no-install-recommends git ca-certificates\n"
