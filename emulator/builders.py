@@ -138,7 +138,8 @@ def _nixpacks(service: Service, repo_dir: Path, variables: Mapping[str, str], pr
     version = _requested_python(repo_dir, variables, "NIXPACKS_PYTHON_VERSION", NIXPACKS_PYTHON) if python else None
     # ENTRYPOINT ["/bin/bash", "-l", "-c"]: a login shell, so the profile sets PATH before the command.
     return Build("nixpacks", ("/bin/bash", "-l", "-c", command), log, NIXPACKS_TOOLS,
-                 dict(PYTHON_ENV) if python else {}, install=installs.nixpacks(repo_dir) if python else installs.NOTHING,
+                 dict(PYTHON_ENV) if python else {},
+                 install=installs.nixpacks(repo_dir) if python else installs.NOTHING,
                  start=(f"║ start      │ {command}",), python=version)
 
 

@@ -131,7 +131,7 @@ def build_venv(builder: str, install: Install, source: Path, tree: str, *, cache
     deps, output = _layer(root, key, source, lambda venv, src: _install(install.commands, src, venv, python))
     log = [*install.log, *output]
     if not install.project_commands:
-        log.append(f"Using cached image {key}: nothing it is built from changed" if not output else f"Built image {key}")
+        log.append(f"Built image {key}" if output else f"Using cached image {key}: nothing it is built from changed")
         _prune(root, keep=key)
         return Venv(deps, tuple(log))
     project_key = _hash({"dependencies": key, "tree": tree, "commands": install.project_commands})

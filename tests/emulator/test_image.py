@@ -27,7 +27,8 @@ def pin(name: str) -> str:
 
 
 def pyproject(*dependencies: str, extra: str | None = None, dev: str | None = None) -> str:
-    text = f'[project]\nname = "app"\nversion = "0.1.0"\nrequires-python = ">=3.11"\ndependencies = {list(dependencies)!r}\n'
+    text = (f'[project]\nname = "app"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n'
+            f"dependencies = {list(dependencies)!r}\n")
     if extra:
         text += f"[project.optional-dependencies]\nextra = [{extra!r}]\n"
     if dev:
@@ -163,7 +164,8 @@ def test_the_local_python_is_named_where_it_differs_from_railways(tmp_path):
 
 
 def test_an_edit_to_the_code_reinstalls_only_the_project(tmp_path, cache):
-    packaged = pyproject(pin("idna")) + ('[project.scripts]\napp = "app:main"\n[tool.setuptools]\npy-modules = ["app"]\n'
+    packaged = pyproject(pin("idna")) + ('[project.scripts]\napp = "app:main"\n'
+                                         '[tool.setuptools]\npy-modules = ["app"]\n'
                                          '[build-system]\nrequires = ["setuptools>=69"]\n'
                                          'build-backend = "setuptools.build_meta"\n')
     repo = make_repo(tmp_path / "repo", {"pyproject.toml": packaged, "app.py": "def main():\n    print('one')\n"})
