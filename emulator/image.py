@@ -231,3 +231,4 @@ def _prune(root: Path, keep: str) -> None:
             continue
         if marker.stat().st_mtime < horizon:
             shutil.rmtree(entry, ignore_errors=True)
+            (root / f"{entry.name}.lock").unlink(missing_ok=True)

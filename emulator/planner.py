@@ -167,11 +167,16 @@ class _Planner:
 
     def _source(self, service: Service) -> Path:
         """The snapshot's files as this service's builder sees them (one export per tree and file list)."""
-        name = self.snapshot.tree[:16]
+        tree = self.snapshot.tree[:16]
+        name = tree
         if service.without_files:
             name += "-" + hashlib.sha256("\0".join(service.without_files).encode()).hexdigest()[:8]
-        return export(self.state_dir / SOURCE_REPO, self.snapshot.commit, self.state_dir / SOURCES / name,
-                      service.without_files)
+        source = export(self.state_dir / SOURCE_REPO, self.snapshot.commit, self.state_dir / SOURCES / name,
+                        service.without_files)
+        for old in (self.state_dir / SOURCES).iterdir():  # earlier trees' files: the apps are copies of them
+            if not old.name.startswith((tree, ".")):
+                shutil.rmtree(old, ignore_errors=True)
+        return source
 
     def _differences(self, image) -> list[str]:
         """One line per way the local image must differ from Railway's."""
