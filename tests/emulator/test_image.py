@@ -178,3 +178,11 @@ def test_an_edit_to_the_code_reinstalls_only_the_project(tmp_path, cache):
     assert any(line.endswith(": cached, the lock is unchanged") for line in second.build_log)
     assert any(line.startswith("Built image") for line in second.build_log)
     assert run(first).stdout.strip() == "one"  # the first deployment's image is untouched
+
+
+def test_an_apt_package_the_host_lacks_is_named_in_the_build_log(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"main.py": ""})
+    plan = plan_app(tmp_path, repo, '[services.app.variables]\nRAILPACK_DEPLOY_APT_PACKAGES = "git libpq5 '
+                                    'no-such-tool"\n')
+    lacking = [line for line in plan.build_log if line.startswith("⚠ apt packages")]
+    assert lacking == ["⚠ apt packages no-such-tool: not on this host, so not in the local image"]
