@@ -6,13 +6,16 @@ others are planned anyway. The local stand-ins for what a container would give a
 - Ports: every replica listens on its own free local port, exposed as PORT; `${{svc.PORT}}` resolves to
   the same number and `<slug>.railway.internal:<port>` is rewritten to it. A user-set PORT is honoured
   as is (it must be free locally, and rules out replicas).
-- The image: PATH is the project's venv bin (the installed project) followed by a directory of symlinks
-  to the host's executables, minus the optional tools the image lacks and minus every package manager,
-  so nothing a service runs can install onto the host.
+- The image: each repo service is built here, from a snapshot of the repo (`emulator.image`): its working
+  directory is a fresh copy of the snapshot per replica and deploy (Railpack's /app), and PATH is the
+  image's own venv bin followed by a directory of symlinks to the host's executables (never a
+  virtualenv's), minus the optional tools the image lacks and minus every package manager, so nothing a
+  service runs can install onto the host.
 - HOME: one per replica and deploy, as each container starts with a fresh filesystem. Its .profile and
   .bash_profile re-export PATH because Nixpacks' `bash -l` reads /etc/profile, which resets PATH on
   Debian; in the real image, root's ~/.profile puts the Nix profile back the same way.
-- Postgres keeps its data in a volume directory under the state dir, which survives redeploys.
+- Volumes (`emulator.volumes`): Postgres's and a service's declared one are directories under the state
+  dir, which survive redeploys.
 - TLS: with any public domain, SSL_CERT_FILE names the public CA roots plus the edge's certificate, so
   `https://<public domain>` works from inside the stack as Railway's publicly signed domains do.
 
