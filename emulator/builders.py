@@ -2,8 +2,9 @@
 
 Each builder has its own precedence for the start command (railway.md §1, §2, §7.2):
 
-- Railpack: custom start command > RAILPACK_START_CMD > railpack.json `deploy.startCommand` > Procfile
-  (web > worker > the first other entry) > the Python provider's main.py/app.py/... default.
+- Railpack (its code, `emulator.railpack_config`): custom start command > railpack.json
+  `deploy.startCommand` > RAILPACK_START_CMD > Procfile (web > worker > the first other entry) > the Python
+  provider's main.py/app.py/... default. The prose docs put the variable first; the code merges the file last.
 - Nixpacks: custom start command > NIXPACKS_START_CMD > nixpacks.toml `[start] cmd` > Procfile (web >
   worker > alphabetical; `release` is a build phase, never picked) > the Python provider's default.
 - Dockerfile: a custom start command (exec form, no shell) > ENTRYPOINT/CMD.
@@ -12,6 +13,7 @@ Railpack logs "Found web command in Procfile" whenever the Procfile has `web`, e
 command overrides it, because its Procfile provider always runs. The images differ in what they hold:
 Railpack's runtime (debian slim) has no git unless its deploy apt packages name it; the Nixpacks image has
 git and curl from its base; a Dockerfile image has what its base and its apt-get lines give it.
+How each installs the app's dependencies is `emulator.installs`; `emulator.image` builds it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from emulator import installs, railpack_config
+from emulator.installs import Install
 from emulator.plan import BuildError
 from emulator.procfile import Procfile, read_procfile
 from emulator.stack import Service
@@ -47,8 +51,9 @@ NO_START_NIXPACKS = ("No start command could be found. Set a Custom Start Comman
                      "`[start] cmd` in nixpacks.toml or a Procfile `web:` entry")
 
 _PYTHON_MARKERS = ("main.py", "requirements.txt", "pyproject.toml", "Pipfile")
-_RAILPACK_MAIN_FILES = ("main.py", "app.py", "bot.py", "hello.py", "server.py")
-_JSON_COMMENT = re.compile(r'("(?:\\.|[^"\\])*")|//[^\n]*|/\*.*?\*/', re.S)
+_RAILPACK_MAIN_FILES = ("main.py", "app.py", "start.py", "bot.py", "hello.py", "server.py")  # python.go
+RAILPACK_PYTHON = "3.13"  # python.go DEFAULT_PYTHON_VERSION
+NIXPACKS_PYTHON = "3.11"  # Nix's python3 (nixpacks docs, providers/python.md)
 # Official images built on buildpack-deps (the full, non-slim tags) carry its scm tools.
 _FULL_IMAGES = ("python", "node", "ruby", "golang", "buildpack-deps")
 
@@ -57,9 +62,13 @@ _FULL_IMAGES = ("python", "node", "ruby", "golang", "buildpack-deps")
 class Build:
     builder: str  # "railpack" | "nixpacks" | "dockerfile"
     argv: tuple[str, ...]  # how the image's entrypoint runs the start command
-    log: tuple[str, ...]
+    log: tuple[str, ...]  # the builder's plan lines, before the install
     tools: frozenset[str]  # the OPTIONAL_TOOLS the runtime image has
     env: dict[str, str] = field(default_factory=dict)  # variables baked into the image
+    install: Install = installs.NOTHING  # how the image's dependencies are installed
+    start: tuple[str, ...] = ()  # the log's last lines: the start command
+    apt: tuple[str, ...] = ()  # the runtime image's apt packages
+    python: str | None = None  # the Python version Railway's image would run, when it runs Python
 
 
 def build(service: Service, repo_dir: Path, variables: Mapping[str, str]) -> Build:
@@ -76,30 +85,37 @@ def build(service: Service, repo_dir: Path, variables: Mapping[str, str]) -> Bui
 
 
 def _railpack(service: Service, repo_dir: Path, variables: Mapping[str, str], procfile: Procfile | None) -> Build:
+    merged = railpack_config.resolve(repo_dir, variables)
+    config = merged.config
     log = ["Railpack (emulated)"]
-    config = {}
-    if (repo_dir / "railpack.json").is_file():
-        config = _railpack_config(repo_dir / "railpack.json")
-        log.append("↳ Using config file `railpack.json`")
-    python = _detects_python(repo_dir)
+    if merged.config_file:
+        log.append(f"↳ Using config file `{merged.config_file}`")
+    if config.install_cmd or config.build_cmd:
+        raise BuildError("RAILPACK_INSTALL_CMD / RAILPACK_BUILD_CMD are not modelled by the emulator (it runs the "
+                         "Python provider's own install only); remove them to deploy locally")
+    # python.go Detect: a main file, requirements.txt, pyproject.toml or Pipfile.
+    python = _detects_python(repo_dir) or any((repo_dir / name).is_file() for name in _RAILPACK_MAIN_FILES)
+    install = installs.NOTHING
     if python:
         log.append("↳ Detected Python")
+        install = installs.railpack(repo_dir)
     kind, procfile_command = _procfile_pick(procfile, nixpacks=False)
     if kind:
         log.append(f"↳ Found {kind} command in Procfile")
     log.extend(_lint_lines(procfile))
-    deploy = config.get("deploy") or {}
-    default = next((f"python {name}" for name in _RAILPACK_MAIN_FILES if python and (repo_dir / name).is_file()), None)
-    command = _first(service.start_command, variables.get("RAILPACK_START_CMD"), deploy.get("startCommand"),
-                     procfile_command, default)
+    default = _railpack_python_start(repo_dir) if python else None
+    # provider default < Procfile < the merged deploy.startCommand (railpack.json > RAILPACK_START_CMD), and
+    # Railway's Custom Start Command over the image's.
+    command = _first(service.start_command, config.start_cmd, procfile_command, default)
     if not command:
         raise BuildError(NO_START_RAILPACK)
-    # Railpack's own deploy packages (libpq5 and the like) hold none of the OPTIONAL_TOOLS: start empty.
-    apt = _extend([], deploy.get("aptPackages") or [])
-    apt = _extend(apt, variables.get("RAILPACK_DEPLOY_APT_PACKAGES", "").split())
+    # The Python provider's own deploy packages (libpq5 and the like) hold none of the OPTIONAL_TOOLS.
+    apt = railpack_config.spread(config.deploy_apt_packages, [])
     tools = frozenset(PACKAGE_TOOLS[name] for name in apt if name in PACKAGE_TOOLS)
-    return Build("railpack", ("/bin/bash", "-c", command), (*log, "Deploy", f"$ {command}"), tools,
-                 dict(PYTHON_ENV) if python else {})
+    version = _requested_python(repo_dir, variables, "RAILPACK_PYTHON_VERSION", RAILPACK_PYTHON) if python else None
+    return Build("railpack", ("/bin/bash", "-c", command), tuple(log), tools,
+                 {**(dict(PYTHON_ENV) if python else {}), **config.deploy_variables}, install=install,
+                 start=("Deploy", f"$ {command}"), apt=tuple(p for p in apt if p), python=version)
 
 
 def _nixpacks(service: Service, repo_dir: Path, variables: Mapping[str, str], procfile: Procfile | None) -> Build:
@@ -118,10 +134,13 @@ def _nixpacks(service: Service, repo_dir: Path, variables: Mapping[str, str], pr
                      _nixpacks_default(repo_dir) if python else None)
     if not command:
         raise BuildError(NO_START_NIXPACKS)
-    log = ("Nixpacks (emulated)", *_lint_lines(procfile), f"║ start      │ {command}")
+    log = ("Nixpacks (emulated)", *_lint_lines(procfile))
+    version = _requested_python(repo_dir, variables, "NIXPACKS_PYTHON_VERSION", NIXPACKS_PYTHON) if python else None
     # ENTRYPOINT ["/bin/bash", "-l", "-c"]: a login shell, so the profile sets PATH before the command.
     return Build("nixpacks", ("/bin/bash", "-l", "-c", command), log, NIXPACKS_TOOLS,
-                 dict(PYTHON_ENV) if python else {})
+                 dict(PYTHON_ENV) if python else {},
+                 install=installs.nixpacks(repo_dir) if python else installs.NOTHING,
+                 start=(f"║ start      │ {command}",), python=version)
 
 
 def _dockerfile(service: Service, repo_dir: Path, variables: Mapping[str, str]) -> tuple[str, bool] | None:
@@ -148,11 +167,12 @@ def _dockerfile_build(service: Service, repo_dir: Path, path: str, detected: boo
     if not argv:
         raise BuildError(f"`{path}` has no CMD or ENTRYPOINT and the service has no start command; add one")
     found = "Using detected Dockerfile!" if detected else f"Using Dockerfile `{path}`"
-    log = (found, "Deploy", f"$ {shlex.join(argv)}")
-    # Locally the repo checkout stands for the directory the build context was copied into.
+    # Locally the app directory stands for the directory the build context was copied into.
     checkout = image.checkout or image.workdir
     local = tuple(_in_checkout(word, checkout, repo_dir) for word in argv)
-    return Build("dockerfile", local, log, frozenset(image.tools), dict(image.env))
+    return Build("dockerfile", local, (found,), frozenset(image.tools), dict(image.env),
+                 install=installs.dockerfile(image.runs), start=("Deploy", f"$ {shlex.join(argv)}"),
+                 python=image.python)
 
 
 def _in_checkout(word: str, checkout: str | None, repo_dir: Path) -> str:
@@ -171,6 +191,8 @@ class DockerImage:
     cmd: tuple[list[str], bool] | None = None
     workdir: str | None = None
     checkout: str | None = None  # where the first COPY/ADD into a directory put the build context
+    runs: list[str] = field(default_factory=list)  # RUN lines, the base stage's first
+    python: str | None = None  # from a python:<version> base image
 
     def argv(self) -> tuple[str, ...]:
         if self.entrypoint:
@@ -192,13 +214,15 @@ def parse_dockerfile(text: str) -> DockerImage:
             cmd_set = False
             parent = stages.get(words[0].lower())
             image = DockerImage(set(parent.tools), dict(parent.env), parent.entrypoint, parent.cmd, parent.workdir,
-                                parent.checkout) if parent else DockerImage(set(_base_tools(words[0])))
+                                parent.checkout, list(parent.runs), parent.python) if parent else \
+                DockerImage(set(_base_tools(words[0])), python=_base_python(words[0]))
             if len(words) >= 3 and words[1].lower() == "as":
                 stages[words[2].lower()] = image
         elif image is None:  # ARG before the first FROM
             continue
         elif keyword == "RUN":
             image.tools |= _installed_tools(args)
+            image.runs.append(args)
         elif keyword == "ENV":
             image.env.update(_env_pairs(args))
         elif keyword == "ENTRYPOINT":
@@ -242,6 +266,14 @@ def _base_tools(image: str) -> set[str]:
     if repo == "alpine" or "alpine" in tag:
         return {"wget"}  # busybox
     return set()
+
+
+def _base_python(image: str) -> str | None:
+    name, _, tag = image.lower().split("@")[0].partition(":")
+    if name.rsplit("/", 1)[-1] != "python":
+        return None
+    version = re.match(r"\d+(?:\.\d+)?", tag or "")
+    return version[0] if version else "3"
 
 
 def _installed_tools(script: str) -> set[str]:
@@ -305,19 +337,6 @@ def _lint_lines(procfile: Procfile | None) -> tuple[str, ...]:
     return tuple(f"⚠ {note}" for note in procfile.lint) if procfile else ()
 
 
-def _railpack_config(path: Path) -> dict:
-    try:
-        config = json.loads(_JSON_COMMENT.sub(lambda m: m[1] or "", path.read_text()))
-    except ValueError as exc:
-        raise BuildError(f"Failed to read config file `railpack.json`: {exc}. "
-                         "Use the schema https://schema.railpack.com to validate it") from None
-    deploy = (config.get("deploy") or {}) if isinstance(config, dict) else None
-    if not isinstance(deploy, dict) or not isinstance(deploy.get("aptPackages", []), list):
-        raise BuildError("Failed to read config file `railpack.json`: it must be an object with an object "
-                         '`deploy`, whose `aptPackages` is a list like ["...", "git"]')
-    return config
-
-
 def _nixpacks_default(repo_dir: Path) -> str | None:
     # Nixpacks' Python provider starts a pyproject project as a module named after it, else main.py.
     if (repo_dir / "pyproject.toml").is_file():
@@ -330,18 +349,39 @@ def _nixpacks_default(repo_dir: Path) -> str | None:
     return "python main.py" if (repo_dir / "main.py").is_file() else None
 
 
+def _railpack_python_start(repo_dir: Path) -> str | None:
+    """python.go GetStartCommand, Django aside: a framework's server when its dependency is declared, else
+    `python <main file>`; each later rule overrides an earlier one, as there."""
+    main = next((name for name in _RAILPACK_MAIN_FILES if (repo_dir / name).is_file()), None)
+    if main is None:
+        return None
+    # usesDep: a case-insensitive substring of any requirements.txt, pyproject.toml or Pipfile.
+    declared = " ".join(path.read_text(errors="replace").lower() for pattern in
+                        ("requirements.txt", "pyproject.toml", "Pipfile") for path in repo_dir.rglob(pattern))
+    command = f"python {main}"
+    for framework, server, start in (
+            ("python-fasthtml", "uvicorn", "uvicorn main:app --host 0.0.0.0 --port ${PORT:-8000}"),
+            ("fastapi", "uvicorn", "uvicorn main:app --host 0.0.0.0 --port ${PORT:-8000}"),
+            ("flask", "gunicorn", "gunicorn --bind 0.0.0.0:${PORT:-8000} main:app")):
+        if framework in declared and server in declared:
+            command = start
+    return command
+
+
+def _requested_python(repo_dir: Path, variables: Mapping[str, str], variable: str, default: str) -> str:
+    """The version the builder's image would run: its variable, .python-version, runtime.txt, its default."""
+    if variables.get(variable, "").strip():
+        return variables[variable].strip()
+    for name in (".python-version", "runtime.txt"):
+        if (repo_dir / name).is_file():
+            found = re.search(r"\d+\.\d+(?:\.\d+)?", (repo_dir / name).read_text())
+            if found:
+                return found[0]
+    return default
+
+
 def _detects_python(repo_dir: Path) -> bool:
     return any((repo_dir / marker).exists() for marker in _PYTHON_MARKERS)
-
-
-def _extend(lower: list[str], upper: list[str]) -> list[str]:
-    """Railpack/Nixpacks list merging: a list replaces the lower layer unless it contains "..."."""
-    if not upper:
-        return lower
-    if "..." not in upper:
-        return list(upper)
-    at = upper.index("...")
-    return [*upper[:at], *lower, *upper[at + 1:]]
 
 
 def _first(*candidates: str | None) -> str | None:

@@ -8,13 +8,16 @@ others are planned anyway. The local stand-ins for what a container would give a
   `${{svc.PORT}}` resolves only where the user set PORT (or on the Hyperliquid stand-in, which plays a
   service with PORT set), and renders empty elsewhere (emulator/variables.py). A user-set PORT is honoured
   as is (it must be free locally, and rules out replicas).
-- The image: PATH is the project's venv bin (the installed project) followed by a directory of symlinks
-  to the host's executables, minus the optional tools the image lacks and minus every package manager,
-  so nothing a service runs can install onto the host.
+- The image: each repo service is built here, from a snapshot of the repo (`emulator.image`): its working
+  directory is a fresh copy of the snapshot per replica and deploy (Railpack's /app), and PATH is the
+  image's own venv bin followed by a directory of symlinks to the host's executables (never a
+  virtualenv's), minus the optional tools the image lacks and minus every package manager, so nothing a
+  service runs can install onto the host.
 - HOME: one per replica and deploy, as each container starts with a fresh filesystem. Its .profile and
   .bash_profile re-export PATH because Nixpacks' `bash -l` reads /etc/profile, which resets PATH on
   Debian; in the real image, root's ~/.profile puts the Nix profile back the same way.
-- Postgres keeps its data in a volume directory under the state dir, which survives redeploys.
+- Volumes (`emulator.volumes`): Postgres's and a service's declared one are directories under the state
+  dir, which survive redeploys.
 - TLS: with any public domain, SSL_CERT_FILE names the public CA roots plus the edge's certificate, so
   `https://<public domain>` works from inside the stack as Railway's publicly signed domains do.
 
@@ -28,18 +31,21 @@ import functools
 import hashlib
 import json
 import os
+import platform
 import shlex
 import shutil
 import socket
-import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Mapping
 
-from emulator.builders import OPTIONAL_TOOLS, build
+from emulator.builders import OPTIONAL_TOOLS, PACKAGE_TOOLS, build
 from emulator.edge import edge_domain, trust_bundle
+from emulator.image import build_venv, copy_app, export
 from emulator.plan import BuildError, ServicePlan
+from emulator.snapshot import Snapshot, SnapshotError, snapshot
 from emulator.stack import Service, Stack
 from emulator.state import StateDir
 from emulator.postgres import PostgresServer
@@ -47,6 +53,7 @@ from emulator.variables import (
     POSTGRES_PORT, POSTGRES_TEMPLATE, POSTGRES_VOLUME, RAILWAY_PORT, Endpoint, localize, loopback_warnings,
     railway_variables, referenced_services, resolve, secret_store, secret_values, slug,
 )
+from emulator.volumes import map_mount_path, mount, volume_dir, volume_variables
 
 TOOL_EXECUTABLES = {
     "git": ("git", "git-*"), "curl": ("curl",), "wget": ("wget",), "ssh": ("ssh", "ssh-*", "scp", "sftp"),
@@ -57,35 +64,38 @@ _RESERVED = ("PATH", "HOME")  # the emulator's model of the image; a user value 
 
 
 def plan_stack(stack: Stack, repo_dir: Path, state_dir: Path, ports: Mapping[str, int] | None = None,
-               edge_domains: Mapping[str, str] | None = None, venv_bin: Path | None = None,
+               edge_domains: Mapping[str, str] | None = None,
                host_path: str | None = None) -> dict[str, ServicePlan | BuildError]:
-    """Plan every service. `ports` (by instance name) and `edge_domains` (by service name,
-    "127.0.0.1:<port>") pin what the runtime already holds; anything missing is picked free here.
-    `venv_bin` defaults to this interpreter's environment, `host_path` to $PATH."""
+    """Plan every service, building each repo service's image. `ports` (by instance name) and
+    `edge_domains` (by service name, "127.0.0.1:<port>") pin what the runtime already holds; anything
+    missing is picked free here. `host_path` defaults to $PATH."""
     return _Planner(stack, Path(repo_dir).resolve(), Path(state_dir).resolve(), dict(ports or {}),
-                    dict(edge_domains or {}), Path(venv_bin or Path(sys.prefix) / "bin"),
+                    dict(edge_domains or {}),
                     host_path if host_path is not None else os.environ.get("PATH", "")).plan()
 
 
 def remove_homes(state_dir: Path, plans: Mapping[str, ServicePlan | BuildError] | None = None) -> None:
-    """Delete the HOME of each of `plans`, or every HOME when None: a container's filesystem goes with its
-    deployment. Call it once the processes using them are gone."""
-    root = StateDir(state_dir).homes
+    """Delete the HOME and app directory of each of `plans`, or all of them when None: a container's
+    filesystem goes with its deployment. Call it once the processes using them are gone."""
+    state = StateDir(state_dir)
     if plans is None:
-        shutil.rmtree(root, ignore_errors=True)
+        for root in (state.homes, state.apps):
+            shutil.rmtree(root, ignore_errors=True)
         return
     for plan in plans.values():
-        home = plan.env.get("HOME") if isinstance(plan, ServicePlan) else None
-        if home and Path(home).parent == root:
-            shutil.rmtree(home, ignore_errors=True)
+        if not isinstance(plan, ServicePlan):
+            continue
+        for path, root in ((plan.env.get("HOME"), state.homes), (plan.cwd, state.apps)):
+            if path and Path(path).parent == root:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 class _Planner:
     def __init__(self, stack: Stack, repo_dir: Path, state_dir: Path, ports: dict[str, int],
-                 edge_domains: dict[str, str], venv_bin: Path, host_path: str):
+                 edge_domains: dict[str, str], host_path: str):
         self.stack, self.repo_dir, self.state_dir = stack, repo_dir, state_dir
         self.state = StateDir(state_dir)
-        self.venv_bin, self.host_path = venv_bin, host_path
+        self.host_path = host_path
         self.failed: dict[str, BuildError] = {}
         self.instances = {name: _instance_names(service) for name, service in stack.services.items()}
         self.ports = self._local_ports(ports)
@@ -128,17 +138,65 @@ class _Planner:
                     for index, instance in enumerate(self.instances[service.name])]
         if service.source != "repo":
             return {instance: self._builtin_plan(service, instance, variables) for instance, variables in replicas}
-        image = build(service, self.repo_dir, replicas[0][1])
+        started = time.monotonic()
+        source = self._source(service)
+        image = build(service, source, replicas[0][1])
+        venv = build_venv(image.builder, image.install, source, self.snapshot.tree)
         bin_dir = self._runtime_bin(image.tools)
+        build_log = (*image.log, *venv.log, *self._differences(image), *image.start,
+                     f"Build time: {time.monotonic() - started:.2f} seconds")
         plans = {}
-        path = f"{self.venv_bin}{os.pathsep}{bin_dir}"
+        path = f"{venv.path / 'bin'}{os.pathsep}{bin_dir}"
         for instance, variables in replicas:
+            replica_id = self.replica_ids[instance]
+            app = copy_app(source, self.state.apps / replica_id)
+            if image.builder == "railpack":
+                (app / ".venv").symlink_to(venv.path, target_is_directory=True)  # Railpack's /app/.venv
             # Unbuffered even from a Dockerfile image, or log lines would reach the emulator late.
             env = {"PYTHONUNBUFFERED": "1", **self._trust, **image.env, **self._local(variables)}
-            env.update(HOME=str(self._home(self.replica_ids[instance], path)), PATH=path)
-            plans[instance] = self._plan(service, instance, variables, env, kind="app", argv=image.argv,
-                                         cwd=self.repo_dir, builder=image.builder, build_log=image.log)
+            if service.volume:
+                env = map_mount_path(env, service.volume, mount(self.state_dir, service.name, service.volume, app))
+            env.update(HOME=str(self._home(replica_id, path)), PATH=path)
+            # Paths into the copied build context (a Dockerfile's CMD) point into this replica's copy.
+            argv = tuple(word.replace(str(source), str(app), 1) if word.startswith(str(source)) else word
+                         for word in image.argv)
+            plans[instance] = self._plan(service, instance, variables, env, kind="app", argv=argv,
+                                         cwd=app, builder=image.builder, build_log=build_log)
         return plans
+
+    @functools.cached_property
+    def snapshot(self) -> Snapshot:
+        """The repository as `railway up` would upload it, committed into the state dir's bare repository."""
+        try:
+            return snapshot(self.repo_dir, self.state.source)
+        except SnapshotError as exc:
+            raise BuildError(f"snapshot of {self.repo_dir} failed: {exc}") from None
+
+    def _source(self, service: Service) -> Path:
+        """The snapshot's files as this service's builder sees them (one export per tree and file list)."""
+        tree = self.snapshot.tree[:16]
+        name = tree
+        if service.without_files:
+            name += "-" + hashlib.sha256("\0".join(service.without_files).encode()).hexdigest()[:8]
+        source = export(self.state.source, self.snapshot.commit, self.state.sources / name,
+                        service.without_files)
+        for old in self.state.sources.iterdir():  # earlier trees' files: the apps are copies of them
+            if not old.name.startswith((tree, ".")):
+                shutil.rmtree(old, ignore_errors=True)
+        return source
+
+    def _differences(self, image) -> list[str]:
+        """One line per way the local image must differ from Railway's."""
+        lines = []
+        host = platform.python_version()
+        if image.python and host.split(".")[:2] != image.python.split(".")[:2]:
+            lines.append(f"⚠ Railway's image runs Python {image.python}; locally the host's Python {host} runs "
+                         "this service")
+        missing = [p for p in image.apt if not p.startswith("lib") and p not in PACKAGE_TOOLS
+                   and shutil.which(p, path=self.host_path) is None]
+        if missing:
+            lines.append(f"⚠ apt packages {', '.join(missing)}: not on this host, so not in the local image")
+        return lines
 
     def _builtin_plan(self, service: Service, instance: str, variables: dict[str, str]) -> ServicePlan:
         env = self._local(variables)
@@ -148,7 +206,7 @@ class _Planner:
             folder = self.repo_dir / env.get("REPLAY_DIR", "cassettes")
             argv = (sys.executable, "-m", "emulator.replay", str(folder), str(self.ports[instance]))
         if service.source == "postgres":
-            cwd = self.state.volumes / slug(service.name)
+            cwd = volume_dir(self.state_dir, service.name)
             cwd.mkdir(parents=True, exist_ok=True)
             env = {key: value.replace(POSTGRES_VOLUME, str(cwd)) for key, value in env.items()}
             argv, user = postgres_command(env, cwd, self.ports[instance])
@@ -202,6 +260,8 @@ class _Planner:
                              RAILWAY_VOLUME_MOUNT_PATH=POSTGRES_VOLUME)
         elif service.source == "replay":
             variables["PORT"] = port  # the injected PORT is added after resolving, out of references' reach
+        if service.volume:
+            variables.update(volume_variables(service.name, service.volume))
         return {**variables, **service.variables}
 
     def _local(self, variables: Mapping[str, str]) -> dict[str, str]:
@@ -241,7 +301,10 @@ class _Planner:
         """A bin directory of the host's executables minus what the image lacks; shared by identical images."""
         lacking = [tool for tool in OPTIONAL_TOOLS if tool not in tools]
         hidden = NEVER_ON_PATH + tuple(pattern for tool in lacking for pattern in TOOL_EXECUTABLES[tool])
-        dirs = [d for d in self.host_path.split(os.pathsep) if os.path.isabs(d) and os.path.isdir(d)]
+        # The host's tools, not a virtualenv's (the developer's own .venv on PATH would lend every image its
+        # packages' commands).
+        dirs = [d for d in self.host_path.split(os.pathsep) if os.path.isabs(d) and os.path.isdir(d)
+                and not os.path.isfile(os.path.join(d, os.pardir, "pyvenv.cfg"))]
         # Keyed by content, so a running deployment's directory is never rewritten under it.
         fingerprint = [sorted(tools), dirs, [os.stat(d).st_mtime_ns for d in dirs]]
         key = hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:16]

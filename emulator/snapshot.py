@@ -19,6 +19,7 @@ from pathlib import Path
 from emulator.errors import SnapshotError
 
 BRANCH = "main"
+SOURCE_REPO = "source.git"  # the bare repository, under the state dir
 _IDENTITY = {"GIT_AUTHOR_NAME": "Railway emulator", "GIT_AUTHOR_EMAIL": "emulator@localhost",
              "GIT_COMMITTER_NAME": "Railway emulator", "GIT_COMMITTER_EMAIL": "emulator@localhost"}
 
@@ -29,6 +30,7 @@ class Snapshot:
     branch: str
     commit: str
     changed: bool  # False when the tree was the same as the last snapshot's
+    tree: str = ""  # the commit's tree id: the same files give the same id
 
 
 def snapshot(repo_dir: Path, bare_dir: Path, branch: str = BRANCH) -> Snapshot:
@@ -51,11 +53,11 @@ def snapshot(repo_dir: Path, bare_dir: Path, branch: str = BRANCH) -> Snapshot:
     ref = f"refs/heads/{branch}"
     parent = _git(["rev-parse", "--quiet", "--verify", f"{ref}^{{commit}}"], env, check=False)
     if parent and _git(["rev-parse", f"{parent}^{{tree}}"], env) == tree:
-        return Snapshot(bare_dir.as_uri(), branch, parent, changed=False)
+        return Snapshot(bare_dir.as_uri(), branch, parent, changed=False, tree=tree)
     message = f"Snapshot of {repo_dir}{_describe_head(repo_dir)}"
     commit = _git(["commit-tree", tree, *(["-p", parent] if parent else []), "-m", message], env)
     _git(["update-ref", ref, commit], env)
-    return Snapshot(bare_dir.as_uri(), branch, commit, changed=True)
+    return Snapshot(bare_dir.as_uri(), branch, commit, changed=True, tree=tree)
 
 
 def _describe_head(repo_dir: Path) -> str:

@@ -33,9 +33,11 @@ _STEP_KEYS = ("name", "service", "variables", "run", "flow_run", "sql", "http", 
 STEP_ACTIONS = ("run", "flow_run", "sql", "http")
 _SERVICE_KEYS = (
     "source", "builder", "dockerfile_path", "start_command", "variables", "healthcheck_path",
-    "healthcheck_timeout", "restart_policy", "restart_max_retries", "replicas", "public_domain",
+    "healthcheck_timeout", "restart_policy", "restart_max_retries", "replicas", "public_domain", "volume",
+    "without_files",
 )
-_BUILD_KEYS = ("builder", "dockerfile_path", "start_command")  # only a service built from the repo has these
+# Only a service built from the repo has these (Postgres has its own volume).
+_BUILD_KEYS = ("builder", "dockerfile_path", "start_command", "volume", "without_files")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class Service:
     restart_max_retries: int = 10
     replicas: int = 1
     public_domain: bool = False
+    volume: str | None = None  # the volume's mount path, e.g. "/data"; Railway allows one per service
+    without_files: tuple[str, ...] = ()  # files left out of the service's snapshot (a repo without them)
 
 
 @dataclass(frozen=True)
@@ -265,6 +269,20 @@ def _service(path: Path, name: str, body: Any) -> Service:
     healthcheck_path = _optional(path, f"{where}.healthcheck_path", body.get("healthcheck_path"))
     if healthcheck_path is not None and not healthcheck_path.startswith("/"):
         raise StackError(f"{path.name}: {where}.healthcheck_path must start with '/', e.g. \"/api/health\"")
+    volume = _optional(path, f"{where}.volume", body.get("volume"))
+    if volume is not None and (not volume.startswith("/") or volume.rstrip("/") == ""):
+        raise StackError(f'{path.name}: {where}.volume = {volume!r} must be an absolute mount path other than /, '
+                         'e.g. "/data"')
+    replicas = _integer(path, f"{where}.replicas", body.get("replicas", 1), 1)
+    if volume is not None and replicas > 1:
+        raise StackError(f"{path.name}: {where}: a service with a volume cannot have replicas (as on Railway); "
+                         "remove the volume or set replicas = 1")
+    without_files = body.get("without_files", [])
+    _expect(path, f"{where}.without_files", without_files, list)
+    for file in without_files:
+        if not isinstance(file, str) or not file or file.startswith("/") or ".." in file.split("/"):
+            raise StackError(f"{path.name}: {where}.without_files: {file!r} must be a path inside the repository, "
+                             'e.g. "railpack.json"')
     return Service(
         name=name,
         source=source,
@@ -277,8 +295,10 @@ def _service(path: Path, name: str, body: Any) -> Service:
         restart_policy=_choice(path, f"{where}.restart_policy", body.get("restart_policy", "ON_FAILURE"),
                                RESTART_POLICIES, str.upper),
         restart_max_retries=_integer(path, f"{where}.restart_max_retries", body.get("restart_max_retries", 10), 0),
-        replicas=_integer(path, f"{where}.replicas", body.get("replicas", 1), 1),
+        replicas=replicas,
         public_domain=_typed(path, f"{where}.public_domain", body.get("public_domain", False), bool),
+        volume=volume.rstrip("/") if volume else None,
+        without_files=tuple(without_files),
     )
 
 

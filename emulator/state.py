@@ -36,7 +36,9 @@ class StateDir:
         self.tls = self.root / "tls"
         self.edge_cert = self.tls / "edge.crt"
         self.runtimes = self.root / "runtimes"
-        self.homes = self.root / "homes"
+        self.homes = self.root / "homes"  # each replica's HOME
+        self.apps = self.root / "apps"  # each replica's app directory (the image's /app)
+        self.sources = self.root / "sources"  # the snapshot's files, per tree
         self.runtime_file = self.root / RUNTIME_FILE
         self.project_file = self.root / PROJECT_FILE
 

@@ -12,6 +12,10 @@ import pytest
 
 from emulator.postgres import PostgresServer
 
+# One build cache for every stack of the run and of the next ones (each xdist worker, every scenario's
+# `up`): an image whose lock and source are unchanged is built once, then taken from there.
+os.environ.setdefault("EMULATOR_CACHE_DIR",
+                      str(Path(tempfile.gettempdir()) / f"vault-ingest-emulator-cache-{os.getuid()}"))
 # Prefect's telemetry writes to its SQLite database from a service loop and locks it under tests.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -45,16 +45,11 @@ def test_git_and_certificates_are_installed():
     assert installs and {"git", "ca-certificates"} <= set(installs[0].split())
 
 
-def test_the_project_is_installed_from_the_lock():
-    syncs = [run for run in instructions("RUN") if run.startswith("uv sync")]
-    assert syncs and all("--locked" in run and "--no-dev" in run for run in syncs)
-    assert "--no-editable" in syncs[-1] and "--extra" not in " ".join(syncs)
-
-
-def test_uv_is_the_locked_version():
-    lock = (ROOT / "uv.lock").read_text()
-    locked = re.search(r'^name = "uv"\nversion = "([^"]+)"', lock, re.M).group(1)
-    assert f"pip install uv=={locked}" in instructions("RUN")
+def test_the_project_is_installed_from_the_lock_by_the_locked_uv():
+    assert "uv sync --locked --no-dev --no-editable" in instructions("RUN")
+    assert any(copy.split()[:2] == ["pyproject.toml", "uv.lock"] for copy in instructions("COPY"))
+    locked_uv = re.search(r'^name = "uv"\nversion = "([^"]+)"', (ROOT / "uv.lock").read_text(), re.M)[1]
+    assert f"--from=ghcr.io/astral-sh/uv:{locked_uv} /uv /usr/local/bin/uv" in instructions("COPY")
 
 
 def test_runs_as_a_non_root_user():

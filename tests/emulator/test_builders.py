@@ -24,18 +24,19 @@ def test_railpack_picks_web_and_logs_it_like_railpack(tmp_path):
     image = build(Service("worker"), repo(tmp_path, {"Procfile": PROCFILE}), {})
     assert image.builder == "railpack"
     assert image.argv == ("/bin/bash", "-c", "vault-ingest serve")
-    assert image.log == ("Railpack (emulated)", "↳ Detected Python", "↳ Found web command in Procfile",
-                         "Deploy", "$ vault-ingest serve")
+    assert image.log + image.start == ("Railpack (emulated)", "↳ Detected Python",
+                                       "↳ Found web command in Procfile", "Deploy", "$ vault-ingest serve")
 
 
-def test_railpack_precedence_custom_then_env_then_config_then_procfile(tmp_path):
+def test_railpack_precedence_custom_then_config_file_then_env_then_procfile(tmp_path):
+    # core.go GetConfig merges options < environment < railpack.json; the prose docs say the opposite.
     config = json.dumps({"deploy": {"startCommand": "from-config"}})
     root = repo(tmp_path, {"Procfile": PROCFILE, "railpack.json": config})
     env = {"RAILPACK_START_CMD": "from-env"}
     assert build(Service("s", start_command="custom"), root, env).argv[-1] == "custom"
-    assert build(Service("s"), root, env).argv[-1] == "from-env"
-    assert build(Service("s"), root, {}).argv[-1] == "from-config"
+    assert build(Service("s"), root, env).argv[-1] == "from-config"
     (root / "railpack.json").write_text("{}")
+    assert build(Service("s"), root, env).argv[-1] == "from-env"
     assert build(Service("s"), root, {}).argv[-1] == "vault-ingest serve"
 
 
@@ -43,7 +44,7 @@ def test_railpack_still_logs_the_procfile_pick_when_a_custom_command_wins(tmp_pa
     # Its Procfile provider always runs; the override applies after (railpack core.go).
     image = build(Service("worker", start_command="bash start_worker.sh"), repo(tmp_path, {"Procfile": PROCFILE}), {})
     assert "↳ Found web command in Procfile" in image.log
-    assert image.log[-2:] == ("Deploy", "$ bash start_worker.sh")
+    assert image.start == ("Deploy", "$ bash start_worker.sh")
 
 
 def test_railpack_reads_json_with_comments_and_logs_the_config_file(tmp_path):
@@ -103,12 +104,16 @@ def test_railpack_deploy_apt_packages_add_tools(tmp_path, packages, tools):
     assert image.tools == tools
 
 
-def test_railpack_json_apt_packages_and_the_env_layer_over_them(tmp_path):
+def test_railpack_json_apt_packages_replace_the_variables_list(tmp_path):
+    # The file's list replaces the variable's at the merge; its "..." spreads the provider's list, not the
+    # variable's (context.go applyDeployAptPackages), so the variable is ignored while the file sets one.
     root = repo(tmp_path, {"railpack.json": json.dumps({"deploy": {"aptPackages": ["...", "git"]}})})
     service = Service("s", start_command="run")
     assert build(service, root, {}).tools == {"git"}
-    assert build(service, root, {"RAILPACK_DEPLOY_APT_PACKAGES": "... curl"}).tools == {"git", "curl"}
-    assert build(service, root, {"RAILPACK_DEPLOY_APT_PACKAGES": "curl"}).tools == {"curl"}  # replaces
+    assert build(service, root, {"RAILPACK_DEPLOY_APT_PACKAGES": "curl"}).tools == {"git"}
+    assert build(service, root, {"RAILPACK_DEPLOY_APT_PACKAGES": "ffmpeg"}).apt == ("git",)
+    (root / "railpack.json").write_text(json.dumps({"deploy": {}}))
+    assert build(service, root, {"RAILPACK_DEPLOY_APT_PACKAGES": "curl"}).tools == {"curl"}
 
 
 # --- Nixpacks -------------------------------------------------------------------------------------
@@ -169,8 +174,8 @@ def test_a_dockerfile_runtime_has_what_apt_get_installs(tmp_path):
     assert image.tools == {"git"}
     assert image.env == {"PYTHONUNBUFFERED": "1", "POOL": "vault-ingest"}
     assert image.argv == ("/bin/sh", "-c", "prefect worker start --pool ${POOL}")
-    assert image.log == ("Using Dockerfile `Dockerfile.worker`", "Deploy",
-                         "$ /bin/sh -c 'prefect worker start --pool ${POOL}'")
+    assert image.log + image.start == ("Using Dockerfile `Dockerfile.worker`", "Deploy",
+                                       "$ /bin/sh -c 'prefect worker start --pool ${POOL}'")
 
 
 def test_a_root_dockerfile_wins_over_the_builder_setting(tmp_path):
@@ -204,7 +209,7 @@ def test_paths_in_the_copied_build_context_point_into_the_checkout(tmp_path, lay
     dockerfile = f'FROM python:3.13-slim\n{layout}CMD ["bash", "/app/src/run.sh", "/app-data"]\n'
     image = build(Service("w", builder="dockerfile"), repo(tmp_path, {"Dockerfile": dockerfile}), {})
     assert image.argv == ("bash", f"{tmp_path}/src/run.sh", "/app-data")
-    assert image.log[-1] == "$ bash /app/src/run.sh /app-data"
+    assert image.start[-1] == "$ bash /app/src/run.sh /app-data"
 
 
 def test_a_missing_dockerfile_fails_the_build(tmp_path):

@@ -12,9 +12,10 @@ from emulator.stack import load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "railway.stack.toml"
-# What the builders read from the repo: the tests plan a copy, so they see the real configuration.
-DEPLOYMENT_FILES = ("Procfile", "pyproject.toml", "railpack.json", "nixpacks.toml", "Dockerfile.worker",
-                    "start_worker.sh")
+# What the builders read from the repo and what its image installs: the tests plan a copy, so they see the
+# real configuration. The same files give the same snapshot tree, so every test's image is one cached build.
+DEPLOYMENT_FILES = ("Procfile", "pyproject.toml", "uv.lock", "README.md", "railpack.json", "nixpacks.toml",
+                    "Dockerfile.worker", "start_worker.sh", "vault_ingest")
 PROBE = 'for t in git curl apt-get apt dpkg sudo vault-ingest; do echo "$t=$(command -v $t || echo -)"; done'
 
 
@@ -29,7 +30,9 @@ def repo(tmp_path):
     root = tmp_path / "repo"
     root.mkdir()
     for name in DEPLOYMENT_FILES:
-        if (ROOT / name).exists():
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif (ROOT / name).exists():
             shutil.copy(ROOT / name, root / name)
     return root
 
@@ -57,7 +60,9 @@ def test_the_production_stack_plans_every_service(plan, repo):
     assert worker.argv == ("/bin/bash", "-c", "bash start_worker.sh")
     assert (web.healthcheck_path, web.healthcheck_timeout, web.restart_policy, web.max_retries) == (
         "/api/health", 300.0, "ON_FAILURE", 10)
-    assert web.cwd == worker.cwd == repo.resolve()
+    # Each replica runs in its own fresh copy of the repo's snapshot (Railpack's /app), never the checkout.
+    assert web.cwd != worker.cwd and {web.cwd.parent, worker.cwd.parent} == {plans["web"].cwd.parent}
+    assert not web.cwd.is_relative_to(repo) and (web.cwd / "Procfile").read_text() == (repo / "Procfile").read_text()
     assert len({p.port for p in plans.values()}) == 4
     assert web.env["PORT"] == str(web.port)
     assert plans["Postgres"].draining_seconds == 60.0 and web.draining_seconds == 0.0
@@ -153,8 +158,16 @@ def test_the_nixpacks_login_shell_keeps_the_modelled_path(plan):
 
 def test_the_repos_dockerfile_worker_runs_start_worker_sh_from_the_checkout(plan, repo):
     worker = plan("dockerfile-worker")["worker"]
-    assert worker.argv == ("bash", f"{repo.resolve()}/start_worker.sh")  # CMD ["bash", "/app/start_worker.sh"]
+    assert worker.argv == ("bash", f"{worker.cwd}/start_worker.sh")  # CMD ["bash", "/app/start_worker.sh"]
     assert "$ bash /app/start_worker.sh" in worker.build_log
+
+
+def test_the_dockerfile_worker_installs_the_lock_as_its_dockerfile_does(plan):
+    worker = plan("dockerfile-worker")["worker"]
+    assert "$ uv sync --locked --no-dev --no-editable" in worker.build_log
+    found = subprocess.run(["bash", "-c", "command -v vault-ingest"], env=worker.env, cwd=worker.cwd,
+                           capture_output=True, text=True).stdout.strip()
+    assert found == worker.env["PATH"].split(":")[0] + "/vault-ingest"
 
 
 def test_the_dockerfile_worker_has_what_its_dockerfile_installs(plan, repo):
@@ -177,12 +190,10 @@ def test_no_package_manager_is_ever_on_path(plan, variant):
             assert found["vault-ingest"].endswith("/bin/vault-ingest")
 
 
-def test_path_puts_the_project_venv_first(plan, tmp_path):
-    venv_bin = tmp_path / "venv" / "bin"
-    venv_bin.mkdir(parents=True)
-    worker = plan(venv_bin=venv_bin)["worker"]
+def test_path_puts_the_images_venv_first(plan):
+    worker = plan()["worker"]
     first, runtime = worker.env["PATH"].split(":")
-    assert first == str(venv_bin)
+    assert (Path(first) / "vault-ingest").is_file() and (worker.cwd / ".venv" / "bin").resolve() == Path(first)
     assert (Path(runtime) / "bash").exists() and not (Path(runtime) / "apt-get").exists()
     assert Path(runtime) == Path(plan()["worker"].env["PATH"].split(":")[1])  # identical images share one
     assert worker.env["HOME"] != plan()["worker"].env["HOME"]  # a fresh container filesystem per deploy

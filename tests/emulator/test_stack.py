@@ -76,7 +76,7 @@ def test_every_shipped_variant_loads(variant):
 def test_shipped_variants_overlay_and_remove():
     gitless = load_stack(SHIPPED, "gitless-worker").services["worker"]
     assert gitless.start_command == 'prefect worker start --pool "$PREFECT_WORK_POOL"'
-    assert gitless.variables["RAILPACK_DEPLOY_APT_PACKAGES"] == "ffmpeg"
+    assert "RAILPACK_DEPLOY_APT_PACKAGES" not in gitless.variables and gitless.without_files == ("railpack.json",)
     assert "DATABASE_URL" in gitless.variables  # the rest of the table survives
     nixpacks = load_stack(SHIPPED, "nixpacks-worker").services["worker"]
     assert "RAILPACK_DEPLOY_APT_PACKAGES" not in nixpacks.variables and nixpacks.builder == "nixpacks"
@@ -135,6 +135,11 @@ def test_an_unknown_variant_lists_the_known_ones():
     ("[services.web.variables]\n'MY-VAR' = 'x'\n", "services.web.variables.MY-VAR: a variable name is letters"),
     ("[services.shared]\n", "services.shared: a service name is letters, digits"),
     ("[services.'my web']\n", "services.my web: a service name is letters, digits"),
+    ("[services.web]\nvolume = 'data'\n", "services.web.volume = 'data' must be an absolute mount path"),
+    ("[services.web]\nvolume = '/'\n", "services.web.volume = '/' must be an absolute mount path other than /"),
+    ("[services.web]\nvolume = '/data'\nreplicas = 2\n", "services.web: a service with a volume cannot have replicas"),
+    ("[services.db]\nsource = 'postgres'\nvolume = '/data'\n", "services.db.volume: a postgres service is not built"),
+    ("[services.web]\nwithout_files = ['../x']\n", "services.web.without_files: '../x' must be a path inside"),
     ("[variants.v]\nremove = ['services.nope']\n", "variants.v.remove: 'services.nope' is not in the base stack"),
     ("[variants.v]\nextends = 'x'\n", "variants.v.extends: unknown key; known keys: description, remove"),
 ])
@@ -144,6 +149,12 @@ def test_invalid_stacks_name_the_path_and_the_problem(tmp_path, text, message):
         load_stack(path, "v" if "[variants.v]" in text else None)
     assert message in str(failure.value)
     assert str(failure.value).startswith("railway.stack.toml: ")
+
+
+def test_a_volume_is_a_mount_path_and_files_can_be_left_out(tmp_path):
+    path = stack_file(tmp_path, "[services.web]\nvolume = '/data/'\nwithout_files = ['railpack.json']\n")
+    web = load_stack(path).services["web"]
+    assert (web.volume, web.without_files) == ("/data", ("railpack.json",))
 
 
 def test_enums_are_case_insensitive_and_numbers_become_strings(tmp_path):

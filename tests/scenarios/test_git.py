@@ -1,6 +1,6 @@
 """Scenario 3: flow runs clone their code with git, so a worker image without git crashes every run (prefect.md §3).
 
-Broken: Railpack's runtime image without git (an apt package list that replaces railpack.json's) running a
+Broken: Railpack's runtime image without git (a repository without railpack.json) running a
 plain `prefect worker start`; the same runtime with `start_worker.sh`, which refuses to start. Working: the
 Nixpacks builder and `Dockerfile.worker` complete a run with rows; so does Railpack with git in
 `deploy.aptPackages`, the shipped worker (test_shipped.py).
