@@ -35,6 +35,7 @@ import platform
 import shlex
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import uuid

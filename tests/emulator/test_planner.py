@@ -248,19 +248,19 @@ SELF = "${{PORT}}"
     # Deployed anyway, with the URL Railway would give it: an empty port, so port 80 and a refused connection.
     assert worker.env["API"] == "http://127.0.0.1:/api" and worker.env["SELF"] == ""
     assert worker.env["PORT"] == str(worker.port)  # injected all the same
-    warnings = [line for line in worker.build_log if line.startswith("⚠")]
+    warnings = [line for line in worker.build_log if line.startswith("⚠ worker:")]  # not the image's notes
     assert len(warnings) == 2
     assert warnings[0].startswith("⚠ worker: variable API references ${{web.PORT}}, which Railway renders as an "
                                   "empty string: web has no variable PORT; the PORT Railway injects at runtime")
     assert "set PORT on web" in warnings[0]
     assert warnings[1].endswith('set PORT on worker (e.g. PORT = "8080") or read $PORT at runtime')
     assert "$ run" in worker.build_log  # the builder's lines follow
-    assert not [line for line in plans["web"].build_log if line.startswith("⚠")]
+    assert not [line for line in plans["web"].build_log if line.startswith("⚠ web:")]
 
 
 def test_the_shipped_stack_has_no_variable_warnings(plan):
     for name, service in plan().items():
-        assert not [line for line in service.build_log if line.startswith("⚠")], name
+        assert not [line for line in service.build_log if line.startswith(f"⚠ {name.split('.')[0]}:")], name
 
 
 def test_an_ipv6_only_environment_reaches_services_over_ipv6_loopback(repo, state, tmp_path):
