@@ -153,10 +153,10 @@ def test_without_healthcheck_active_at_start_and_stop_kills_the_whole_group(depl
 
 
 def test_sigterm_is_enough_when_the_process_honours_it(deploy, tmp_path):
-    d = deploy(bash("worker", "trap 'echo draining; exit 0' TERM; while :; do sleep 0.05; done", tmp_path,
-                    draining_seconds=10))
+    d = deploy(bash("worker", "trap 'echo draining; exit 0' TERM; echo trapped; while :; do sleep 0.05; done",
+                    tmp_path, draining_seconds=10))
     d.wait_state(ACTIVE, 5)
-    wait_until(lambda: d.processes())
+    wait_until(lambda: "trapped" in log(tmp_path, "worker"))  # the trap is set, not merely the launcher up
     began = time.monotonic()
     d.stop()
     assert time.monotonic() - began < 5

@@ -181,8 +181,8 @@ def test_down_from_another_process_stops_everything(background, tmp_path):
     plan = bash("worker", "sleep 300 & sleep 300 & wait", tmp_path, draining_seconds=2)
     proc = background({"worker": plan, "web": web(tmp_path)})
     runtime = wait_until(lambda: running_runtime(tmp_path / "state", "worker", "web"), 30)
-    members = [p.pid for p in psutil.Process(runtime["services"]["worker"]["pid"]).children()]
-    assert len(members) == 2
+    members = [p.pid for p in psutil.Process(runtime["services"]["worker"]["pid"]).children(recursive=True)]
+    assert len(members) == 3  # under the launcher: bash and its two sleeps
 
     second = Supervisor({"worker": plan}, tmp_path / "state", LogSink(None, console=None))
     with pytest.raises(RuntimeError, match="already running"):
@@ -200,20 +200,25 @@ def test_down_from_another_process_stops_everything(background, tmp_path):
 
 
 @pytest.mark.parametrize("recovery", ["down", "up again"])
-def test_what_a_killed_supervisor_left_running_is_stopped(background, supervised, tmp_path, recovery):
+def test_what_a_killed_emulator_and_launcher_left_running_is_stopped(background, supervised, tmp_path, recovery):
+    """A killed emulator's launchers stop its services (test_stops); should a launcher die with it (the OOM
+    killer, say), `down` or the next `up` stops what is left."""
     proc = background({"worker": bash("worker", "trap '' TERM; sleep 300 & wait", tmp_path, draining_seconds=0.3)})
     runtime = wait_until(lambda: running_runtime(tmp_path / "state", "worker"), 20)
-    leader = runtime["services"]["worker"]["pid"]
+    launcher = psutil.Process(runtime["services"]["worker"]["pid"])
+    (command,) = wait_until(launcher.children)
+    os.kill(proc.pid, signal.SIGSTOP)  # neither restarting the worker nor closing the launcher's watchdog pipe
+    launcher.kill()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(5)
-    assert not gone(leader)  # orphaned, as after a crash
+    assert not gone(command.pid)  # orphaned, as after a crash
     if recovery == "down":
         assert stop_from_state_file(tmp_path / "state") == ["worker"]
     else:
         supervised({})
         assert "left running by an emulator that did not stop cleanly" in \
             (tmp_path / "state" / "logs" / "emulator.log").read_text()
-    assert gone(leader)
+    assert gone(command.pid)
 
 
 def test_ctrl_c_stops_cleanly(background, tmp_path):
