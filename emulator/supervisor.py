@@ -26,7 +26,7 @@ from emulator.edge import EDGE_HOST, TLS_DIR, Edge
 from emulator.logs import LogSink
 from emulator.plan import BuildError, ServicePlan
 from emulator.postgres import PostgresServer
-from emulator.process import ACTIVE, FAILED, FINISHED, REMOVED, Deployment, ProcessGroup
+from emulator.process import ACTIVE, CRASHED, FAILED, FINISHED, REMOVED, Deployment, ProcessGroup
 
 RUNTIME_FILE = "runtime.json"
 BUILTIN_KINDS = ("postgres", "replay")
@@ -306,7 +306,27 @@ def read_runtime(state_dir: Path) -> dict | None:
 
 def supervisor_alive(runtime: dict) -> bool:
     owner = runtime.get("supervisor")
-    return bool(owner) and _same_process(owner["pid"], owner["started_at"]) is not None
+    proc = _same_process(owner["pid"], owner["started_at"]) if owner else None
+    return proc is not None and _running(proc)
+
+
+def observed(runtime: dict) -> dict:
+    """`runtime` checked against the processes, for `status`: each service's "running" says whether its
+    process (the same one: pid and create time) still runs. `stale` is the supervisor that `runtime.json`
+    names when it died without stopping (kill -9); then a service whose process is gone no longer shows
+    the Active it was last written with, but Crashed, as Railway shows a deployment whose process ended
+    without being stopped."""
+    owner = runtime.get("supervisor")
+    alive = supervisor_alive(runtime)
+    services = {}
+    for name, entry in runtime["services"].items():
+        running = bool(entry.get("pgid")) and _still_ours(entry)
+        state = entry.get("state")
+        if not alive and not running and state not in FINISHED:
+            state = CRASHED
+        services[name] = {**entry, "state": state, "running": running}
+    return {"supervisor": owner if alive else None, "stale": owner if owner and not alive else None,
+            "services": services}
 
 
 def stop_from_state_file(state_dir: Path, timeout: float | None = None) -> list[str]:
@@ -365,13 +385,25 @@ def _same_process(pid: int, started_at: float | None) -> psutil.Process | None:
         return None
 
 
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _still_ours(service: dict) -> bool:
     pgid, started_at = service["pgid"], service.get("started_at")
     if started_at is None:
         return False
     if psutil.pid_exists(pgid):
-        return _same_process(pgid, started_at) is not None
-    # The leader is gone but the group lives on: its members were all started after the leader.
+        leader = _same_process(pgid, started_at)
+        if leader is None:
+            return False  # the pid is another process's now
+        if _running(leader):
+            return True
+    # The leader is gone (or a zombie nobody reaps) but the group lives on: its members were all started
+    # after the leader.
     members = ProcessGroup(pgid).track()
     try:
         return bool(members) and all(p.create_time() >= started_at - 0.01 for p in members)

@@ -18,7 +18,7 @@ from emulator.logs import LogSink
 from emulator.plan import BuildError, ServicePlan
 from emulator.postgres import free_port
 from emulator.process import ACTIVE, COMPLETED, CRASHED, FAILED, REMOVED
-from emulator.supervisor import Supervisor, read_runtime, stop_from_state_file, supervisor_alive
+from emulator.supervisor import Supervisor, observed, read_runtime, stop_from_state_file, supervisor_alive
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = "import pickle, sys; from emulator.supervisor import Supervisor; " \
@@ -228,3 +228,31 @@ def test_ctrl_c_stops_cleanly(background, tmp_path):
     assert proc.wait(10) == 128 + signal.SIGINT
     assert gone(runtime["services"]["worker"]["pid"])
     assert json.loads((tmp_path / "state" / "runtime.json").read_text())["supervisor"] is None
+
+
+def test_status_checks_the_processes_and_tells_a_killed_emulators_runtime_apart():
+    """After a kill -9, runtime.json still says Active: the processes decide, and a pid now held by another
+    process (its create time differs) is not the service's."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        started = psutil.Process(alive.pid).create_time()
+        runtime = {"supervisor": {"pid": dead.pid, "started_at": 1.0}, "services": {
+            "kept": {"state": ACTIVE, "pid": alive.pid, "pgid": alive.pid, "started_at": started},
+            "gone": {"state": ACTIVE, "pid": dead.pid, "pgid": dead.pid, "started_at": 1.0},
+            "reused": {"state": ACTIVE, "pid": alive.pid, "pgid": alive.pid, "started_at": started - 60},
+            "done": {"state": COMPLETED, "pid": None, "pgid": None, "started_at": None},
+        }}
+        seen = observed(runtime)
+        assert seen["supervisor"] is None and seen["stale"] == runtime["supervisor"]
+        assert {name: (s["state"], s["running"]) for name, s in seen["services"].items()} == {
+            "kept": (ACTIVE, True), "gone": (CRASHED, False), "reused": (CRASHED, False), "done": (COMPLETED, False)}
+
+        me = psutil.Process()  # a live supervisor has the word on states; running is still checked
+        live = observed({**runtime, "supervisor": {"pid": me.pid, "started_at": me.create_time()}})
+        assert live["stale"] is None and live["supervisor"]["pid"] == me.pid
+        assert (live["services"]["gone"]["state"], live["services"]["gone"]["running"]) == (ACTIVE, False)
+    finally:
+        alive.kill()
+        alive.wait()
