@@ -25,7 +25,7 @@ import psutil
 from emulator.edge import EDGE_HOST, TLS_DIR, Edge
 from emulator.logs import LogSink
 from emulator.plan import BuildError, ServicePlan
-from emulator.postgres import PostgresServer
+from emulator.postgres import UNSAFE_FAST_ENV, PostgresServer
 from emulator.process import ACTIVE, CRASHED, FAILED, FINISHED, REMOVED, Deployment, ProcessGroup
 
 RUNTIME_FILE = "runtime.json"
@@ -261,6 +261,10 @@ def _postgres(plan: ServicePlan, sink: LogSink, common: dict) -> Deployment:
     # The planner points PGDATA into the service's volume directory.
     data_dir = Path(plan.env.get("PGDATA") or Path(plan.cwd) / "pgdata")
     server = PostgresServer(data_dir, port=plan.port, password=password)
+    if server.unsafe_fast:
+        plan = dataclasses.replace(plan, build_log=(*plan.build_log, f"fsync is off ({UNSAFE_FAST_ENV}=1): faster, "
+                                                    "but a crash of this machine can lose or corrupt the data; "
+                                                    "Railway's Postgres keeps fsync on"))
     # The postmaster itself rather than pg_ctl, so it is the deployment's process and its lines the deploy log.
     argv, user = server.foreground_command()
     database = plan.env.get("POSTGRES_DB") or plan.env.get("PGDATABASE") or "railway"
