@@ -15,9 +15,17 @@ forks COMMAND into it and waits for it:
 - With --user, COMMAND runs as that user (PostgreSQL refuses root) while the launcher stays who it was,
   so it can still kill whatever COMMAND starts.
 
-A SIGTERM to the group (a stop) leaves the launcher waiting for COMMAND, whose status it has to report.
-Standard library only, started with -I -S: it runs in every service's environment, and as the user
-Postgres runs as.
+A stop is SIGTERM to the launcher, which passes it on the way Railway delivers it: to the container's main
+process only (Railway's guide `nodejs-sigterm.md`: a wrapper such as npm "becomes the main process" and the
+app never sees the signal; reference/railway.md §8). That main process is COMMAND, PID 1 of the container,
+where Railpack's image runs `/bin/bash -c "<start command>"` (railpack `buildkit/convert.go`), and the
+kernel delivers a signal to a PID namespace's init only if it has a handler for it (pid_namespaces(7)).
+So the launcher passes SIGTERM on only when COMMAND handles it: bash running `sh start.sh` without a trap
+drops it, and the real process in the script never drains unless the script `exec`s it (bash -c execs a
+single simple command by itself). Whatever is left is SIGKILLed when the draining period ends.
+
+Standard library only, started with -I -S: it runs in every service's environment, and as root where
+Postgres runs as its own user.
 """
 
 from __future__ import annotations
@@ -49,11 +57,13 @@ def main(argv: list[str]) -> int:
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGCHLD, signal.SIGINT):
         signal.signal(sig, lambda *_: None)  # handlers, not SIG_IGN, which COMMAND would inherit
+    signal.signal(signal.SIGTERM, _pass_on)
     main_pid = os.fork()
     if main_pid == 0:
         _exec(command, user)
+    _container.main_pid = main_pid
     code = None
     while code is None:
         readable, _, _ = select.select([watch_fd, wake_r], [], [])
@@ -64,6 +74,33 @@ def main(argv: list[str]) -> int:
             code = _orphaned(main_pid)
     _kill_descendants()
     return code
+
+
+class _Container:
+    main_pid = 0  # COMMAND, once forked
+    stopping = False  # the emulator is gone: every process gets SIGTERM, not only one that handles it
+
+
+_container = _Container()
+
+
+def _pass_on(signum: int, _frame) -> None:
+    """SIGTERM to the main process, if it has a handler for it, as the kernel does for a container's PID 1."""
+    pid = _container.main_pid
+    if pid and not _container.stopping and _handles(pid, signum):
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+
+
+def _handles(pid: int, signum: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            caught = next(line for line in handle if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caught.split()[1], 16) >> (signum - 1) & 1)
 
 
 def _exec(command: list[str], user: str | None) -> None:
@@ -95,7 +132,9 @@ def _reap(main_pid: int) -> int | None:
 
 
 def _orphaned(main_pid: int) -> int:
-    """The emulator is gone: stop COMMAND as a stop would (SIGTERM to its group), SIGKILL after the grace."""
+    """The emulator is gone: SIGTERM to the whole group (not a Railway stop: no process should be missed),
+    SIGKILL to everything after the grace."""
+    _container.stopping = True
     _signal_group(os.getpgid(0), signal.SIGTERM)
     deadline = time.monotonic() + ORPHAN_GRACE
     while time.monotonic() < deadline:

@@ -4,8 +4,8 @@ States are Railway's: Building → Deploying → Active (at healthcheck success,
 then Completed (exit 0), Crashed (non-zero exit once the restart policy gives up) or Failed (the
 deploy failed, including a healthcheck timeout); Removing → Removed after a stop. The process runs in
 its own process group, which plays the container, led by `emulator.launcher`: when the service's first
-process exits, whatever it left behind is killed, and a stop is SIGTERM to the group, then SIGKILL once
-the draining period is over. The launcher also takes the service down when this process dies, even by
+process exits, whatever it left behind is killed, and a stop is SIGTERM to the container's main process
+(as Railway sends it; see the launcher), then SIGKILL to the group once the draining period is over. The launcher also takes the service down when this process dies, even by
 SIGKILL, so a killed emulator leaves nothing running.
 """
 
@@ -118,9 +118,13 @@ class ProcessGroup:
             return list(found)
 
     def terminate(self, draining_seconds: float, on_kill: Callable[[], None] = lambda: None) -> bool:
-        """SIGTERM to the group, SIGKILL to everything left after the draining period; True if it came to that."""
+        """SIGTERM to the group's leader, the launcher, which passes it on to the main process as Railway does;
+        SIGKILL to everything left after the draining period. True if it came to that."""
         self.track()
-        signal_group(self.pgid, signal.SIGTERM)
+        try:
+            os.kill(self.pgid, signal.SIGTERM)
+        except ProcessLookupError:  # no launcher: what a killed emulator left behind
+            signal_group(self.pgid, signal.SIGTERM)
         if self._wait_gone(time.monotonic() + draining_seconds):
             return False
         on_kill()

@@ -214,3 +214,31 @@ def test_groups_share_a_recent_process_scan(monkeypatch):
     assert len(scans) == 1
     second.track()
     assert len(scans) == 2
+
+
+DRAINS = ("import signal, sys, time\n"
+          "signal.signal(signal.SIGTERM, lambda *_: (print('got SIGTERM', flush=True), sys.exit(0)))\n"
+          "print('ready', flush=True)\n"
+          "time.sleep(300)\n")
+
+
+@pytest.mark.parametrize("start_command, script, drains", [
+    ("bash start.sh", "exec {python} drain.py", True),
+    ("bash start.sh", "{python} drain.py", False),  # the script's bash is the main process, without a trap
+    ("{python} drain.py", None, True),  # bash -c execs a single simple command itself
+    ("{python} drain.py; echo after", None, False),
+])
+def test_sigterm_goes_to_the_main_process_only_so_a_wrapper_without_exec_never_drains(
+        deploy, tmp_path, start_command, script, drains):
+    """Railway's stop signals the container's main process, not its group (railway.md §8, Railway's
+    nodejs-sigterm guide); what the main process does not pass on is SIGKILLed when draining ends."""
+    (tmp_path / "drain.py").write_text(DRAINS)
+    if script:
+        (tmp_path / "start.sh").write_text(script.format(python=sys.executable) + "\n")
+    d = deploy(bash("worker", start_command.format(python=sys.executable), tmp_path, draining_seconds=1))
+    wait_until(lambda: "ready" in log(tmp_path, "worker"))
+    d.stop()
+    text = log(tmp_path, "worker")
+    assert ("got SIGTERM" in text) is drains
+    assert ("Still running after the 1s draining period: SIGKILL" in text) is not drains
+    assert d.processes() == []
