@@ -38,42 +38,10 @@ import signal
 import sys
 import time
 
+_LINUX = sys.platform.startswith("linux")  # prctl and /proc; elsewhere the status and signals still pass
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 ORPHAN_GRACE = 3.0
 FAILED_TO_START = 127
-
-
-def main(argv: list[str]) -> int:
-    watch_fd, *argv = argv
-    user = None
-    if argv[:1] == ["--user"]:
-        user, *argv = argv[1:]
-    if argv[:1] != ["--"] or len(argv) < 2:
-        print("usage: launcher.py WATCH_FD [--user NAME] -- COMMAND [ARG ...]", file=sys.stderr)
-        return 2
-    command, watch_fd = argv[1:], int(watch_fd)
-    os.set_inheritable(watch_fd, False)  # the service has no business with it
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    for sig in (signal.SIGCHLD, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)  # handlers, not SIG_IGN, which COMMAND would inherit
-    signal.signal(signal.SIGTERM, _pass_on)
-    main_pid = os.fork()
-    if main_pid == 0:
-        _exec(command, user)
-    _container.main_pid = main_pid
-    code = None
-    while code is None:
-        readable, _, _ = select.select([watch_fd, wake_r], [], [])
-        if wake_r in readable:
-            os.read(wake_r, 4096)
-            code = _reap(main_pid)
-        if code is None and watch_fd in readable and not os.read(watch_fd, 1):
-            code = _orphaned(main_pid)
-    _kill_descendants()
-    return code
 
 
 class _Container:
@@ -95,12 +63,52 @@ def _pass_on(signum: int, _frame) -> None:
 
 
 def _handles(pid: int, signum: int) -> bool:
+    if not _LINUX:
+        return True  # no way to tell: the signal goes through
     try:
         with open(f"/proc/{pid}/status") as handle:
             caught = next(line for line in handle if line.startswith("SigCgt:"))
     except (OSError, StopIteration):
         return False
     return bool(int(caught.split()[1], 16) >> (signum - 1) & 1)
+
+
+def _become_subreaper() -> None:
+    if _LINUX:
+        ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def main(argv: list[str]) -> int:
+    watch_fd, *argv = argv
+    user = None
+    if argv[:1] == ["--user"]:
+        user, *argv = argv[1:]
+    if argv[:1] != ["--"] or len(argv) < 2:
+        print("usage: launcher.py WATCH_FD [--user NAME] -- COMMAND [ARG ...]", file=sys.stderr)
+        return 2
+    command, watch_fd = argv[1:], int(watch_fd)
+    os.set_inheritable(watch_fd, False)  # the service has no business with it
+    _become_subreaper()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    for sig in (signal.SIGCHLD, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)  # handlers, not SIG_IGN, which COMMAND would inherit
+    signal.signal(signal.SIGTERM, _pass_on)
+    main_pid = os.fork()
+    if main_pid == 0:
+        _exec(command, user)
+    _container.main_pid = main_pid
+    code = None
+    while code is None:
+        readable, _, _ = select.select([watch_fd, wake_r], [], [])
+        if wake_r in readable:
+            os.read(wake_r, 4096)
+            code = _reap(main_pid)
+        if code is None and watch_fd in readable and not os.read(watch_fd, 1):
+            code = _orphaned(main_pid)
+    _kill_descendants()
+    return code
 
 
 def _exec(command: list[str], user: str | None) -> None:
@@ -166,6 +174,8 @@ def _kill_descendants() -> None:
 
 
 def _descendants(root: int) -> list[int]:
+    if not _LINUX:
+        return []  # the emulator's own tracking of the group kills what is left
     by_parent: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

@@ -4,9 +4,10 @@ States are Railway's: Building → Deploying → Active (at healthcheck success,
 then Completed (exit 0), Crashed (non-zero exit once the restart policy gives up) or Failed (the
 deploy failed, including a healthcheck timeout); Removing → Removed after a stop. The process runs in
 its own process group, which plays the container, led by `emulator.launcher`: when the service's first
-process exits, whatever it left behind is killed, and a stop is SIGTERM to the container's main process
-(as Railway sends it; see the launcher), then SIGKILL to the group once the draining period is over. The launcher also takes the service down when this process dies, even by
-SIGKILL, so a killed emulator leaves nothing running.
+process exits, whatever it left behind is killed; a stop is SIGTERM to the container's main process (as
+Railway sends it; see the launcher), then SIGKILL to the group once the draining period is over. The
+launcher also takes the service down when this process dies, even by SIGKILL, so a killed emulator
+leaves nothing running.
 """
 
 from __future__ import annotations
