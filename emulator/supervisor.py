@@ -115,7 +115,8 @@ class Supervisor:
             self.sink.close()
 
     def serve(self, then: Callable[[Callable[[], bool]], None] | None = None) -> int:
-        """Start, run until SIGINT/SIGTERM, stop; the exit status is 128 + the signal, as honcho's.
+        """Start, run until SIGINT/SIGTERM (or SIGHUP: the terminal closed), stop; the exit status is 128 + the
+        signal, as honcho's.
 
         `then` runs once everything has started, given a callable that turns True once a stop is asked for.
         """
@@ -125,7 +126,7 @@ class Supervisor:
             received.append(signum)
             self._halt.set()
 
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             self.start()
             if then is not None and not self._halt.is_set():

@@ -221,11 +221,12 @@ def test_what_a_killed_emulator_and_launcher_left_running_is_stopped(background,
     assert gone(command.pid)
 
 
-def test_ctrl_c_stops_cleanly(background, tmp_path):
-    proc = background({"worker": bash("worker", "sleep 300", tmp_path, draining_seconds=5)})
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "terminal closed"])
+def test_ctrl_c_or_a_closed_terminal_stops_cleanly(background, tmp_path, sig):
+    proc = background({"worker": bash("worker", "sleep 300", tmp_path, draining_seconds=1)})
     runtime = wait_until(lambda: running_runtime(tmp_path / "state", "worker"), 20)
-    os.kill(proc.pid, signal.SIGINT)
-    assert proc.wait(10) == 128 + signal.SIGINT
+    os.kill(proc.pid, sig)
+    assert proc.wait(30) == 128 + sig
     assert gone(runtime["services"]["worker"]["pid"])
     assert json.loads((tmp_path / "state" / "runtime.json").read_text())["supervisor"] is None
 
