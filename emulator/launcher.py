@@ -1,7 +1,7 @@
 """A deployment's first process, the way a container's init holds the service: nothing outlives it.
 
-`python -I -S launcher.py WATCH_FD [--user NAME] -- COMMAND...` leads the deployment's process group (the container),
-forks COMMAND into it and waits for it:
+`python -I -S launcher.py WATCH_FD [--user NAME] -- COMMAND...` leads the deployment's process group (the
+container), forks COMMAND into it and waits for it:
 
 - It is a child subreaper (prctl(2) PR_SET_CHILD_SUBREAPER), so every descendant that loses its parent
   is re-parented here rather than to init, including those in sessions of their own (Prefect's runner
@@ -16,10 +16,11 @@ forks COMMAND into it and waits for it:
   so it can still kill whatever COMMAND starts.
 
 A stop is SIGTERM to the launcher, which passes it on the way Railway delivers it: to the container's main
-process only (Railway's guide `nodejs-sigterm.md`: a wrapper such as npm "becomes the main process" and the
-app never sees the signal; reference/railway.md §8). That main process is COMMAND, PID 1 of the container,
-where Railpack's image runs `/bin/bash -c "<start command>"` (railpack `buildkit/convert.go`), and the
-kernel delivers a signal to a PID namespace's init only if it has a handler for it (pid_namespaces(7)).
+process only (railwayapp/docs `src/docs/guides/nodejs-sigterm.md` at 806d12c: a wrapper such as npm
+"becomes the main process", the app never sees the signal and is force quit at the end; the shared
+reference's railway.md §4.5 and §8). That main process is COMMAND, PID 1 of the container, where
+Railpack's image runs `/bin/bash -c "<start command>"` (railpack `buildkit/convert.go`), and the kernel
+delivers a signal to a PID namespace's init only if it has a handler for it (pid_namespaces(7)).
 So the launcher passes SIGTERM on only when COMMAND handles it: bash running `sh start.sh` without a trap
 drops it, and the real process in the script never drains unless the script `exec`s it (bash -c execs a
 single simple command by itself). Whatever is left is SIGKILLed when the draining period ends.
