@@ -113,6 +113,10 @@ def main(argv: list[str]) -> int:
 
 
 def _exec(command: list[str], user: str | None) -> None:
+    # Python ignores these, and SIG_IGN survives exec: a container's process starts with the defaults, so
+    # `yes | head` in a start script ends by SIGPIPE there, not by a write error.
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
     try:
         if user is not None:  # here, not before the launcher: the interpreter may be out of the user's reach
             entry = pwd.getpwnam(user)

@@ -119,3 +119,11 @@ def test_sigterm_is_dropped_by_a_main_process_without_a_handler_as_by_pid_1(laun
     os.kill(proc.pid, signal.SIGTERM)
     time.sleep(0.5)  # what is asserted is that nothing happens; half a second gives it the chance to
     assert proc.poll() is None and not gone(shell) and not gone(child)
+
+
+def test_the_command_starts_with_the_default_signal_dispositions(launch):
+    """Python, which runs the launcher, ignores SIGPIPE and SIGXFSZ; a container's process does not."""
+    proc, _ = launch("grep SigIgn /proc/self/status")
+    ignored = int(proc.stdout.read().split()[1], 16)
+    assert proc.wait(10) == 0
+    assert [sig for sig in (signal.SIGPIPE, signal.SIGXFSZ) if ignored >> (sig - 1) & 1] == []
