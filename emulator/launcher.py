@@ -118,15 +118,26 @@ def _exec(command: list[str], user: str | None) -> None:
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
     try:
+        env = _environment()  # before a change of user, which may leave /proc/self unreadable
         if user is not None:  # here, not before the launcher: the interpreter may be out of the user's reach
             entry = pwd.getpwnam(user)
             os.initgroups(user, entry.pw_gid)
             os.setgid(entry.pw_gid)
             os.setuid(entry.pw_uid)
-        os.execvp(command[0], command)
+        os.execvpe(command[0], command, env)
     except OSError as exc:
         print(f"Failed to start the container's command: {exc}", flush=True)
     os._exit(FAILED_TO_START)
+
+
+def _environment() -> dict:
+    """The environment this process was started with: Python's startup adds LC_CTYPE=C.UTF-8 where the
+    locale is C (PEP 538), and the service must get exactly what the emulator planned."""
+    if not _LINUX:
+        return dict(os.environ)
+    with open("/proc/self/environ", "rb") as handle:  # the block execve(2) was given, untouched by setenv
+        entries = handle.read().split(b"\0")
+    return dict(entry.split(b"=", 1) for entry in entries if b"=" in entry)
 
 
 def _reap(main_pid: int) -> int | None:

@@ -127,3 +127,13 @@ def test_the_command_starts_with_the_default_signal_dispositions(launch):
     ignored = int(proc.stdout.read().split()[1], 16)
     assert proc.wait(10) == 0
     assert [sig for sig in (signal.SIGPIPE, signal.SIGXFSZ) if ignored >> (sig - 1) & 1] == []
+
+
+def test_the_command_gets_exactly_the_environment_the_launcher_was_given(tmp_path):
+    """Not Python's additions: its startup sets LC_CTYPE=C.UTF-8 where the locale is C (PEP 538)."""
+    read, write = os.pipe()
+    env = {"PATH": os.environ["PATH"], "ONLY_THIS": "1"}
+    proc = subprocess.run([sys.executable, "-I", "-S", str(LAUNCHER), str(read), "--", "env"], pass_fds=(read,),
+                          env=env, capture_output=True, text=True, timeout=10)
+    os.close(read), os.close(write)
+    assert dict(line.split("=", 1) for line in proc.stdout.splitlines()) == env
