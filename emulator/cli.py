@@ -168,7 +168,13 @@ def _format_status(status: dict) -> str:
     if not status["services"]:
         return f"nothing has run from {status['state_dir']} yet; `python -m emulator up` starts it"
     head = f"running (pid {status['pid']})" if status["running"] else "stopped"
+    stale = status.get("stale")
+    if stale:
+        head = f"not running (the emulator, pid {stale['pid']}, ended without stopping: killed?)"
     lines = [f"{head}, variant {status['variant'] or 'base'}, state in {status['state_dir']}"]
+    if stale and stale["left_running"]:
+        lines.append(f"Still running without it: {', '.join(stale['left_running'])}; "
+                     "`python -m emulator down` stops them")
     width = max(len(name) for name in status["services"])
     for name, group in status["services"].items():
         replicas = group["replicas"]

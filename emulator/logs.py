@@ -2,7 +2,8 @@
 
 Console: `HH:MM:SS web      | line`, the prefix coloured on a TTY or when forced. Files, without prefix:
 `<state>/logs/<service>.build.log`, `<service>.deploy.log`, and `emulator.log` for the emulator's own
-lines. Secret values are masked in every line before it reaches the console or a file.
+lines. Secret values are masked in every line before it reaches the console or a file. A console whose
+reader has gone (`| tee` killed by the same Ctrl-C) is dropped; the files keep every line.
 """
 
 from __future__ import annotations
@@ -81,13 +82,35 @@ class LogSink:
         with self._lock:
             lines = self.mask(text).splitlines() or [""]
             handle = self._file(filename)
-            for line in lines:
-                if handle:
-                    handle.write(line + "\n")
-                if self._console:
-                    self._console.write(self._prefix(name) + line + "\n")
+            if handle:
+                handle.write("".join(line + "\n" for line in lines))
             if self._console:
-                self._console.flush()
+                try:
+                    self._console.write("".join(self._prefix(name) + line + "\n" for line in lines))
+                    self._console.flush()
+                except (OSError, ValueError) as exc:  # ValueError: a console closed under us
+                    self._lose_console(exc)
+
+    def _lose_console(self, exc: Exception) -> None:
+        """The console's reader is gone: `make emulate | tee` after Ctrl-C, which kills tee at once while
+        the services still have to stop, or a closed terminal. Lines go on to the files only, and the
+        console's descriptor (and stdout/stderr where they are the same pipe) now points at /dev/null, so
+        that no later write fails there either: a print, a traceback, the interpreter's last flush."""
+        console, self._console = self._console, None
+        try:
+            broken = os.fstat(console.fileno())
+        except (OSError, ValueError, AttributeError):
+            broken = None
+        if broken is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            for fd in {console.fileno(), 1, 2}:
+                if _same_file(fd, broken):
+                    os.dup2(devnull, fd)
+            os.close(devnull)
+        handle = self._file("emulator.log")
+        if handle:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            handle.write(f"the console stopped taking lines ({reason}); they go on to the log files only\n")
 
     def _file(self, filename: str) -> TextIO | None:
         if self.log_dir is None:
@@ -105,6 +128,14 @@ class LogSink:
             self._names.append(name)
         colour = _COLOURS[self._names.index(name) % len(_COLOURS)]
         return f"\033[{colour}m{prefix}\033[0m"
+
+
+def _same_file(fd: int, stat: os.stat_result) -> bool:
+    try:
+        mine = os.fstat(fd)
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (stat.st_dev, stat.st_ino)
 
 
 def _wants_colour(console: TextIO | None) -> bool:

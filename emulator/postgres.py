@@ -22,8 +22,11 @@ from pathlib import Path
 
 PG_USER = "postgres"
 _SYSTEM_USER = "pgserver"
-# Durability traded for speed: the data is a local copy that a crash may cost, never the only one.
-_SPEED_OPTIONS = ("-c", "fsync=off", "-c", "full_page_writes=off")
+# Railway's Postgres (railwayapp-templates/postgres-ssl, Dockerfile.17 at 0d5e736) runs the official image's
+# postgres with PostgreSQL's defaults, fsync and full_page_writes on, and so does this one. The test suite
+# trades that for speed, named as unsafe: a crash of the machine may then lose or corrupt the data.
+UNSAFE_FAST_ENV = "EMULATOR_UNSAFE_FAST_POSTGRES"
+_UNSAFE_FAST_OPTIONS = ("-c", "fsync=off", "-c", "full_page_writes=off")
 
 
 class PostgresError(RuntimeError):
@@ -72,9 +75,13 @@ class PostgresServer:
     data_dir: Path
     port: int = 0
     password: str = "postgres"
+    unsafe_fast: bool | None = None  # fsync off; None: as EMULATOR_UNSAFE_FAST_POSTGRES=1 says
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
+        if self.unsafe_fast is None:
+            self.unsafe_fast = os.environ.get(UNSAFE_FAST_ENV) == "1"
+        self._options = _UNSAFE_FAST_OPTIONS if self.unsafe_fast else ()
         self.port = self.port or free_port()
         self._bin = _bin_dir()
         self._run_as = _as_system_user()
@@ -90,7 +97,7 @@ class PostgresServer:
         """The postmaster itself, to run in the foreground (as a container runs it), and the user to run it
         as (None: this user). Its log lines go to stderr, so whoever runs it sees them."""
         argv = [str(self._bin / "postgres"), "-D", str(self.data_dir), "-h", "127.0.0.1", "-p", str(self.port),
-                "-k", str(self.data_dir), *_SPEED_OPTIONS]
+                "-k", str(self.data_dir), *self._options]
         return argv, self._run_as.get("user")
 
     def _pg(self, tool: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -119,7 +126,8 @@ class PostgresServer:
         try:
             self._pg(
                 "initdb", "-D", str(self.data_dir), "-U", PG_USER, "--pwfile", str(pwfile),
-                "--auth-host=scram-sha-256", "--auth-local=trust", "--encoding=UTF8", "--no-sync",
+                "--auth-host=scram-sha-256", "--auth-local=trust", "--encoding=UTF8",
+                *(("--no-sync",) if self.unsafe_fast else ()),
             )
         finally:
             pwfile.unlink(missing_ok=True)
@@ -131,7 +139,7 @@ class PostgresServer:
         elif self._run_as:
             self.log_file.touch()
             _open_path_for(self.log_file, _SYSTEM_USER)
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} {' '.join(_SPEED_OPTIONS)}"
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} {' '.join(self._options)}"
         self._pg("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options,
                  "-w", "-t", str(int(timeout)), "start", timeout=timeout + 5)
         self.wait_ready(timeout)

@@ -3,8 +3,11 @@
 States are Railway's: Building → Deploying → Active (at healthcheck success, or at start without one),
 then Completed (exit 0), Crashed (non-zero exit once the restart policy gives up) or Failed (the
 deploy failed, including a healthcheck timeout); Removing → Removed after a stop. The process runs in
-its own process group, which plays the container: when its first process exits, whatever it left
-behind is killed, and a stop is SIGTERM to the group, then SIGKILL once the draining period is over.
+its own process group, which plays the container, led by `emulator.launcher`: when the service's first
+process exits, whatever it left behind is killed; a stop is SIGTERM to the container's main process (as
+Railway sends it; see the launcher), then SIGKILL to the group once the draining period is over. The
+launcher also takes the service down when this process dies, even by SIGKILL, so a killed emulator
+leaves nothing running.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Callable, Iterable
 
 import psutil
@@ -67,6 +72,25 @@ class _ProcessTable:
 _TABLE = _ProcessTable()
 
 
+class _Watchdog:
+    """The pipe every launcher watches: its write end lives exactly as long as this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ends: tuple[int, int] | None = None
+
+    def fd(self) -> int:
+        """The read end, for a launcher to inherit (os.pipe's ends are close-on-exec otherwise)."""
+        with self._lock:
+            if self._ends is None:
+                self._ends = os.pipe()
+            return self._ends[0]
+
+
+_WATCHDOG = _Watchdog()
+_LAUNCHER = Path(__file__).with_name("launcher.py")
+
+
 class ProcessGroup:
     """A deployment's processes, as its container would hold them.
 
@@ -95,9 +119,13 @@ class ProcessGroup:
             return list(found)
 
     def terminate(self, draining_seconds: float, on_kill: Callable[[], None] = lambda: None) -> bool:
-        """SIGTERM to the group, SIGKILL to everything left after the draining period; True if it came to that."""
+        """SIGTERM to the group's leader, the launcher, which passes it on to the main process as Railway does;
+        SIGKILL to everything left after the draining period. True if it came to that."""
         self.track()
-        signal_group(self.pgid, signal.SIGTERM)
+        try:
+            os.kill(self.pgid, signal.SIGTERM)
+        except ProcessLookupError:  # no launcher: what a killed emulator left behind
+            signal_group(self.pgid, signal.SIGTERM)
         if self._wait_gone(time.monotonic() + draining_seconds):
             return False
         on_kill()
@@ -275,8 +303,11 @@ class Deployment:
     def _spawn(self) -> None:
         self._sink.deploy(self.name, "Starting Container")
         try:
+            watch = _WATCHDOG.fd()
+            user = ("--user", self._user) if self._user else ()
             proc = subprocess.Popen(
-                self.plan.argv, env=self.plan.env, cwd=self.plan.cwd, user=self._user,
+                (sys.executable, "-I", "-S", str(_LAUNCHER), str(watch), *user, "--", *self.plan.argv),
+                env=self.plan.env, cwd=self.plan.cwd, pass_fds=(watch,),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )

@@ -25,7 +25,7 @@ from emulator.process import ACTIVE, FINISHED
 from emulator.snapshot import snapshot
 from emulator.stack import Stack, load_stack
 from emulator.state import STACK_FILE, StateDir
-from emulator.supervisor import Supervisor, stop_from_state_file, supervisor_alive
+from emulator.supervisor import Supervisor, observed, stop_from_state_file, supervisor_alive
 from emulator.variables import referenced_services, secret_store
 from emulator.wait import wait_until
 
@@ -230,13 +230,14 @@ class Project:
     # -- status
 
     def status(self) -> dict:
-        runtime = self.state.read_runtime() or {"supervisor": None, "services": {}}
+        runtime = observed(self.state.read_runtime() or {"supervisor": None, "services": {}})
         project = self.state.read_project()
-        running = supervisor_alive(runtime) if runtime.get("supervisor") else False
+        running = runtime["supervisor"] is not None
         services: dict[str, dict] = {}
         for name, entry in runtime["services"].items():
             group = services.setdefault(entry.get("service", name), {"replicas": {}, "url": None, "error": None})
-            group["replicas"][name] = {key: entry.get(key) for key in ("state", "pid", "port", "restarts", "exit_code")}
+            group["replicas"][name] = {key: entry.get(key)
+                                       for key in ("state", "running", "pid", "port", "restarts", "exit_code")}
             group["url"] = group["url"] or entry.get("url")
             group["error"] = group["error"] or entry.get("error")
         for group in services.values():
@@ -249,6 +250,9 @@ class Project:
             "state_dir": str(self.state_dir),
             "running": running,
             "pid": runtime["supervisor"]["pid"] if running else None,
+            # The emulator died without stopping (kill -9): its pid, and the services still running without it.
+            "stale": runtime["stale"] and {"pid": runtime["stale"]["pid"], "left_running": sorted(
+                {e.get("service", n) for n, e in runtime["services"].items() if e["running"]})},
             "variant": options.get("variant"),
             "phase": project.get("phase") if running else None,
             "message": project.get("message") if running else None,

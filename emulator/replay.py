@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -233,6 +234,9 @@ def main(argv: list[str]) -> None:
           f"budget {budget.limit} weight per {budget.window:g}s, faults: latency {faults.latency:g}s, "
           f"500 every {faults.error_every or 'never'}, malformed every {faults.malformed_every or 'never'}",
           flush=True)
+    # A stop is SIGTERM to the main process, and a process without a handler keeps running until SIGKILL at
+    # the end of the draining period; the replay holds nothing worth draining, so it goes at once.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.serve_forever()
 
 

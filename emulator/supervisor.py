@@ -9,7 +9,7 @@ and stop it.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import signal
 import socket
@@ -25,7 +25,8 @@ from emulator.errors import SupervisorError
 from emulator.logs import LogSink
 from emulator.plan import BuildError, ServicePlan, start_order
 from emulator.planner import postgres_server
-from emulator.process import ACTIVE, FAILED, FINISHED, REMOVED, Deployment, ProcessGroup
+from emulator.postgres import UNSAFE_FAST_ENV
+from emulator.process import ACTIVE, CRASHED, FAILED, FINISHED, REMOVED, Deployment, ProcessGroup
 from emulator.state import StateDir, write_json
 from emulator.wait import wait_until
 
@@ -114,7 +115,8 @@ class Supervisor:
             self.sink.close()
 
     def serve(self, then: Callable[[Callable[[], bool]], None] | None = None) -> int:
-        """Start, run until SIGINT/SIGTERM, stop; the exit status is 128 + the signal, as honcho's.
+        """Start, run until SIGINT/SIGTERM (or SIGHUP: the terminal closed), stop; the exit status is 128 + the
+        signal, as honcho's.
 
         `then` runs once everything has started, given a callable that turns True once a stop is asked for.
         """
@@ -124,7 +126,7 @@ class Supervisor:
             received.append(signum)
             self._halt.set()
 
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             self.start()
             if then is not None and not self._halt.is_set():
@@ -248,8 +250,13 @@ class Supervisor:
 
 
 def _postgres(plan: ServicePlan, sink: LogSink, common: dict) -> Deployment:
-    """PostgreSQL as the plan runs it, initialised first and ready once it accepts connections."""
+    """PostgreSQL as the plan runs it (the postmaster in the foreground, its data in the service's volume),
+    initialised first and ready once it accepts connections."""
     server = postgres_server(plan.env, Path(plan.cwd), plan.port)
+    if server.unsafe_fast:
+        plan = dataclasses.replace(plan, build_log=(*plan.build_log, f"fsync is off ({UNSAFE_FAST_ENV}=1): faster, "
+                                                    "but a crash of this machine can lose or corrupt the data; "
+                                                    "Railway's Postgres keeps fsync on"))
     database = plan.env.get("POSTGRES_DB") or plan.env.get("PGDATABASE") or "railway"
 
     def ready(stopped) -> bool:
@@ -286,7 +293,27 @@ def read_runtime(state_dir: Path) -> dict | None:
 
 def supervisor_alive(runtime: dict) -> bool:
     owner = runtime.get("supervisor")
-    return bool(owner) and _same_process(owner["pid"], owner["started_at"]) is not None
+    proc = _same_process(owner["pid"], owner["started_at"]) if owner else None
+    return proc is not None and _running(proc)
+
+
+def observed(runtime: dict) -> dict:
+    """`runtime` checked against the processes, for `status`: each service's "running" says whether its
+    process (the same one: pid and create time) still runs. `stale` is the supervisor that `runtime.json`
+    names when it died without stopping (kill -9); then a service whose process is gone no longer shows
+    the Active it was last written with, but Crashed, as Railway shows a deployment whose process ended
+    without being stopped."""
+    owner = runtime.get("supervisor")
+    alive = supervisor_alive(runtime)
+    services = {}
+    for name, entry in runtime["services"].items():
+        running = bool(entry.get("pgid")) and _still_ours(entry)
+        state = entry.get("state")
+        if not alive and not running and state not in FINISHED:
+            state = CRASHED
+        services[name] = {**entry, "state": state, "running": running}
+    return {"supervisor": owner if alive else None, "stale": owner if owner and not alive else None,
+            "services": services}
 
 
 def stop_from_state_file(state_dir: Path, timeout: float | None = None) -> list[str]:
@@ -343,13 +370,25 @@ def _same_process(pid: int, started_at: float | None) -> psutil.Process | None:
         return None
 
 
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _still_ours(service: dict) -> bool:
     pgid, started_at = service["pgid"], service.get("started_at")
     if started_at is None:
         return False
     if psutil.pid_exists(pgid):
-        return _same_process(pgid, started_at) is not None
-    # The leader is gone but the group lives on: its members were all started after the leader.
+        leader = _same_process(pgid, started_at)
+        if leader is None:
+            return False  # the pid is another process's now
+        if _running(leader):
+            return True
+    # The leader is gone (or a zombie nobody reaps) but the group lives on: its members were all started
+    # after the leader.
     members = ProcessGroup(pgid).track()
     try:
         return bool(members) and all(p.create_time() >= started_at - 0.01 for p in members)

@@ -19,6 +19,9 @@ os.environ.setdefault("EMULATOR_CACHE_DIR",
 # Prefect's telemetry writes to its SQLite database from a service loop and locks it under tests.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Every PostgreSQL the suite starts (its own, the emulated stacks') runs with fsync off, named unsafe: a crash
+# may cost data the tests throw away anyway. The emulator's default stays durable, as Railway's Postgres is.
+os.environ.setdefault("EMULATOR_UNSAFE_FAST_POSTGRES", "1")
 
 
 @pytest.fixture(scope="session")

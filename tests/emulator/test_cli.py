@@ -4,6 +4,7 @@ import json
 import socket
 from pathlib import Path
 
+import psutil
 import pytest
 
 from emulator.cli import main
@@ -84,9 +85,9 @@ def test_the_local_draining_default_applies_only_where_the_stack_sets_none(state
     assert with_draining(plans["web"], 0).draining_seconds == 0  # --draining-seconds 0: Railway's default
 
 
-def runtime(state, services) -> None:
+def runtime(state, services, supervisor=None) -> None:
     state.mkdir(parents=True, exist_ok=True)
-    (state / "runtime.json").write_text(json.dumps({"version": 1, "supervisor": None, "services": services}))
+    (state / "runtime.json").write_text(json.dumps({"version": 1, "supervisor": supervisor, "services": services}))
 
 
 def test_a_redeploy_keeps_the_ports_that_are_still_free(state):
@@ -133,21 +134,22 @@ def test_run_names_the_services_when_the_one_asked_for_does_not_exist(state, cap
 
 
 def test_status_groups_replicas_under_their_service(state, capsys):
+    me = psutil.Process()  # a live supervisor, whose word on the states status takes
     runtime(state, {
         "web": {"service": "web", "state": "Active", "port": 4001, "url": "https://localhost:4000"},
         "worker.1": {"service": "worker", "state": "Active", "port": 4002},
         "worker.2": {"service": "worker", "state": "Crashed", "port": 4003, "exit_code": 1},
-    })
+    }, supervisor={"pid": me.pid, "started_at": me.create_time()})
     assert emulator(state, "status", "--json") == 0
     status = json.loads(capsys.readouterr().out)
-    assert status["running"] is False and status["pool"] is None
+    assert status["running"] is True and status["pool"] is None
     assert set(status["services"]) == {"web", "worker"}
     worker = status["services"]["worker"]
     assert worker["state"] == "1/2 Active, 1/2 Crashed"
     assert {name: r["state"] for name, r in worker["replicas"].items()} == {"worker.1": "Active", "worker.2": "Crashed"}
     assert emulator(state, "status") == 0
     text = capsys.readouterr().out
-    assert "stopped, variant base" in text
+    assert f"running (pid {me.pid}), variant base" in text
     assert "worker  1/2 Active, 1/2 Crashed 127.0.0.1:4002, 127.0.0.1:4003  (worker.1 Active, worker.2 Crashed)" \
         in text
 

@@ -1,4 +1,5 @@
 import io
+import os
 from datetime import datetime
 
 from emulator.logs import MASK, LogSink
@@ -67,3 +68,22 @@ def test_multi_line_text_becomes_prefixed_lines(tmp_path):
     logs.deploy("web", "one\ntwo")
     logs.deploy("web", "")
     assert console.getvalue().splitlines() == ["12:34:56 web    | one", "12:34:56 web    | two", "12:34:56 web    | "]
+
+
+def test_a_console_whose_reader_is_gone_is_dropped_and_the_files_keep_every_line(tmp_path):
+    """`make emulate | tee` after Ctrl-C: tee is gone while the services still have to stop."""
+    read, write = os.pipe()
+    console = os.fdopen(write, "w")
+    logs = LogSink(tmp_path, console=console, colour=False)
+    logs.system("before")
+    os.close(read)
+    logs.system("stopping all services")  # EPIPE on the console: no exception
+    logs.deploy("web", "Stopping Container")
+    print("a later write", file=console, flush=True)  # the interpreter's last flush, say
+    assert os.readlink(f"/proc/self/fd/{write}") == os.devnull
+    console.close()
+    logs.close()
+    assert (tmp_path / "logs" / "emulator.log").read_text() == (
+        "before\nstopping all services\nthe console stopped taking lines (Broken pipe); "
+        "they go on to the log files only\n")
+    assert (tmp_path / "logs" / "web.deploy.log").read_text() == "Stopping Container\n"

@@ -1,6 +1,18 @@
-import psycopg
+import tempfile
+from pathlib import Path
 
-from emulator.postgres import PostgresServer
+import psycopg
+import pytest
+
+from emulator.postgres import UNSAFE_FAST_ENV, PostgresServer
+
+
+@pytest.fixture
+def tmp_path():
+    # Not under pytest's basetemp: a pytest session starting meanwhile resets that tree to 0700, which locks
+    # out the unprivileged user PostgreSQL runs as under root.
+    with tempfile.TemporaryDirectory(prefix="emulator-pg-") as path:
+        yield Path(path)
 
 
 def test_data_survives_restart_and_wipe_removes_it(tmp_path):
@@ -30,3 +42,25 @@ def test_tcp_needs_the_password(tmp_path):
             raise AssertionError("a wrong password was accepted")
     finally:
         server.wipe()
+
+
+def settings(server: PostgresServer) -> tuple:
+    with psycopg.connect(server.url()) as conn:
+        return tuple(conn.execute(f"SHOW {name}").fetchone()[0] for name in ("fsync", "full_page_writes"))
+
+
+def test_durable_as_railways_postgres_unless_told_it_may_be_unsafe(tmp_path, monkeypatch):
+    monkeypatch.delenv(UNSAFE_FAST_ENV, raising=False)
+    durable = PostgresServer(tmp_path / "pg").start()
+    try:
+        assert settings(durable) == ("on", "on")
+    finally:
+        durable.wipe()
+    monkeypatch.setenv(UNSAFE_FAST_ENV, "1")
+    fast = PostgresServer(tmp_path / "pg").start()
+    try:
+        assert settings(fast) == ("off", "off")
+    finally:
+        fast.wipe()
+    assert PostgresServer(tmp_path / "pg", unsafe_fast=False).foreground_command()[0][-2:] == ["-k", str(
+        (tmp_path / "pg").resolve())]  # said outright, it beats the environment

@@ -153,10 +153,10 @@ def test_without_healthcheck_active_at_start_and_stop_kills_the_whole_group(depl
 
 
 def test_sigterm_is_enough_when_the_process_honours_it(deploy, tmp_path):
-    d = deploy(bash("worker", "trap 'echo draining; exit 0' TERM; while :; do sleep 0.05; done", tmp_path,
-                    draining_seconds=10))
+    d = deploy(bash("worker", "trap 'echo draining; exit 0' TERM; echo trapped; while :; do sleep 0.05; done",
+                    tmp_path, draining_seconds=10))
     d.wait_state(ACTIVE, 5)
-    wait_until(lambda: d.processes())
+    wait_until(lambda: "trapped" in log(tmp_path, "worker"))  # the trap is set, not merely the launcher up
     began = time.monotonic()
     d.stop()
     assert time.monotonic() - began < 5
@@ -214,3 +214,31 @@ def test_groups_share_a_recent_process_scan(monkeypatch):
     assert len(scans) == 1
     second.track()
     assert len(scans) == 2
+
+
+DRAINS = ("import signal, sys, time\n"
+          "signal.signal(signal.SIGTERM, lambda *_: (print('got SIGTERM', flush=True), sys.exit(0)))\n"
+          "print('ready', flush=True)\n"
+          "time.sleep(300)\n")
+
+
+@pytest.mark.parametrize("start_command, script, drains", [
+    ("bash start.sh", "exec {python} drain.py", True),
+    ("bash start.sh", "{python} drain.py", False),  # the script's bash is the main process, without a trap
+    ("{python} drain.py", None, True),  # bash -c execs a single simple command itself
+    ("{python} drain.py; echo after", None, False),
+])
+def test_sigterm_goes_to_the_main_process_only_so_a_wrapper_without_exec_never_drains(
+        deploy, tmp_path, start_command, script, drains):
+    """Railway's stop signals the container's main process, not its group (railway.md §8, Railway's
+    nodejs-sigterm guide); what the main process does not pass on is SIGKILLed when draining ends."""
+    (tmp_path / "drain.py").write_text(DRAINS)
+    if script:
+        (tmp_path / "start.sh").write_text(script.format(python=sys.executable) + "\n")
+    d = deploy(bash("worker", start_command.format(python=sys.executable), tmp_path, draining_seconds=1))
+    wait_until(lambda: "ready" in log(tmp_path, "worker"))
+    d.stop()
+    text = log(tmp_path, "worker")
+    assert ("got SIGTERM" in text) is drains
+    assert ("Still running after the 1s draining period: SIGKILL" in text) is not drains
+    assert d.processes() == []

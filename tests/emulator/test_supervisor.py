@@ -20,7 +20,7 @@ from emulator.plan import BuildError, ServicePlan
 from emulator.planner import postgres_command
 from emulator.postgres import free_port
 from emulator.process import ACTIVE, COMPLETED, CRASHED, FAILED, REMOVED
-from emulator.supervisor import Supervisor, read_runtime, stop_from_state_file, supervisor_alive
+from emulator.supervisor import Supervisor, observed, read_runtime, stop_from_state_file, supervisor_alive
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = "import pickle, sys; from emulator.supervisor import Supervisor; " \
@@ -197,8 +197,8 @@ def test_down_from_another_process_stops_everything(background, tmp_path):
     plan = bash("worker", "sleep 300 & sleep 300 & wait", tmp_path, draining_seconds=2)
     proc = background({"worker": plan, "web": web(tmp_path)})
     runtime = wait_until(lambda: running_runtime(tmp_path / "state", "worker", "web"), 30)
-    members = [p.pid for p in psutil.Process(runtime["services"]["worker"]["pid"]).children()]
-    assert len(members) == 2
+    members = [p.pid for p in psutil.Process(runtime["services"]["worker"]["pid"]).children(recursive=True)]
+    assert len(members) == 3  # under the launcher: bash and its two sleeps
 
     second = Supervisor({"worker": plan}, tmp_path / "state", LogSink(None, console=None))
     with pytest.raises(SupervisorError, match="already running"):
@@ -216,26 +216,60 @@ def test_down_from_another_process_stops_everything(background, tmp_path):
 
 
 @pytest.mark.parametrize("recovery", ["down", "up again"])
-def test_what_a_killed_supervisor_left_running_is_stopped(background, supervised, tmp_path, recovery):
+def test_what_a_killed_emulator_and_launcher_left_running_is_stopped(background, supervised, tmp_path, recovery):
+    """A killed emulator's launchers stop its services (test_stops); should a launcher die with it (the OOM
+    killer, say), `down` or the next `up` stops what is left."""
     proc = background({"worker": bash("worker", "trap '' TERM; sleep 300 & wait", tmp_path, draining_seconds=0.3)})
     runtime = wait_until(lambda: running_runtime(tmp_path / "state", "worker"), 20)
-    leader = runtime["services"]["worker"]["pid"]
+    launcher = psutil.Process(runtime["services"]["worker"]["pid"])
+    (command,) = wait_until(launcher.children)
+    os.kill(proc.pid, signal.SIGSTOP)  # neither restarting the worker nor closing the launcher's watchdog pipe
+    launcher.kill()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(5)
-    assert not gone(leader)  # orphaned, as after a crash
+    assert not gone(command.pid)  # orphaned, as after a crash
     if recovery == "down":
         assert stop_from_state_file(tmp_path / "state") == ["worker"]
     else:
         supervised({})
         assert "left running by an emulator that did not stop cleanly" in \
             (tmp_path / "state" / "logs" / "emulator.log").read_text()
-    assert gone(leader)
+    assert gone(command.pid)
 
 
-def test_ctrl_c_stops_cleanly(background, tmp_path):
-    proc = background({"worker": bash("worker", "sleep 300", tmp_path, draining_seconds=5)})
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "terminal closed"])
+def test_ctrl_c_or_a_closed_terminal_stops_cleanly(background, tmp_path, sig):
+    proc = background({"worker": bash("worker", "sleep 300", tmp_path, draining_seconds=1)})
     runtime = wait_until(lambda: running_runtime(tmp_path / "state", "worker"), 20)
-    os.kill(proc.pid, signal.SIGINT)
-    assert proc.wait(10) == 128 + signal.SIGINT
+    os.kill(proc.pid, sig)
+    assert proc.wait(30) == 128 + sig
     assert gone(runtime["services"]["worker"]["pid"])
     assert json.loads((tmp_path / "state" / "runtime.json").read_text())["supervisor"] is None
+
+
+def test_status_checks_the_processes_and_tells_a_killed_emulators_runtime_apart():
+    """After a kill -9, runtime.json still says Active: the processes decide, and a pid now held by another
+    process (its create time differs) is not the service's."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        started = psutil.Process(alive.pid).create_time()
+        runtime = {"supervisor": {"pid": dead.pid, "started_at": 1.0}, "services": {
+            "kept": {"state": ACTIVE, "pid": alive.pid, "pgid": alive.pid, "started_at": started},
+            "gone": {"state": ACTIVE, "pid": dead.pid, "pgid": dead.pid, "started_at": 1.0},
+            "reused": {"state": ACTIVE, "pid": alive.pid, "pgid": alive.pid, "started_at": started - 60},
+            "done": {"state": COMPLETED, "pid": None, "pgid": None, "started_at": None},
+        }}
+        seen = observed(runtime)
+        assert seen["supervisor"] is None and seen["stale"] == runtime["supervisor"]
+        assert {name: (s["state"], s["running"]) for name, s in seen["services"].items()} == {
+            "kept": (ACTIVE, True), "gone": (CRASHED, False), "reused": (CRASHED, False), "done": (COMPLETED, False)}
+
+        me = psutil.Process()  # a live supervisor has the word on states; running is still checked
+        live = observed({**runtime, "supervisor": {"pid": me.pid, "started_at": me.create_time()}})
+        assert live["stale"] is None and live["supervisor"]["pid"] == me.pid
+        assert (live["services"]["gone"]["state"], live["services"]["gone"]["running"]) == (ACTIVE, False)
+    finally:
+        alive.kill()
+        alive.wait()
