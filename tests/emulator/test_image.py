@@ -86,7 +86,8 @@ def test_a_stale_lock_fails_the_build_with_uvs_own_message(tmp_path):
     (repo / "pyproject.toml").write_text(pyproject(pin("idna"), pin("certifi")))  # declared, never locked
     failed = plan_app(tmp_path, repo)
     assert isinstance(failed, BuildError)
-    assert "The lockfile at `uv.lock` needs to be updated, but `--locked` was provided." in str(failed)
+    words = " ".join(str(failed).split())  # uv wraps its message to the terminal's width
+    assert "The lockfile at `uv.lock` needs to be updated, but `--locked` was provided." in words
     assert "Build failed: `uv sync --locked --no-dev --no-install-project` exited with code" in str(failed)
 
 
