@@ -1,0 +1,176 @@
+"""One weight budget for every process on the IP, kept by the Prefect server as a rate-limiting global
+concurrency limit, so worker replicas on several machines share it through the server.
+
+How Prefect 3.9.1 keeps such a limit (read in the installed package, prefect 3.9.1):
+- `prefect/concurrency/asyncio.py` `rate_limit()` posts to `/v2/concurrency_limits/increment` with
+  `mode="rate_limit"`, which the server allows only on limits with `slot_decay_per_second > 0`
+  (`prefect/server/api/concurrency_limits_v2.py`, `_acquire_concurrency_slots`). Slots are never released:
+  they decay.
+- `prefect/server/models/concurrency_limits_v2.py`: `active_slots_after_decay` is
+  `active_slots - floor(slot_decay_per_second * seconds since the row's updated)`, and
+  `bulk_increment_active_slots` grants in one UPDATE only if that plus the slots asked fits `limit`. So the
+  limit is a leaky bucket: `limit` is its capacity (the burst) and the decay its rate.
+- A refusal is a 423 whose Retry-After the server derives from `denied_slots`
+  (`_generate_concurrency_locked_response`), and `bulk_update_denied_slots` touches the row's `updated`
+  without decaying `active_slots`: every refusal throws away the decay since the last update. Prefect's own
+  client (`prefect/concurrency/services.py`, `ConcurrencySlotAcquisitionService.acquire`) retries on that
+  Retry-After; measured against a real server with one process it spent 85 % of the rate. So after a refusal
+  this reads the limit (`GET /v2/concurrency_limits/{name}` returns `active_slots` after decay and writes
+  nothing) and waits exactly until its slots fit: refusals then happen only in races, right after a grant.
+- The floor() loses under one slot per update, so one unit of weight is SLOTS_PER_WEIGHT slots.
+
+The limit (HYPERLIQUID_RATE_LIMIT_NAME) is created or set to this run's budget when the run starts; every
+process that shares the IP must use the same name and budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from vault_ingest.errors import RateBudgetError
+from vault_ingest.hyperliquid.limiter import PAUSE_CAP, Throttle
+
+DEFAULT_LIMIT_NAME = "hyperliquid-weight"
+SLOTS_PER_WEIGHT = 10
+# The bucket's capacity: two vaultDetails at once at most, so the run is paced, not bursty, and the
+# default headroom (1200 - 1080) covers it in any window the server counts.
+CAPACITY_WEIGHT = 40
+# After a refusal, wait this many slots' decay beyond the computed time: floor() may round the decay down.
+MARGIN_SLOTS = 1.5
+MIN_WAIT = 0.01
+
+
+def _prefect_client() -> Any:
+    from prefect.client.orchestration import get_client
+
+    return get_client()
+
+
+class PrefectWeightLimiter:
+    """Grants weight at `budget` per `window` seconds from the global concurrency limit `name`."""
+
+    def __init__(
+        self,
+        budget: int,
+        window: float = 60.0,
+        *,
+        name: str = DEFAULT_LIMIT_NAME,
+        capacity: int = CAPACITY_WEIGHT,
+        client_factory: Callable[[], Any] = _prefect_client,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        pause_cap: float = PAUSE_CAP,
+    ) -> None:
+        if budget < 1 or window <= 0 or capacity < 1:
+            raise ValueError(f"PrefectWeightLimiter needs budget, window and capacity > 0, got {budget}, {window}, "
+                             f"{capacity}")
+        self.budget = budget
+        self.window = window
+        self.name = name
+        self.capacity = capacity
+        self.limit_slots = capacity * SLOTS_PER_WEIGHT
+        self.decay_per_second = budget * SLOTS_PER_WEIGHT / window
+        self.throttle = Throttle(clock, pause_cap)
+        self.refusals = 0
+        self._client_factory = client_factory
+        self._sleep = sleep
+        self._ready = False
+        self._state = threading.Lock()
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+    async def acquire(self, weight: int) -> None:
+        """Wait out any 429 pause, then until the shared limit grants this weight's slots."""
+        if not 1 <= weight <= self.capacity:
+            raise ValueError(f"cannot acquire weight {weight} from the shared limit {self.name!r}: a request's "
+                             f"weight must be between 1 and its capacity, {self.capacity}")
+        async with self._queue():  # one acquisition in flight per process and loop, first come first served
+            while (paused := self.throttle.wait()) > 0:
+                await self._sleep(paused)
+            try:
+                async with self._client_factory() as client:
+                    if not self._ready:
+                        await self._ensure_limit(client)
+                    await self._take(client, self._slots(weight))
+            except httpx.HTTPError as exc:
+                raise RateBudgetError(
+                    f"cannot take weight from the shared Hyperliquid budget, the Prefect global concurrency limit "
+                    f"{self.name!r}: {_describe(exc)}; check PREFECT_API_URL and that the server is up, or set "
+                    "HYPERLIQUID_RATE_LIMIT=local to keep the budget in this process only"
+                ) from exc
+
+    def throttled(self, retry_after: float | None) -> float:
+        with self._state:
+            return self.throttle.throttled(retry_after)
+
+    def answered(self) -> None:
+        with self._state:
+            self.throttle.answered()
+
+    def _slots(self, weight: int) -> int:
+        # Slowing down this process spends more of the shared budget per request, so every process together
+        # sends less; capped at the capacity, which the server never grants past.
+        return min(self.limit_slots, math.ceil(weight * SLOTS_PER_WEIGHT / self.throttle.speed))
+
+    async def _take(self, client: Any, slots: int) -> None:
+        while True:
+            try:
+                response = await client.increment_concurrency_slots(names=[self.name], slots=slots, mode="rate_limit")
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 423:
+                    raise
+                self.refusals += 1
+            else:
+                if response.json():
+                    return
+                # The server grants an unknown name without counting it: the limit was deleted under us.
+                self._ready = False
+                await self._ensure_limit(client)
+                continue
+            limit = await client.read_global_concurrency_limit_by_name(self.name)
+            over = limit.active_slots + slots - limit.limit
+            wait = (over + MARGIN_SLOTS) / limit.slot_decay_per_second if over > 0 else MIN_WAIT
+            await self._sleep(max(MIN_WAIT, wait))
+
+    async def _ensure_limit(self, client: Any) -> None:
+        """Create the limit, or set it to this budget; refuse one switched off (it would limit nothing)."""
+        from prefect.exceptions import ObjectAlreadyExists
+
+        for attempt in range(2):
+            try:
+                await client.upsert_global_concurrency_limit_by_name(
+                    self.name, self.limit_slots, slot_decay_per_second=self.decay_per_second
+                )
+                break
+            except ObjectAlreadyExists:  # another process created it between our read and our create
+                if attempt:
+                    raise
+        limit = await client.read_global_concurrency_limit_by_name(self.name)
+        if not limit.active:
+            raise RateBudgetError(
+                f"the Prefect global concurrency limit {self.name!r} that shares the Hyperliquid weight budget is "
+                f"inactive, so it would limit nothing; activate it (prefect gcl enable {self.name}) or set "
+                "HYPERLIQUID_RATE_LIMIT=local"
+            )
+        self._ready = True
+
+    def _queue(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        with self._state:
+            queue = self._queues.get(loop)
+            if queue is None:
+                queue = self._queues[loop] = asyncio.Lock()
+            return queue
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code} {exc.response.text[:200]!r}"
+    return f"{type(exc).__name__}: {exc}"
