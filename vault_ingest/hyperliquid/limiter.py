@@ -2,11 +2,12 @@
 
 Hyperliquid counts "an aggregated weight limit of 1200 per minute" per IP (docs, rate-limits-and-user-limits,
 mirrored in dzmbs/hyperliquid-docs @ 24c1248cc18e); it does not say whether that minute slides or is fixed.
-Pacing requests evenly at the configured rate (a generic cell rate algorithm: each grant of weight w moves a
-theoretical arrival time on by w x window / budget) is safe under either reading, whereas spending the
-whole budget at once in a burst is not when the server's window slides. `burst` lets a request go that
-much weight early, so a late wake-up catches up instead of losing its share; in any window the server sees
-at most budget + burst, which the default headroom (config.DEFAULT_WEIGHT_PER_MINUTE) leaves room for.
+Pacing requests evenly at the configured rate is safe under either reading, whereas spending the whole
+budget at once in a burst is not when the server's window slides. The limiter is a token bucket in the form
+of a generic cell rate algorithm: each grant of weight w moves a theoretical arrival time on by
+w x window / budget, and a request may go once that time is at most `capacity - w` weight ahead of now. So a
+late wake-up catches up by at most `capacity` instead of losing its share, and in any window the server sees
+at most budget + capacity, which the default headroom (config.DEFAULT_WEIGHT_PER_MINUTE) leaves room for.
 
 A 429 means someone else spends the same IP's budget: `throttled` pauses every request of the run (honouring
 Retry-After, capped) and lowers the rate for the rest of the run.
@@ -28,6 +29,8 @@ PAUSE_CAP = 60.0
 # Each 429 outside a pause multiplies the rate by SLOWDOWN, never below MIN_SPEED of the configured rate.
 SLOWDOWN = 0.8
 MIN_SPEED = 0.25
+# The bucket's capacity: two vaultDetails (weight 20) at once at most, then one at a time at the rate.
+CAPACITY_WEIGHT = 40
 
 
 class Limiter(Protocol):
@@ -77,18 +80,18 @@ class WeightLimiter:
         budget: int,
         window: float = 60.0,
         *,
-        burst: int = 20,
+        capacity: int = CAPACITY_WEIGHT,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         pause_cap: float = PAUSE_CAP,
     ) -> None:
-        if budget < 1 or window <= 0 or burst < 0:
+        if budget < 1 or window <= 0 or capacity < 1:
             raise ValueError(
-                f"WeightLimiter needs budget >= 1, window > 0 and burst >= 0, got {budget}, {window}, {burst}"
+                f"WeightLimiter needs budget >= 1, window > 0 and capacity >= 1, got {budget}, {window}, {capacity}"
             )
         self.budget = budget
         self.window = window
-        self.burst = burst
+        self.capacity = capacity
         self.throttle = Throttle(clock, pause_cap)
         self._clock = clock
         self._sleep = sleep
@@ -138,7 +141,8 @@ class WeightLimiter:
                 return paused
             now = self._clock()
             per_weight = self.seconds_per_weight()
-            early = self._tat - self.burst * per_weight - now
+            # A request heavier than the capacity waits until the bucket has drained for its excess.
+            early = self._tat + (weight - self.capacity) * per_weight - now
             if early > 0:
                 return early
             self._tat = max(self._tat, now) + weight * per_weight

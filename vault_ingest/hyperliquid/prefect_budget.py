@@ -36,13 +36,10 @@ from typing import Any
 import httpx
 
 from vault_ingest.errors import RateBudgetError
-from vault_ingest.hyperliquid.limiter import PAUSE_CAP, Throttle
+from vault_ingest.hyperliquid.limiter import CAPACITY_WEIGHT, PAUSE_CAP, Throttle
 
 DEFAULT_LIMIT_NAME = "hyperliquid-weight"
 SLOTS_PER_WEIGHT = 10
-# The bucket's capacity: two vaultDetails at once at most, so the run is paced, not bursty, and the
-# default headroom (1200 - 1080) covers it in any window the server counts.
-CAPACITY_WEIGHT = 40
 # After a refusal, wait this many slots' decay beyond the computed time: floor() may round the decay down.
 MARGIN_SLOTS = 1.5
 MIN_WAIT = 0.01
