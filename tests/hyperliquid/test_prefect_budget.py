@@ -1,23 +1,32 @@
 """PrefectWeightLimiter against a real `prefect server start`: the global concurrency limit it keeps there,
-the rate it grants at (a window scaled down to seconds), and the errors that name what to fix."""
+the rate it grants at (a window scaled down to seconds), the errors that name what to fix, and two real
+`vault-ingest run sync-vault-details` processes sharing one budget against the replay that enforces it."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
+import uuid
 
 import httpx
+import psycopg
 import pytest
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
 from emulator.postgres import free_port
-from tests.support.prefect_server import prefect_server
+from emulator.replay import Budget
+from tests.support.prefect_server import prefect_server, stop_process_group
+from tests.support.replay import hyperliquid_env, replay_server
 from vault_ingest.errors import RateBudgetError
 from vault_ingest.hyperliquid.prefect_budget import SLOTS_PER_WEIGHT, PrefectWeightLimiter
 
 pytestmark = pytest.mark.e2e
 
+CLI = [sys.executable, "-m", "vault_ingest.cli"]
 # 120 weight per 6 s: one vaultDetails a second, so a test of a few seconds shows the rate.
 BUDGET, WINDOW, WEIGHT = 120, 6.0, 20
 
@@ -109,3 +118,52 @@ def test_an_unreachable_server_names_the_setting_to_check():
     with pytest.raises(RateBudgetError, match="PREFECT_API_URL.*HYPERLIQUID_RATE_LIMIT=local") as caught:
         asyncio.run(lim.acquire(WEIGHT))
     assert isinstance(caught.value.__cause__, httpx.HTTPError)
+
+
+# --- two `vault-ingest run` processes under one server ----------------------------------------------------------
+
+
+@pytest.fixture
+def two_databases(postgres_admin_url):
+    names = [f"t_{uuid.uuid4().hex[:12]}" for _ in range(2)]
+    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = postgres_admin_url.rpartition("/")
+    yield [f"{base}/{name}" for name in names]
+    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_two_runs_share_the_budget_through_the_server_and_get_no_429(server, two_databases, tmp_path):
+    # The replay counts Hyperliquid's rate (1200 a minute) over any 10 s: stricter than the documented minute,
+    # so seconds of traffic tell. Each run alone may send 840 a minute, 140 per 10 s plus the bucket's 40:
+    # two runs that did not share would send twice that and get 429s within seconds.
+    with replay_server(budget=Budget.per_minute(1200, window=10.0)) as replay:
+        envs = [server.client_env(tmp_path / f"home-{i}", DATABASE_URL=url, HYPERLIQUID_WEIGHT_PER_MINUTE="840",
+                                  HYPERLIQUID_RATE_LIMIT_NAME="two-runs", **hyperliquid_env(replay))
+                for i, url in enumerate(two_databases)]
+        for env in envs:
+            listed = subprocess.run([*CLI, "run", "sync-vaults"], env=env, capture_output=True, text=True, timeout=180)
+            assert listed.returncode == 0, listed.stderr[-2000:]
+        runs = [subprocess.Popen([*CLI, "run", "sync-vault-details", "--max-vaults", "8"], env=env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                for env in envs]
+        try:
+            outcomes = [run.communicate(timeout=240) for run in runs]
+        finally:
+            for run in runs:
+                if run.poll() is None:
+                    stop_process_group(run)
+        arrivals = list(replay.arrivals)
+        throttled = replay.stats["throttled"]
+    for run, (out, err) in zip(runs, outcomes):
+        assert run.returncode == 0, err[-3000:]
+        counts = json.loads(out)
+        assert counts["failed"] == 0 and sum(counts.values()) - counts.get("skipped", 0) >= 8, counts
+    assert throttled == 0
+    assert len(arrivals) == 16  # both runs progressed: every vaultDetails of both went out, none retried
+    assert most_in_any_window(arrivals, 10.0) <= 140 + 40 + WEIGHT
+    limit = asyncio.run(read(server, "two-runs"))
+    assert limit.slot_decay_per_second == pytest.approx(840 * SLOTS_PER_WEIGHT / 60)
