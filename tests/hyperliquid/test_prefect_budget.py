@@ -118,6 +118,17 @@ def test_a_limit_deleted_mid_run_is_created_again(server):
     assert asyncio.run(read(server, "deleted")).active_slots > 0
 
 
+def test_a_429_makes_each_request_of_this_run_spend_more_of_the_shared_budget():
+    lim = PrefectWeightLimiter(BUDGET, WINDOW)
+    assert lim._slots(WEIGHT) == 200
+    lim.throttled(0.0)
+    assert lim._slots(WEIGHT) == 250  # the other processes keep their share; together they send less
+    for _ in range(5):
+        lim.throttle.paused_until = float("-inf")
+        lim.throttled(0.0)
+    assert lim._slots(WEIGHT) == lim.limit_slots == 400  # never past the capacity, which the server never grants
+
+
 def test_an_unreachable_server_names_the_setting_to_check():
     url = f"http://127.0.0.1:{free_port()}/api"
     lim = PrefectWeightLimiter(BUDGET, WINDOW, client_factory=lambda: PrefectClient(api=url))

@@ -67,7 +67,7 @@ class VaultListSnapshot:
 
 
 class HyperliquidClient:
-    """Use as `async with HyperliquidClient(...) as client:`; share one `limiter` per process (see shared_limiter)."""
+    """Use as `async with HyperliquidClient(...) as client:`; the `limiter` holds the IP's budget (runtime.weight_limiter)."""
 
     def __init__(
         self,
