@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -19,7 +20,15 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
 from emulator.postgres import free_port
 from emulator.replay import Budget
-from tests.support.prefect_server import prefect_server, stop_process_group
+from tests.support.prefect_server import (
+    FAST_SERVER_SETTINGS,
+    HOST,
+    PREFECT,
+    clean_environ,
+    prefect_server,
+    stop_process_group,
+    wait_until,
+)
 from tests.support.replay import hyperliquid_env, replay_server
 from vault_ingest.errors import RateBudgetError
 from vault_ingest.hyperliquid.prefect_budget import SLOTS_PER_WEIGHT, PrefectWeightLimiter
@@ -131,8 +140,8 @@ def test_a_429_makes_each_request_of_this_run_spend_more_of_the_shared_budget():
 
 def test_an_unreachable_server_names_the_setting_to_check():
     url = f"http://127.0.0.1:{free_port()}/api"
-    lim = PrefectWeightLimiter(BUDGET, WINDOW, client_factory=lambda: PrefectClient(api=url))
-    with pytest.raises(RateBudgetError, match="PREFECT_API_URL.*HYPERLIQUID_RATE_LIMIT=local") as caught:
+    lim = PrefectWeightLimiter(BUDGET, WINDOW, client_factory=lambda: PrefectClient(api=url), outage=1.0)
+    with pytest.raises(RateBudgetError, match="for 1 s: .*PREFECT_API_URL.*HYPERLIQUID_RATE_LIMIT=local") as caught:
         acquire(lim)
     assert isinstance(caught.value.__cause__, httpx.HTTPError)
 
@@ -184,3 +193,44 @@ def test_two_runs_share_the_budget_through_the_server_and_get_no_429(server, two
     assert most_in_any_window(arrivals, 10.0) <= 140 + 40 + WEIGHT
     limit = asyncio.run(read(server, "two-runs"))
     assert limit.slot_decay_per_second == pytest.approx(840 * SLOTS_PER_WEIGHT / 60)
+
+
+def _start_server(home, port, log):
+    env = clean_environ(PREFECT_HOME=str(home), PREFECT_SERVER_API_HOST=HOST, PREFECT_SERVER_API_PORT=str(port),
+                        **FAST_SERVER_SETTINGS)
+    process = subprocess.Popen([PREFECT, "server", "start", "--host", HOST, "--port", str(port)], env=env,
+                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def healthy():
+        assert process.poll() is None, f"the Prefect server exited with {process.returncode}"
+        try:
+            return httpx.get(f"http://{HOST}:{port}/api/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(healthy, timeout=180, what="the Prefect server's health")
+    return process
+
+
+def test_a_run_waits_through_a_server_restart_and_goes_on_paced(tmp_path):
+    port = free_port()
+    api = f"http://{HOST}:{port}/api"
+    lim = PrefectWeightLimiter(BUDGET, WINDOW, name="restart", client_factory=lambda: PrefectClient(api=api))
+    grants: list[tuple[float, int]] = []
+    with (tmp_path / "server.log").open("wb") as log:
+        server = _start_server(tmp_path / "home", port, log)
+        try:
+            asyncio.run(take(lim, 1, grants))
+            stop_process_group(server)
+            waiting = threading.Thread(target=lambda: asyncio.run(take(lim, 4, grants)))
+            waiting.start()
+            wait_until(lambda: not waiting.is_alive() or len(grants) == 1, timeout=5, what="the run to wait")
+            time.sleep(1)  # the run is now retrying against a closed port
+            assert len(grants) == 1
+            server = _start_server(tmp_path / "home", port, log)
+            waiting.join(timeout=120)
+            assert not waiting.is_alive()
+        finally:
+            stop_process_group(server)
+    assert len(grants) == 5  # the run went on once the server was back, in the same limit (same database)
+    assert most_in_any_window(grants[1:]) <= BUDGET + 40

@@ -27,6 +27,7 @@ process that shares the IP must use the same name and budget.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
@@ -39,10 +40,16 @@ import httpx
 from vault_ingest.errors import RateBudgetError
 from vault_ingest.hyperliquid.limiter import CAPACITY_WEIGHT, PAUSE_CAP, Throttle
 
+log = logging.getLogger("vault_ingest.hyperliquid")
+
 DEFAULT_LIMIT_NAME = "hyperliquid-weight"
 SLOTS_PER_WEIGHT = 10
 # After a refusal, wait this many slots' decay beyond the computed time: floor() may round the decay down.
 MARGIN_SLOTS = 1.5
+# A server that cannot be reached is retried every OUTAGE_RETRY seconds for OUTAGE seconds (a redeploy of
+# Railway's web service takes about that) before the run fails; requests wait meanwhile, none goes unpaced.
+OUTAGE = 90.0
+OUTAGE_RETRY = 2.0
 
 
 def _prefect_client() -> Any:
@@ -65,6 +72,7 @@ class PrefectWeightLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         pause_cap: float = PAUSE_CAP,
+        outage: float = OUTAGE,
     ) -> None:
         if budget < 1 or window <= 0 or capacity < 1:
             raise ValueError(f"PrefectWeightLimiter needs budget, window and capacity > 0, got {budget}, {window}, "
@@ -77,7 +85,9 @@ class PrefectWeightLimiter:
         self.decay_per_second = budget * SLOTS_PER_WEIGHT / window
         self.throttle = Throttle(clock, pause_cap)
         self.refusals = 0
+        self.outage = outage
         self._client_factory = client_factory
+        self._clock = clock
         self._sleep = sleep
         self._ready = False
         self._state = threading.Lock()
@@ -92,18 +102,33 @@ class PrefectWeightLimiter:
         async with self._queue():  # one acquisition in flight per process and loop, first come first served
             while (paused := self.throttle.wait()) > 0:
                 await self._sleep(paused)
-            try:
-                client = await self._client()
-                if not self._ready:
-                    await self._ensure_limit(client)
-                await self._take(client, self._slots(weight))
-            except httpx.HTTPError as exc:
-                await self.aclose()  # a fresh connection next time
-                raise RateBudgetError(
-                    f"cannot take weight from the shared Hyperliquid budget, the Prefect global concurrency limit "
-                    f"{self.name!r}: {_describe(exc)}; check PREFECT_API_URL and that the server is up, or set "
-                    "HYPERLIQUID_RATE_LIMIT=local to keep the budget in this process only"
-                ) from exc
+            unreachable_since = None
+            while True:
+                try:
+                    client = await self._client()
+                    if not self._ready:
+                        await self._ensure_limit(client)
+                    await self._take(client, self._slots(weight))
+                    return
+                except httpx.TransportError as exc:  # the server restarting (a redeploy): wait for it a while
+                    await self.aclose()
+                    now = self._clock()
+                    unreachable_since = now if unreachable_since is None else unreachable_since
+                    if now - unreachable_since >= self.outage:
+                        raise self._error(exc, f" for {self.outage:g} s") from exc
+                    log.warning("the Prefect server keeping the Hyperliquid budget is unreachable (%s); retrying",
+                                _describe(exc))
+                    await self._sleep(min(OUTAGE_RETRY, self.outage))
+                except httpx.HTTPError as exc:
+                    await self.aclose()
+                    raise self._error(exc, "") from exc
+
+    def _error(self, exc: httpx.HTTPError, how_long: str) -> RateBudgetError:
+        return RateBudgetError(
+            f"cannot take weight from the shared Hyperliquid budget, the Prefect global concurrency limit "
+            f"{self.name!r}{how_long}: {_describe(exc)}; check PREFECT_API_URL and that the server is up, or set "
+            "HYPERLIQUID_RATE_LIMIT=local to keep the budget in this process only"
+        )
 
     async def aclose(self) -> None:
         """Close this event loop's connection to the Prefect server (HyperliquidClient.aclose calls this)."""
