@@ -8,7 +8,9 @@ refilled at 1200 a minute). The replay answers 429 if either refuses, and each m
 
 Clients: one process with the in-process limiter; one process with the budget shared through a real Prefect
 server (a global concurrency limit with slot decay); two processes sharing it. Each sends vaultDetails, four
-at a time as `ingest` does, for a few windows with the default budget, 1080 per window.
+at a time as `ingest` does, for a few windows with the default budget, 1080 per window. A control, two
+processes each with its own in-process limiter, shows the models refuse what exceeds the limit (its drivers
+stop at their first 429).
 
 Time is scaled down: the window is WINDOW seconds instead of 60, with the same weights and limits (1200 per
 window, budget 1080): WINDOW = 20 s makes the budget 2.7 vaultDetails a second instead of 0.9. At ten a
@@ -101,6 +103,8 @@ def run(cassettes: Path, windows: int = WINDOWS) -> dict:
             results["one process, Prefect limit"] = _measure(cassettes, windows, ["prefect"], api_url, "p2-one")
             results["two processes, Prefect limit"] = _measure(
                 cassettes, windows, ["prefect", "prefect"], api_url, "p2-two")
+        # The control: two processes that do not share, each spending the whole budget. The models must refuse.
+        results["control: two processes, each its own limiter"] = _measure(cassettes, 1, ["local", "local"], None)
     return {"window_s": WINDOW, "server_limit": LIMIT, "budget": BUDGET, **results}
 
 
@@ -120,7 +124,7 @@ def _measure(cassettes: Path, windows: int, modes: list[str], api_url: str | Non
     failed = [d.returncode for d in drivers if d.returncode]
     arrivals = sorted(server.arrivals)
     start = arrivals[0][0]
-    full = min(windows, int((arrivals[-1][0] - start) // WINDOW))
+    full = max(1, min(windows, int((arrivals[-1][0] - start) // WINDOW)))
     per_window = [sum(w for t, w in arrivals if start + k * WINDOW <= t < start + (k + 1) * WINDOW)
                   for k in range(full)]
     return {
