@@ -55,10 +55,11 @@ def _whole_number(env, name: str, default: int, low: int, high: int, why: str) -
 
 def _rate_limit_scope(env) -> str:
     """Where the weight budget is kept: on the Prefect server (shared by every process) or in this process."""
-    scope = (env.get("HYPERLIQUID_RATE_LIMIT") or "auto").strip().lower()
+    raw = env.get("HYPERLIQUID_RATE_LIMIT")
+    scope = (raw or "auto").strip().lower()
     if scope not in RATE_LIMIT_SCOPES:
         raise ConfigError(
-            f"HYPERLIQUID_RATE_LIMIT={env.get('HYPERLIQUID_RATE_LIMIT')!r} is not one of {', '.join(RATE_LIMIT_SCOPES)}; "
+            f"HYPERLIQUID_RATE_LIMIT={raw!r} is not one of {', '.join(RATE_LIMIT_SCOPES)}; "
             "use prefect to share the budget through the Prefect server, local to keep it in this process"
         )
     if scope == "auto":  # under a worker, or beside a server, PREFECT_API_URL names the server that shares it

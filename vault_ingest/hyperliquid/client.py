@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from vault_ingest.config import DEFAULT_BREAKER_THRESHOLD
 from vault_ingest.errors import (
     CircuitOpenError,
     HTTPStatusError,
@@ -39,7 +40,6 @@ log = logging.getLogger("vault_ingest.hyperliquid")
 
 VAULT_DETAILS_WEIGHT = 20
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
-DEFAULT_BREAKER_THRESHOLD = 10
 # Failures where the server may never have seen the request or may answer next time; anything else
 # (an unsupported URL scheme, a malformed request) would fail the same way again.
 RETRIED_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
@@ -67,7 +67,7 @@ class VaultListSnapshot:
 
 
 class HyperliquidClient:
-    """Use as `async with HyperliquidClient(...) as client:`; the `limiter` holds the IP's budget (runtime.weight_limiter)."""
+    """Use as `async with HyperliquidClient(...) as client:`; `limiter` holds the IP's budget (see runtime)."""
 
     def __init__(
         self,
@@ -191,8 +191,7 @@ class HyperliquidClient:
         self._failures_in_a_row += 1
         if self._failures_in_a_row < self._breaker_threshold or self._open:
             return
-        kind = status if status in _BREAKER_HINTS else None
-        hint = _BREAKER_HINTS.get(kind, _BREAKER_DEFAULT_HINT)
+        hint = _BREAKER_HINTS.get(status, _BREAKER_DEFAULT_HINT)
         self._open = CircuitOpenError(
             f"stopped sending requests to Hyperliquid after {self._failures_in_a_row} failed answers in a row "
             f"(403, 429, 5xx or none), the last {what}: {failure}; {hint}",
