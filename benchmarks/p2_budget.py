@@ -104,17 +104,20 @@ def run(cassettes: Path, windows: int = WINDOWS) -> dict:
             results["two processes, Prefect limit"] = _measure(
                 cassettes, windows, ["prefect", "prefect"], api_url, "p2-two")
         # The control: two processes that do not share, each spending the whole budget. The models must refuse.
-        results["control: two processes, each its own limiter"] = _measure(cassettes, 1, ["local", "local"], None)
+        results["control: two processes, each its own limiter"] = _measure(
+            cassettes, 1, ["local", "local"], None, quiet=True)
     return {"window_s": WINDOW, "server_limit": LIMIT, "budget": BUDGET, **results}
 
 
-def _measure(cassettes: Path, windows: int, modes: list[str], api_url: str | None, name: str = "") -> dict:
+def _measure(cassettes: Path, windows: int, modes: list[str], api_url: str | None, name: str = "",
+             quiet: bool = False) -> dict:
     judges = Judges()
     server = ReplayServer(cassettes, budget=judges).start()
     seconds = WINDOW * (windows + 1.5)
     try:
         drivers = [subprocess.Popen([sys.executable, "-m", "benchmarks.p2_budget", server.url, mode, str(seconds),
-                                     api_url or "", name], cwd=ROOT, env=_env(api_url), start_new_session=True)
+                                     api_url or "", name], cwd=ROOT, env=_env(api_url), start_new_session=True,
+                                    stderr=subprocess.DEVNULL if quiet else None)  # the control's 429 tracebacks
                    for mode in modes]
         for driver in drivers:
             driver.wait(timeout=seconds + 120)
