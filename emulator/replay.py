@@ -2,15 +2,19 @@
 
 Serves `GET /Mainnet/vaults` (the stats list) and `POST /info` from vcrpy cassettes (`*.yaml`) or, in a
 folder without any, from JSON files, so the worker's flows and the benchmarks run offline. Like the real
-API it counts request weight per client address in a sliding window and answers 429 past the budget.
-Faults can be switched on to exercise retries.
+API it counts request weight per client address and answers 429 past the budget: Hyperliquid documents
+"an aggregated weight limit of 1200 per minute" per IP, with the weights of hyperliquid.md §4 (vaultDetails
+20), and not whether its minute slides, so the replay takes the stricter reading: no more than the budget in
+any window of that length. Faults can be switched on to exercise retries.
 
 A folder of JSON: `<path>.json` answers `GET /<path>` (e.g. `Mainnet/vaults.json`), and each file under
 `info/` holds one exchange, `{"request": {"type": "vaultDetails", ...}, "response": ...}`, for `POST /info`.
 
 `python -m emulator.replay FOLDER PORT` runs it as the emulator's replay service. Its service variables:
 REPLAY_DIR (the folder; default `cassettes/` in the repo), REPLAY_LATENCY_SECONDS, REPLAY_ERROR_EVERY,
-REPLAY_MALFORMED_EVERY and REPLAY_WEIGHT_PER_MINUTE.
+REPLAY_MALFORMED_EVERY, REPLAY_WEIGHT_PER_MINUTE (default 1200; 0 enforces no budget) and
+REPLAY_WINDOW_SECONDS (default 60: the budget is REPLAY_WEIGHT_PER_MINUTE x window / 60 in any window this
+long; a shorter window is stricter, so tests of seconds can show that clients share the budget).
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ def _canonical(body) -> str:
 
 @dataclass
 class Budget:
-    """Weight per client in a sliding window, counted at arrival like a server does."""
+    """Weight per client in a sliding window, counted at arrival like a server does. A limit of 0 admits all."""
 
     limit: int = 1200
     window: float = 60.0
@@ -97,7 +101,14 @@ class Budget:
     _log: dict[str, deque] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @classmethod
+    def per_minute(cls, weight_per_minute: int, window: float = 60.0, **kwargs) -> "Budget":
+        """The documented rate, counted over any `window` seconds."""
+        return cls(round(weight_per_minute * window / 60.0), window, **kwargs)
+
     def admit(self, client: str, weight: int) -> bool:
+        if not self.limit:
+            return True
         with self._lock:
             now = self.clock()
             log = self._log.setdefault(client, deque())
@@ -228,10 +239,13 @@ def main(argv: list[str]) -> None:
     faults = Faults(latency=_env_number("REPLAY_LATENCY_SECONDS", float, 0.0),
                     error_every=_env_number("REPLAY_ERROR_EVERY", int, 0),
                     malformed_every=_env_number("REPLAY_MALFORMED_EVERY", int, 0))
-    budget = Budget(limit=_env_number("REPLAY_WEIGHT_PER_MINUTE", int, 1200))
+    window = _env_number("REPLAY_WINDOW_SECONDS", float, 60.0)
+    if not window:
+        raise SystemExit("replay: REPLAY_WINDOW_SECONDS must be more than 0")
+    budget = Budget.per_minute(_env_number("REPLAY_WEIGHT_PER_MINUTE", int, 1200), window)
     server = ReplayServer(folder, port, budget=budget, faults=faults)
     print(f"Hyperliquid replay on {server.url}: {len(server.answers)} recorded answers from {folder}, "
-          f"budget {budget.limit} weight per {budget.window:g}s, faults: latency {faults.latency:g}s, "
+          f"budget {budget.limit or 'unlimited'} weight per {budget.window:g}s, faults: latency {faults.latency:g}s, "
           f"500 every {faults.error_every or 'never'}, malformed every {faults.malformed_every or 'never'}",
           flush=True)
     # A stop is SIGTERM to the main process, and a process without a handler keeps running until SIGKILL at

@@ -11,7 +11,7 @@ import pytest
 from tests.support.replay import hyperliquid_env, replay_server
 from vault_ingest import ingest
 from vault_ingest.config import Settings
-from vault_ingest.errors import HyperliquidError, MalformedResponseError
+from vault_ingest.errors import CircuitOpenError, MalformedResponseError
 from vault_ingest.hyperliquid.client import HyperliquidClient
 from vault_ingest.hyperliquid.limiter import WeightLimiter
 from vault_ingest.runtime import migrated_engine, open_run
@@ -27,7 +27,8 @@ def entry(address, name="v", tvl="1.5"):
 
 
 def mock_client(handler):
-    return HyperliquidClient(API, STATS, limiter=WeightLimiter(1200), transport=httpx.MockTransport(handler),
+    # The limiter paces at 1200 weight per 0.6 s: the budget's shape, a hundred times faster.
+    return HyperliquidClient(API, STATS, limiter=WeightLimiter(1200, 0.6), transport=httpx.MockTransport(handler),
                              sleep=lambda _: asyncio.sleep(0))
 
 
@@ -84,12 +85,14 @@ def test_same_list_twice_leaves_identical_tables(database_url):
     assert tables1 == tables2
 
 
-def test_details_run_fails_when_every_request_fails(engine):
+def test_details_run_stops_at_the_circuit_breaker_when_every_request_fails(engine):
     body = json.dumps([entry("0x" + f"{i:040x}", tvl="100") for i in range(1, 3)]).encode()
+    posts = []
 
     def handler(request):
         if request.method == "GET":
             return httpx.Response(200, content=body)
+        posts.append(request)
         return httpx.Response(503)
 
     async def go():
@@ -97,5 +100,6 @@ def test_details_run_fails_when_every_request_fails(engine):
             await ingest.sync_vault_list(engine, client, LOG)
             return await ingest.sync_vault_details(engine, client, LOG)
 
-    with pytest.raises(HyperliquidError, match="all 2 vaultDetails requests failed"):
+    with pytest.raises(CircuitOpenError, match="after 10 failed answers in a row.*HTTP 503"):
         asyncio.run(go())
+    assert len(posts) == 10  # not 2 vaults x 6 attempts: the run stopped sending

@@ -10,7 +10,14 @@ from vault_ingest.errors import ConfigError
 
 DEFAULT_API_URL = "https://api.hyperliquid.xyz"
 DEFAULT_STATS_URL = "https://stats-data.hyperliquid.xyz/Mainnet/vaults"
-DEFAULT_WEIGHT_PER_MINUTE = 1200
+
+# The weight budget (hyperliquid.md §4: "an aggregated weight limit of 1200 per minute" per IP). The default
+# leaves 10 % headroom for the limiter's burst, network jitter and anything else on the IP.
+HYPERLIQUID_WEIGHT_LIMIT = 1200
+DEFAULT_WEIGHT_PER_MINUTE = 1080
+RATE_LIMIT_SCOPES = ("auto", "prefect", "local")
+DEFAULT_RATE_LIMIT_NAME = "hyperliquid-weight"
+DEFAULT_BREAKER_THRESHOLD = 10
 
 
 def _http_url(name: str, value: str) -> str:
@@ -35,31 +42,64 @@ def app_database_url(value: str | None) -> str:
     raise ConfigError(f"DATABASE_URL uses {scheme}://; use postgresql:// (the app talks to PostgreSQL with psycopg 3)")
 
 
+def _whole_number(env, name: str, default: int, low: int, high: int, why: str) -> int:
+    raw = env.get(name) or str(default)
+    try:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} must be a whole number from {low} to {high} ({why})") from None
+    return value
+
+
+def _rate_limit_scope(env) -> str:
+    """Where the weight budget is kept: on the Prefect server (shared by every process) or in this process."""
+    raw = env.get("HYPERLIQUID_RATE_LIMIT")
+    scope = (raw or "auto").strip().lower()
+    if scope not in RATE_LIMIT_SCOPES:
+        raise ConfigError(
+            f"HYPERLIQUID_RATE_LIMIT={raw!r} is not one of {', '.join(RATE_LIMIT_SCOPES)}; "
+            "use prefect to share the budget through the Prefect server, local to keep it in this process"
+        )
+    if scope == "auto":  # under a worker, or beside a server, PREFECT_API_URL names the server that shares it
+        return "prefect" if env.get("PREFECT_API_URL") else "local"
+    if scope == "prefect" and not env.get("PREFECT_API_URL"):
+        raise ConfigError("HYPERLIQUID_RATE_LIMIT=prefect needs PREFECT_API_URL, the server that keeps the shared "
+                          "budget; set it, or set HYPERLIQUID_RATE_LIMIT=local")
+    return scope
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
     api_url: str
     stats_url: str
     weight_per_minute: int
+    # The Hyperliquid budget and breaker, kept together: see hyperliquid/limiter.py and prefect_budget.py.
+    rate_limit: str = "local"
+    rate_limit_name: str = DEFAULT_RATE_LIMIT_NAME
+    breaker_threshold: int = DEFAULT_BREAKER_THRESHOLD
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
-        raw_weight = env.get("HYPERLIQUID_WEIGHT_PER_MINUTE", str(DEFAULT_WEIGHT_PER_MINUTE))
-        try:
-            weight = int(raw_weight)
-            if weight < 20:
-                raise ValueError
-        except ValueError:
-            raise ConfigError(
-                f"HYPERLIQUID_WEIGHT_PER_MINUTE={raw_weight!r} must be a whole number >= 20 "
-                f"(one vaultDetails request weighs 20; Hyperliquid allows {DEFAULT_WEIGHT_PER_MINUTE})"
-            ) from None
+        weight = _whole_number(
+            env, "HYPERLIQUID_WEIGHT_PER_MINUTE", DEFAULT_WEIGHT_PER_MINUTE, 20, HYPERLIQUID_WEIGHT_LIMIT,
+            f"one vaultDetails request weighs 20; Hyperliquid allows {HYPERLIQUID_WEIGHT_LIMIT} per IP and the "
+            f"default, {DEFAULT_WEIGHT_PER_MINUTE}, leaves headroom",
+        )
         return cls(
             database_url=env.get("DATABASE_URL") or None,
             api_url=_http_url("HYPERLIQUID_API_URL", env.get("HYPERLIQUID_API_URL") or DEFAULT_API_URL),
             stats_url=_http_url("HYPERLIQUID_STATS_URL", env.get("HYPERLIQUID_STATS_URL") or DEFAULT_STATS_URL),
             weight_per_minute=weight,
+            rate_limit=_rate_limit_scope(env),
+            rate_limit_name=(env.get("HYPERLIQUID_RATE_LIMIT_NAME") or DEFAULT_RATE_LIMIT_NAME).strip(),
+            breaker_threshold=_whole_number(
+                env, "HYPERLIQUID_BREAKER_THRESHOLD", DEFAULT_BREAKER_THRESHOLD, 1, 1000,
+                "how many 403, 429 or 5xx answers in a row stop a run",
+            ),
         )
 
     @property

@@ -39,6 +39,23 @@ class RetriesExhaustedError(HTTPStatusError):
     """429 or 5xx on every attempt."""
 
 
+class CircuitOpenError(HyperliquidError):
+    """Too many 403, 429 or 5xx answers (or no answers) in a row: the run stops sending requests and fails.
+
+    Raised by the request that made the run give up and by every request after it, so a run whose API is
+    down or refusing it fails in minutes instead of spending hours on retries while it holds its slot.
+    """
+
+    def __init__(self, message: str, *, failures: int, last_failure: str) -> None:
+        super().__init__(message)
+        self.failures = failures
+        self.last_failure = last_failure
+
+
+class RateBudgetError(HyperliquidError):
+    """The weight budget shared through the Prefect server cannot be set up or taken from."""
+
+
 class MalformedResponseError(HyperliquidError):
     """The response is not JSON, or not the structure the endpoint documents. Nothing is written."""
 

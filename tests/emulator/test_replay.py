@@ -111,3 +111,29 @@ def test_the_replay_service_refuses_a_bad_setting():
     result = subprocess.run([sys.executable, "-m", "emulator.replay", str(CASSETTES), "0"],
                             env={**os.environ, "REPLAY_ERROR_EVERY": "often"}, capture_output=True, text=True)
     assert result.returncode == 1 and "REPLAY_ERROR_EVERY='often' must be a number >= 0" in result.stderr
+
+
+def test_the_budget_can_be_counted_over_a_shorter_window_at_the_same_rate_or_switched_off():
+    tick = FakeClock()
+    budget = Budget.per_minute(1200, 10.0, clock=tick)
+    assert (budget.limit, budget.window) == (200, 10.0)
+    assert [budget.admit("a", 20) for _ in range(11)] == [True] * 10 + [False]
+    assert budget.admit("b", 20)  # per client address, as Hyperliquid counts per IP
+    tick.now = 10.0
+    assert budget.admit("a", 20)
+    off = Budget.per_minute(0)
+    assert all(off.admit("a", 60) for _ in range(100))
+
+
+def test_the_replay_service_takes_its_window_from_its_variables():
+    port = free_port()
+    env = {**os.environ, "REPLAY_WEIGHT_PER_MINUTE": "240", "REPLAY_WINDOW_SECONDS": "30"}
+    proc = subprocess.Popen([sys.executable, "-m", "emulator.replay", str(CASSETTES), str(port)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert "budget 120 weight per 30s" in proc.stdout.readline()
+        url = f"http://127.0.0.1:{port}"
+        assert [details(url, HLP).status_code for _ in range(7)] == [200] * 6 + [429]
+    finally:
+        proc.terminate()
+        proc.wait(5)

@@ -15,6 +15,7 @@ import yaml
 
 from tests.cassette import CASSETTES, use_cassette
 from vault_ingest.errors import (
+    CircuitOpenError,
     HTTPStatusError,
     MalformedResponseError,
     RequestRejectedError,
@@ -37,9 +38,18 @@ UTC = timezone.utc
 
 
 class RecordingLimiter(WeightLimiter):
-    def __init__(self) -> None:
-        super().__init__(1200)
+    """The real limiter on simulated time: its waits are recorded and move its clock, so no test really waits."""
+
+    def __init__(self, budget: int = 1200) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+        super().__init__(budget, clock=lambda: self.now, sleep=self._sleep_fake)
         self.acquired: list[int] = []
+
+    async def _sleep_fake(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
 
     async def acquire(self, weight: int) -> None:
         self.acquired.append(weight)
@@ -215,16 +225,18 @@ def test_422_is_not_retried_and_says_what_was_rejected():
     assert "Failed to deserialize the JSON body into the target type" in str(error)
 
 
-def test_429_then_200_is_retried_once_waiting_at_least_retry_after(caplog):
+def test_429_then_200_pauses_the_run_for_retry_after_and_slows_it_down(caplog):
     limiter, sleeps = RecordingLimiter(), Sleeps()
     with use_cassette("vault_details") as cassette, caplog.at_level(logging.WARNING, "vault_ingest.hyperliquid"):
         child = call(client(limiter=limiter, sleep=sleeps, random=lambda: 0.999), "vault_details", HLP_A)
     assert child.name == "HLP Strategy A"
     assert cassette.play_count == 2
     assert limiter.acquired == [20, 20]  # every attempt spends weight
-    assert sleeps.waits == [2.0]  # Retry-After: 2 beats the jittered 0.5 s backoff
+    assert limiter.waits == [2.0] and sleeps.waits == []  # the limiter's pause, Retry-After: 2, not a backoff
+    assert limiter.throttle.speed == pytest.approx(0.8)
     [record] = caplog.records
-    assert "HTTP 429" in record.getMessage() and HLP_A in record.getMessage()
+    assert "HTTP 429" in record.getMessage() and HLP_A in record.getMessage() and "pausing every request" in (
+        record.getMessage())
 
 
 def test_the_client_sends_the_bodies_the_cassette_recorded_byte_for_byte():
@@ -295,3 +307,101 @@ def test_a_details_body_that_is_not_json_is_malformed():
     transport, _ = answering(httpx.Response(200, text="<html>upstream error</html>"))
     with pytest.raises(MalformedResponseError, match=f"vaultDetails {HLP}: response is not JSON"):
         call(client(transport), "vault_details", HLP)
+
+
+# --- a 429 pauses the whole run -------------------------------------------------------------------------------
+
+
+def test_a_429_pauses_every_request_of_the_run_not_only_its_own():
+    limiter = RecordingLimiter()
+    sent: list[tuple[float, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        address = json.loads(request.content)["vaultAddress"]
+        sent.append((limiter.now, address))
+        if len(sent) == 1:
+            return httpx.Response(429, headers={"Retry-After": "7"})
+        return httpx.Response(200, content=b"null")
+
+    async def go():
+        async with client(httpx.MockTransport(handler), limiter=limiter) as hl:
+            await asyncio.gather(*(hl.vault_details(a) for a in (HLP, HLP_A, HLP_B)))
+
+    asyncio.run(go())
+    first, *rest = sent
+    assert first == (0.0, HLP)
+    assert len(rest) == 3 and all(when >= 7.0 for when, _ in rest)  # the others waited out the 429's pause too
+
+
+def test_retry_after_past_the_cap_is_capped_and_429s_in_flight_slow_down_once():
+    limiter = RecordingLimiter()
+    assert limiter.throttled(3600.0) == 60.0
+    limiter.throttled(None)  # sent before the pause began: neither a longer pause nor another slow-down
+    assert (limiter.throttle.paused_until, limiter.throttle.speed) == (60.0, pytest.approx(0.8))
+    limiter.now = 61.0
+    assert limiter.throttled(None) == 10.0  # a second 429 in a row without Retry-After: the pause doubles
+    assert limiter.throttle.speed == pytest.approx(0.64)
+    limiter.now = 80.0
+    limiter.answered()
+    assert limiter.throttled(None) == 5.0
+
+
+# --- the circuit breaker --------------------------------------------------------------------------------------
+
+
+def test_the_breaker_stops_the_run_after_n_failures_in_a_row_and_sends_nothing_after():
+    transport, seen = answering(httpx.Response(503, text="upstream unavailable"))
+    hl = client(transport, breaker_threshold=4, max_attempts=6)
+
+    async def go():
+        async with hl:
+            with pytest.raises(CircuitOpenError) as first:
+                await hl.vault_details(HLP)
+            with pytest.raises(CircuitOpenError) as second:
+                await hl.vault_details(HLP_A)
+            return first.value, second.value
+
+    first, second = asyncio.run(go())
+    assert len(seen) == 4  # not the 6 attempts, and nothing for the second vault
+    assert second is first
+    assert first.failures == 4 and "HTTP 503" in first.last_failure and HLP in first.last_failure
+    assert "4 failed answers in a row" in str(first) and "try again later" in str(first)
+
+
+def test_403s_on_different_vaults_open_the_breaker_with_the_region_hint():
+    transport, seen = answering(httpx.Response(403, text="blocked"))
+    hl = client(transport, breaker_threshold=3)
+
+    async def go():
+        errors = []
+        async with hl:
+            for address in (HLP, HLP_A, HLP_B, GROWI):
+                try:
+                    await hl.vault_details(address)
+                except HTTPStatusError as exc:
+                    errors.append(type(exc))
+                except CircuitOpenError as exc:
+                    errors.append(exc)
+        return errors
+
+    errors = asyncio.run(go())
+    assert errors[:2] == [HTTPStatusError, HTTPStatusError]
+    assert isinstance(errors[2], CircuitOpenError) and errors[3] is errors[2]
+    assert "allowed region" in str(errors[2])
+    assert len(seen) == 3
+
+
+def test_an_answer_in_between_closes_the_count_and_lost_connections_count_too():
+    failures = [httpx.ConnectError("refused"), httpx.Response(500), httpx.Response(200, content=b"null")] * 4
+    transport, seen = answering(*failures)
+    hl = client(transport, breaker_threshold=3)
+
+    async def go():
+        async with hl:
+            return [await hl.vault_details(HLP) for _ in range(4)]  # two failures, then an answer, each time
+
+    assert asyncio.run(go()) == [None] * 4
+    assert len(seen) == 12
+    lost = client(answering(httpx.ConnectError("refused"))[0], breaker_threshold=3)
+    with pytest.raises(CircuitOpenError, match="ConnectError"):
+        call(lost, "vault_details", HLP)

@@ -1,7 +1,12 @@
 """Async HTTP client for the two Hyperliquid endpoints the flows use: the stats vault list and vaultDetails.
 
-Retries 429, 500, 502, 503, 504 and lost connections with exponential backoff and full jitter, never waiting
-less than a `Retry-After` header asks. 422 and other 4xx mean our request is wrong, so they fail at once.
+Retries 429, 500, 502, 503, 504 and lost connections. A 429 to a weighted request means the IP's budget is
+spent by someone else too, so it pauses every request of the run through the limiter (honouring Retry-After,
+capped) and slows the run down; 5xx and lost connections back off per request, exponentially with full
+jitter, never less than a `Retry-After` asks. 422 and other 4xx mean our request is wrong: they fail at once.
+
+A circuit breaker stops the run after `breaker_threshold` answers in a row that were 403, 429 or 5xx, or no
+answer at all: the API is refusing or down, and retrying every vault six times would take hours.
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ from typing import Any
 
 import httpx
 
+from vault_ingest.config import DEFAULT_BREAKER_THRESHOLD
 from vault_ingest.errors import (
+    CircuitOpenError,
     HTTPStatusError,
     RequestRejectedError,
     RetriesExhaustedError,
     TransportError,
     VaultRecordError,
 )
-from vault_ingest.hyperliquid.limiter import WeightLimiter
+from vault_ingest.hyperliquid.limiter import Limiter
 from vault_ingest.hyperliquid.models import VaultDetails, VaultSummary, loads, parse_vault_details
 from vault_ingest.hyperliquid.vault_list import parse_vault_list
 
@@ -43,6 +50,11 @@ _STATUS_HINTS = {
     403: "Hyperliquid refuses requests from some regions; run from an allowed region",
     404: "check HYPERLIQUID_API_URL and HYPERLIQUID_STATS_URL",
 }
+_BREAKER_HINTS = {
+    403: "Hyperliquid refuses requests from this machine (some regions are blocked); run from an allowed region",
+    429: "another client on this IP spends the same weight budget; stop it, or lower HYPERLIQUID_WEIGHT_PER_MINUTE",
+}
+_BREAKER_DEFAULT_HINT = "Hyperliquid is unavailable or unreachable; try again later"
 
 
 @dataclass(frozen=True)
@@ -55,28 +67,33 @@ class VaultListSnapshot:
 
 
 class HyperliquidClient:
-    """Use as `async with HyperliquidClient(...) as client:`; share one `limiter` per process (see shared_limiter)."""
+    """Use as `async with HyperliquidClient(...) as client:`; `limiter` holds the IP's budget (see runtime)."""
 
     def __init__(
         self,
         api_url: str,
         stats_url: str,
         *,
-        limiter: WeightLimiter,
+        limiter: Limiter,
         transport: httpx.AsyncBaseTransport | None = None,
         max_attempts: int = 6,
+        breaker_threshold: int = DEFAULT_BREAKER_THRESHOLD,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         timeout: float = 30.0,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         random: Callable[[], float] = _random.random,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        if max_attempts < 1 or breaker_threshold < 1:
+            raise ValueError(f"max_attempts and breaker_threshold must be at least 1, got {max_attempts}, "
+                             f"{breaker_threshold}")
         self._info_url = api_url.rstrip("/") + "/info"
         self._stats_url = stats_url
         self._limiter = limiter
         self._max_attempts = max_attempts
+        self._breaker_threshold = breaker_threshold
+        self._failures_in_a_row = 0
+        self._open: CircuitOpenError | None = None
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._sleep = sleep
@@ -92,7 +109,10 @@ class HyperliquidClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        try:
+            await self._http.aclose()
+        finally:
+            await self._limiter.aclose()
 
     async def vault_list(self) -> VaultListSnapshot:
         """Every vault in the stats file. Not weighted: it is a static file on another host, with no known limit."""
@@ -111,21 +131,38 @@ class HyperliquidClient:
 
     async def _send(self, what: str, method: str, url: str, *, weight: int = 0, **kwargs: Any) -> httpx.Response:
         for attempt in range(1, self._max_attempts + 1):
+            if self._open:
+                raise self._open
             if weight:
                 await self._limiter.acquire(weight)
+                if self._open:  # opened while this request waited for its weight
+                    raise self._open
             try:
                 response = await self._http.request(method, url, **kwargs)
             except RETRIED_TRANSPORT_ERRORS as exc:
                 failure, last, retry_after = f"{type(exc).__name__}: {exc}", exc, None
+                self._failed(what, failure, None)
             except httpx.TransportError as exc:
                 raise TransportError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
             else:
                 if response.is_success:
+                    self._answered(weight)
                     return response
-                _raise_unless_retried(what, response)
                 failure, last, retry_after = f"HTTP {response.status_code}", response, _retry_after(response)
+                if response.status_code == 403 or response.status_code in RETRIED_STATUSES:
+                    self._failed(what, f"{failure} {_preview(response)}", response.status_code)
+                else:
+                    self._failures_in_a_row = 0
+                _raise_unless_retried(what, response)
             if attempt == self._max_attempts:
                 break
+            if weight and isinstance(last, httpx.Response) and last.status_code == 429:
+                # The budget is shared with someone we cannot see: every request of the run waits, not just
+                # this one, and the limiter slows down. The retry's acquire() waits out the pause.
+                pause = self._limiter.throttled(retry_after)
+                log.warning("%s: HTTP 429 (attempt %d of %d); pausing every request for %.1f s and slowing down",
+                            what, attempt, self._max_attempts, pause)
+                continue
             delay = self._backoff(attempt, retry_after)
             log.warning(
                 "%s: %s (attempt %d of %d); retrying in %.2f s", what, failure, attempt, self._max_attempts, delay
@@ -143,6 +180,26 @@ class HyperliquidClient:
             f"{what} got no HTTP answer in {self._max_attempts} attempts, last {failure}; "
             "check that this machine can reach the host"
         ) from last
+
+    def _answered(self, weight: int) -> None:
+        self._failures_in_a_row = 0
+        if weight:
+            self._limiter.answered()
+
+    def _failed(self, what: str, failure: str, status: int | None) -> None:
+        """Count a 403, 429, 5xx or lost answer; at the threshold, open the breaker and raise."""
+        self._failures_in_a_row += 1
+        if self._failures_in_a_row < self._breaker_threshold or self._open:
+            return
+        hint = _BREAKER_HINTS.get(status, _BREAKER_DEFAULT_HINT)
+        self._open = CircuitOpenError(
+            f"stopped sending requests to Hyperliquid after {self._failures_in_a_row} failed answers in a row "
+            f"(403, 429, 5xx or none), the last {what}: {failure}; {hint}",
+            failures=self._failures_in_a_row,
+            last_failure=f"{what}: {failure}",
+        )
+        log.error("%s", self._open)
+        raise self._open
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         # Full jitter spreads retries of many concurrent callers instead of sending them in lockstep.
