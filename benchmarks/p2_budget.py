@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from emulator.replay import Budget, ReplayServer
+from emulator.runtime.replay import Budget, ReplayServer
 from vault_ingest.hyperliquid.client import HyperliquidClient
 from vault_ingest.hyperliquid.limiter import WeightLimiter
 
