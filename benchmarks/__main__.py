@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import p1_list_ingest, p2_budget, p3_emulate
-from emulator.postgres import PostgresServer
+from emulator.runtime.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

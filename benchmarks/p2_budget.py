@@ -34,8 +34,8 @@ from pathlib import Path
 
 import httpx
 
-from emulator.postgres import free_port
-from emulator.replay import ReplayServer
+from emulator.runtime.postgres import free_port
+from emulator.runtime.replay import ReplayServer
 
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW = 20.0  # seconds standing in for Hyperliquid's minute

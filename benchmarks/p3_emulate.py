@@ -29,9 +29,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from emulator.postgres import PostgresServer, free_port
-from emulator.replay import ReplayServer
-from emulator.snapshot import snapshot
+from emulator.runtime.postgres import PostgresServer, free_port
+from emulator.runtime.replay import ReplayServer
+from emulator.runtime.snapshot import snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL = "bench-pool"

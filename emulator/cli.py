@@ -17,7 +17,7 @@ from pathlib import Path
 
 from emulator.errors import EmulatorError, StackError
 from emulator.project import LOCAL_DRAINING_SECONDS, Project, UpOptions, find_stack_file
-from emulator.stack import list_variants
+from emulator.model.stack import list_variants
 from emulator.state import STACK_FILE
 
 _DETACH_TIMEOUT = 900.0

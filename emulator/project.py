@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from emulator import bootstrap
+from emulator.runtime import steps
 from emulator.errors import EmulatorError, StepError
-from emulator.logs import LogSink
-from emulator.plan import BuildError, ServicePlan
-from emulator.planner import plan_stack, remove_homes
-from emulator.process import ACTIVE, FINISHED
-from emulator.snapshot import snapshot
-from emulator.stack import Stack, load_stack
+from emulator.runtime.logs import LogSink
+from emulator.model.plan import BuildError, ServicePlan
+from emulator.model.planner import plan_stack, remove_homes
+from emulator.runtime.process import ACTIVE, FINISHED
+from emulator.runtime.snapshot import snapshot
+from emulator.model.stack import Stack, load_stack
 from emulator.state import STACK_FILE, StateDir
-from emulator.supervisor import Supervisor, observed, stop_from_state_file, supervisor_alive
-from emulator.variables import referenced_services, secret_store
+from emulator.runtime.supervisor import Supervisor, observed, stop_from_state_file, supervisor_alive
+from emulator.model.variables import referenced_services, secret_store
 from emulator.wait import wait_until
 
 # Railway's draining default is 0 s, which kills a worker's flow runs mid-way; locally services get time
@@ -89,10 +89,10 @@ class Project:
         sink = sink or LogSink(self.state_dir)
         sink.register(plans)
         addresses = _addresses(stack, plans, secret_store(self.state_dir))
-        steps = [{"name": step.name, "action": step.action, "target": step.target, "state": "pending"}
+        records = [{"name": step.name, "action": step.action, "target": step.target, "state": "pending"}
                  for step in (stack.steps if options.deploy else ())]
         self.state.update_project(options=dataclasses.asdict(options), pid=os.getpid(), phase="starting",
-                                  message=None, steps=steps, repo=str(self.repo_dir),
+                                  message=None, steps=records, repo=str(self.repo_dir),
                                   stack_file=str(self.stack_file), **addresses)
         if left:
             sink.system(f"stopped {', '.join(left)}, left running by an emulator that did not stop cleanly")
@@ -101,7 +101,7 @@ class Project:
                     f"repository {self.repo_dir}, state in {self.state_dir}")
         supervisor = Supervisor(plans, self.state_dir, sink, restart_delay=LOCAL_RESTART_DELAY)
         try:
-            return supervisor.serve(then=lambda stopped: self._after_start(supervisor, stack, plans, steps, stopped))
+            return supervisor.serve(then=lambda stopped: self._after_start(supervisor, stack, plans, records, stopped))
         finally:
             remove_homes(self.state_dir, plans)
 
@@ -138,7 +138,7 @@ class Project:
             return self._failed(log, f"the snapshot of {self.repo_dir} failed: {exc}")
         log(f"snapshot {source.commit[:12]} of {self.repo_dir} -> {source.url} "
             f"({'new' if source.changed else 'unchanged since the last up'})")
-        context = bootstrap.StepContext(
+        context = steps.StepContext(
             plans=plans, shared=stack.shared, secret=secret_store(self.state_dir), repo_dir=self.repo_dir,
             prefect_api=self.state.read_project().get("api_url"), stopped=stopped, log=log,
             state=lambda name: _service_state(supervisor, name),
@@ -146,7 +146,7 @@ class Project:
                       "EMULATOR_SNAPSHOT_COMMIT": source.commit})
         self._run_steps(stack, records, context, log, stopped)
 
-    def _run_steps(self, stack: Stack, records: list[dict], context: bootstrap.StepContext, log,
+    def _run_steps(self, stack: Stack, records: list[dict], context: steps.StepContext, log,
                    stopped: Callable[[], bool]) -> None:
         """Each step in turn, its record in project.json as it goes; the first failure ends them."""
         for step, record in zip(stack.steps, records):
@@ -155,7 +155,7 @@ class Project:
             log(f"step {step.name}: {step.action}" + (f" as {step.service}" if step.service else ""))
             context.log = lambda line, name=step.name: log(f"{name} | {line}")
             try:
-                record.update(bootstrap.run_step(step, context))
+                record.update(steps.run_step(step, context))
             except StepError as exc:
                 record.update(state="failed", detail=str(exc), **exc.record)
                 self.state.update_project(steps=records)
@@ -244,7 +244,7 @@ class Project:
             group["state"] = _group_state([r["state"] for r in group["replicas"].values()])
         pool = None
         if running and project.get("api_url") and project.get("pool"):
-            pool = {"name": project["pool"], **bootstrap.pool_status(project["api_url"], project["pool"])}
+            pool = {"name": project["pool"], **steps.pool_status(project["api_url"], project["pool"])}
         options = project.get("options") or {}
         return {
             "state_dir": str(self.state_dir),
@@ -321,12 +321,12 @@ def _addresses(stack: Stack, plans: Mapping[str, ServicePlan | BuildError], secr
     """The Prefect server's addresses and work pool as [prefect] names them, and the [urls] to print."""
     found, pool = None, None
     if stack.prefect is not None:
-        server = bootstrap.service_plans(plans).get(stack.prefect.server)
-        found = bootstrap.endpoints(server) if server else None
+        server = steps.service_plans(plans).get(stack.prefect.server)
+        found = steps.endpoints(server) if server else None
     try:
-        urls = bootstrap.resolve_values(stack.urls, plans, stack.shared, secret)
+        urls = steps.resolve_values(stack.urls, plans, stack.shared, secret)
         if stack.prefect is not None and stack.prefect.work_pool:
-            pool = bootstrap.resolve_values({"pool": stack.prefect.work_pool}, plans, stack.shared, secret)["pool"]
+            pool = steps.resolve_values({"pool": stack.prefect.work_pool}, plans, stack.shared, secret)["pool"]
     except StepError:  # a variant without the service they name: nothing to print or ask
         urls = {}
     return {

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from emulator.postgres import PostgresServer
+from emulator.runtime.postgres import PostgresServer
 
 # One build cache for every stack of the run and of the next ones (each xdist worker, every scenario's
 # `up`): an image whose lock and source are unchanged is built once, then taken from there.

@@ -13,7 +13,7 @@ import pytest
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 from tests.support.prefect_server import WEB_AUTH, clean_environ, railway_web_service
 
-from emulator.postgres import free_port
+from emulator.runtime.postgres import free_port
 from vault_ingest import deploy, flows
 from vault_ingest.errors import ConfigError
 

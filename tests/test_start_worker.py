@@ -21,8 +21,8 @@ from tests.support.prefect_server import (
     wait_until,
 )
 
-from emulator.edge import Edge, trust_bundle
-from emulator.postgres import free_port
+from emulator.runtime.edge import Edge, trust_bundle
+from emulator.runtime.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "start_worker.sh"

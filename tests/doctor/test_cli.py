@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from emulator.postgres import free_port
+from emulator.runtime.postgres import free_port
 from vault_ingest import cli
 from vault_ingest.doctor import DEFAULT_POOL
 

@@ -7,7 +7,7 @@ import shutil
 import httpx
 import pytest
 
-from emulator.postgres import free_port
+from emulator.runtime.postgres import free_port
 from vault_ingest.doctor import Status, run_checks
 from vault_ingest.doctor.local import check_app_database_url, check_git, check_prefect_database_url
 

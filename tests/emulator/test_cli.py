@@ -9,8 +9,8 @@ import pytest
 
 from emulator.cli import main
 from emulator.project import LOCAL_DRAINING_SECONDS, Project, UpOptions, previous_ports, with_draining
-from emulator.planner import plan_stack
-from emulator.postgres import free_port
+from emulator.model.planner import plan_stack
+from emulator.runtime.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "railway.stack.toml"

@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_no_emulator_module_imports_the_application():
     # __main__ runs the CLI; it imports emulator.cli and nothing else.
-    modules = sorted(f"emulator.{m.name}" for m in pkgutil.iter_modules(emulator.__path__) if m.name != "__main__")
-    assert {"emulator.cli", "emulator.project", "emulator.bootstrap", "emulator.supervisor"} <= set(modules)
+    modules = sorted(m.name for m in pkgutil.walk_packages(emulator.__path__, "emulator.") if m.name != "emulator.__main__")
+    assert {"emulator.cli", "emulator.project", "emulator.runtime.steps", "emulator.runtime.supervisor"} <= set(modules)
     script = ("import importlib, sys\n"
               f"for name in {modules!r}:\n"
               "    importlib.import_module(name)\n"

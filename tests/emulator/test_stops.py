@@ -20,8 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from emulator import launcher
-from emulator.process import ACTIVE, CRASHED
+from emulator.runtime import launcher
+from emulator.runtime.process import ACTIVE, CRASHED
 from tests.support.emulator import kill_service_groups
 
 pytestmark = pytest.mark.e2e

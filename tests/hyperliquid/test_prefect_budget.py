@@ -18,8 +18,8 @@ import pytest
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
-from emulator.postgres import free_port
-from emulator.replay import Budget
+from emulator.runtime.postgres import free_port
+from emulator.runtime.replay import Budget
 from tests.support.prefect_server import (
     FAST_SERVER_SETTINGS,
     HOST,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.stack import load_stack
+from emulator.model.stack import load_stack
 from tests.scenarios.conftest import running_one
 from tests.scenarios.stacks import STACK_FILE, Spec, wait_until
 from vault_ingest.doctor import Status

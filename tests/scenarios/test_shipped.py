@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from emulator.replay import load_cassettes
+from emulator.runtime.replay import load_cassettes
 from tests.scenarios.browser import page, screenshot, shows, visible_lines
 from tests.scenarios.conftest import running_one
 from tests.scenarios.stacks import (

@@ -23,8 +23,8 @@ import httpx
 import psutil
 import pytest
 
-from emulator.postgres import free_port
-from emulator.process import signal_group
+from emulator.runtime.postgres import free_port
+from emulator.runtime.process import signal_group
 
 T = TypeVar("T")
 

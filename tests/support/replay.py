@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
-from emulator.replay import ReplayServer
+from emulator.runtime.replay import ReplayServer
 
 CASSETTES = Path(__file__).resolve().parents[2] / "cassettes"
 

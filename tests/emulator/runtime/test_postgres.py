@@ -1,0 +1,66 @@
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from emulator.runtime.postgres import UNSAFE_FAST_ENV, PostgresServer
+
+
+@pytest.fixture
+def tmp_path():
+    # Not under pytest's basetemp: a pytest session starting meanwhile resets that tree to 0700, which locks
+    # out the unprivileged user PostgreSQL runs as under root.
+    with tempfile.TemporaryDirectory(prefix="emulator-pg-") as path:
+        yield Path(path)
+
+
+def test_data_survives_restart_and_wipe_removes_it(tmp_path):
+    server = PostgresServer(tmp_path / "pg", password="s3cret-pw").start()
+    try:
+        with psycopg.connect(server.url()) as conn:
+            conn.execute("CREATE TABLE kept (x int)")
+            conn.execute("INSERT INTO kept VALUES (42)")
+        server.stop()
+        server.start()
+        with psycopg.connect(server.url()) as conn:
+            assert conn.execute("SELECT x FROM kept").fetchone() == (42,)
+    finally:
+        server.wipe()
+    assert not (tmp_path / "pg").exists()
+
+
+def test_tcp_needs_the_password(tmp_path):
+    server = PostgresServer(tmp_path / "pg", password="right-one").start()
+    try:
+        bad = server.url().replace("right-one", "wrong-one")
+        try:
+            psycopg.connect(bad).close()
+        except psycopg.OperationalError as exc:
+            assert "password authentication failed" in str(exc)
+        else:
+            raise AssertionError("a wrong password was accepted")
+    finally:
+        server.wipe()
+
+
+def settings(server: PostgresServer) -> tuple:
+    with psycopg.connect(server.url()) as conn:
+        return tuple(conn.execute(f"SHOW {name}").fetchone()[0] for name in ("fsync", "full_page_writes"))
+
+
+def test_durable_as_railways_postgres_unless_told_it_may_be_unsafe(tmp_path, monkeypatch):
+    monkeypatch.delenv(UNSAFE_FAST_ENV, raising=False)
+    durable = PostgresServer(tmp_path / "pg").start()
+    try:
+        assert settings(durable) == ("on", "on")
+    finally:
+        durable.wipe()
+    monkeypatch.setenv(UNSAFE_FAST_ENV, "1")
+    fast = PostgresServer(tmp_path / "pg").start()
+    try:
+        assert settings(fast) == ("off", "off")
+    finally:
+        fast.wipe()
+    assert PostgresServer(tmp_path / "pg", unsafe_fast=False).foreground_command()[0][-2:] == ["-k", str(
+        (tmp_path / "pg").resolve())]  # said outright, it beats the environment
