@@ -19,7 +19,7 @@ from vault_ingest.db.writer import (
     WRITE_LOCK_KEY, WriteCounts, top_vaults, vaults_for_details, write_vault_details, write_vault_list,
 )
 from vault_ingest.errors import StorageError
-from vault_ingest.hyperliquid.models import PERIODS, Relationship
+from vault_ingest.hyperliquid.models import Relationship
 from vault_ingest.metrics import window_metrics
 
 
@@ -195,10 +195,11 @@ def test_snapshot_writes_take_turns(engine, database_url):
 # --- vaultDetails -----------------------------------------------------------------------------
 
 
-def test_details_land_metrics_at_the_data_time_and_every_history_point(engine):
+def test_details_land_metrics_at_the_data_time_and_the_history_series(engine):
     write_vault_list(engine, [summary(1)], T0 - HOUR)
     day = window(T0 + HOUR, ["100", "110", "104.5"], ["0.0", "10", "4.5"], volume="77")
-    d = details(1, portfolio={**portfolio(), "day": day, "someFuturePeriodName": window(T0, ["1"], ["0"])})
+    d = details(1, portfolio={**portfolio(), "day": day, "perpDay": day,
+                              "someFuturePeriodName": window(T0, ["1"], ["0"])})
     assert write_vault_details(engine, [d], [], T0 + 5 * HOUR) == WriteCounts(new=1)
 
     detail_row = metrics_rows(engine, 1)[-1]
@@ -215,22 +216,15 @@ def test_details_land_metrics_at_the_data_time_and_every_history_point(engine):
     assert detail_row["volume_day"] == Decimal(77)
 
     with engine.connect() as conn:
-        history = conn.execute(select(vault_history).order_by(vault_history.c.period, vault_history.c.ts)).all()
-    assert len(history) == 3 * len(PERIODS)
-    assert {h.period for h in history} == set(PERIODS)
-    day = [(h.ts, h.account_value, h.pnl) for h in history if h.period == "day"]
-    assert day == [(T0 - 3 * HOUR, Decimal(100), Decimal("0.0")), (T0 - HOUR, Decimal(110), Decimal(10)),
-                   (T0 + HOUR, Decimal("104.5"), Decimal("4.5"))]
-
-
-def test_history_point_without_a_pnl_at_its_time_keeps_a_null_pnl(engine):
-    write_vault_list(engine, [summary(1)], T0)
-    day = window(T0, ["100", "110"], ["0.0", "10"])
-    day = replace(day, pnl=day.pnl[:1])
-    write_vault_details(engine, [details(1, portfolio={"day": day})], [], T0)
-    with engine.connect() as conn:
-        pnls = conn.execute(select(vault_history.c.pnl).order_by(vault_history.c.ts)).scalars().all()
-    assert pnls == [Decimal("0.0"), None]
+        history = conn.execute(select(vault_history).order_by(vault_history.c.ts)).all()
+    # Every perp window repeats its twin: one series. The day window shares no timestamp with the all-time
+    # one, so nothing ties its PnL to the origin: it is left out (and logged). The all-time "now" is flagged.
+    assert {h.series for h in history} == {"all"}
+    assert [(h.ts, h.account_value, h.pnl, h.is_now) for h in history] == [
+        (T0 - 4 * HOUR, Decimal(100), Decimal("0.0"), False),
+        (T0 - 2 * HOUR, Decimal(110), Decimal(10), False),
+        (T0, Decimal("104.5"), Decimal("4.5"), True),
+    ]
 
 
 def test_details_without_a_day_window_use_the_given_time(engine):

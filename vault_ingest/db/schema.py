@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
-    Boolean, Column, DateTime, ForeignKey, Integer, MetaData, Numeric, String, Table, Text,
+    Boolean, Column, DateTime, ForeignKey, Integer, MetaData, Numeric, String, Table, Text, text,
 )
 
 WINDOW_COLUMNS = {"day": "day", "week": "week", "month": "month", "allTime": "all_time"}
@@ -63,8 +63,10 @@ vault_history = Table(
     "vault_history",
     metadata,
     _address("vault_address", ForeignKey("vaults.address", ondelete="CASCADE"), primary_key=True),
-    Column("period", String(16), primary_key=True),  # day, week, ..., perpAllTime
+    Column("series", String(8), primary_key=True),  # all | perp (vault_ingest.history)
     Column("ts", DateTime(timezone=True), primary_key=True),
     Column("account_value", Numeric, nullable=False),
-    Column("pnl", Numeric),
+    Column("pnl", Numeric),  # since the series' origin; NULL only on points kept from schema 0001
+    # the request-time point of the latest fetch, replaced by the next one; never a regular sample
+    Column("is_now", Boolean, nullable=False, server_default=text("false")),
 )

@@ -20,7 +20,8 @@ from sqlalchemy.exc import DBAPIError
 
 from vault_ingest.db import schema
 from vault_ingest.errors import StorageError
-from vault_ingest.hyperliquid.models import PERIODS, WINDOWS, VaultDetails, VaultSummary
+from vault_ingest.hyperliquid.models import WINDOWS, VaultDetails, VaultSummary
+from vault_ingest.history import vault_series
 from vault_ingest.metrics import window_metrics
 
 log = logging.getLogger(__name__)
@@ -211,13 +212,11 @@ def _detail_rows(details: Sequence[VaultDetails], observed_at: datetime) -> Iter
 
 def _history_rows(details: Sequence[VaultDetails]) -> Iterator[tuple]:
     for d in details:
-        # A period the API may add later is ignored like any unknown field, not a failed snapshot.
-        for period in (p for p in PERIODS if p in d.portfolio):
-            window = d.portfolio[period]
-            pnl_at = dict(window.pnl)
-            # dict(): a timestamp repeated within a series becomes one row, with its last value
-            for ts, account_value in dict(window.account_value).items():
-                yield d.address, period, ts, account_value, pnl_at.get(ts)
+        for series in vault_series(d.portfolio, d.address):
+            for p in series.points:
+                yield d.address, series.name, p.ts, p.account_value, p.pnl, False
+            if series.now:
+                yield d.address, series.name, series.now.ts, series.now.account_value, series.now.pnl, True
 
 
 def write_vault_details(
@@ -256,14 +255,24 @@ def write_vault_details(
             ON CONFLICT (vault_address, observed_at) DO UPDATE SET {_set(DETAIL_METRICS)}
             WHERE {_differs('vault_metrics', 'excluded', DETAIL_METRICS)}"""))
         _after_stage("vault_metrics")
-        values = ["account_value", "pnl"]
-        conn.execute(text(f"""
-            INSERT INTO vault_history ({_cols(HISTORY)})
-            SELECT {_cols(HISTORY, 'h.')} FROM staged_history h JOIN vaults v ON v.address = h.vault_address
-            ON CONFLICT (vault_address, period, ts) DO UPDATE SET {_set(values)}
-            WHERE {_differs('vault_history', 'excluded', values)}"""))
+        _write_history(conn)
         _after_stage("vault_history")
     return counts
+
+
+def _write_history(conn: Connection) -> None:
+    """Regular points are only ever added (or get the PnL a 0001 row lacked); the "now" point is replaced."""
+    conn.execute(text("""
+        DELETE FROM vault_history h USING staged_history s
+        WHERE s.is_now AND h.is_now AND h.vault_address = s.vault_address AND h.series = s.series
+          AND h.ts <= s.ts"""))
+    conn.execute(text(f"""
+        INSERT INTO vault_history ({_cols(HISTORY)})
+        SELECT {_cols(HISTORY, 'h.')} FROM staged_history h JOIN vaults v ON v.address = h.vault_address
+        WHERE NOT (h.is_now AND EXISTS (SELECT FROM vault_history o WHERE o.is_now
+                   AND o.vault_address = h.vault_address AND o.series = h.series AND o.ts > h.ts))
+        ON CONFLICT (vault_address, series, ts) DO UPDATE SET pnl = excluded.pnl
+        WHERE vault_history.pnl IS NULL AND NOT excluded.is_now"""))
 
 
 def _update_vaults(conn: Connection, details: Sequence[VaultDetails], not_found: Sequence[str], at: datetime) -> None:
