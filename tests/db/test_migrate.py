@@ -41,7 +41,7 @@ def table_names(database_url: str) -> set[str]:
 
 def test_migrations_ship_inside_the_package():
     assert (MIGRATIONS / "env.py").is_file() and (MIGRATIONS / "script.py.mako").is_file()
-    assert HEAD == "0002"
+    assert HEAD == "0003"
 
 
 def test_upgrade_from_empty_creates_exactly_the_schema(database_url):
@@ -105,24 +105,31 @@ def test_unreachable_database_is_a_storage_error_naming_the_fix():
         upgrade("postgresql://nobody:wrong@127.0.0.1:1/nowhere")
 
 
-def test_upgrade_from_0001_keeps_what_its_history_rows_mean(database_url):
-    """All-time rows keep their PnL (since inception); finer windows keep their account value; perp twins go."""
+def test_upgrade_from_0001_with_rows_keeps_what_they_mean(database_url):
+    """History: all-time rows keep their PnL (since inception), finer windows their account value, perp twins
+    go. Listing: one list_snapshots row per stored snapshot; a vault the newest one lacks is delisted."""
     upgrade(database_url, "0001")
     with psycopg.connect(database_url) as conn:
         conn.execute(
             "INSERT INTO vaults (address, name, leader, created_at, is_closed, relationship, first_seen, last_seen) "
-            "VALUES ('0xa', 'kept', '0xb', now(), false, 'normal', now(), now())")
+            "VALUES ('0xa', 'gone', '0xb', now(), false, 'normal', '2025-01-01', '2025-01-01'),"
+            "       ('0xc', 'kept', '0xb', now(), false, 'child', '2025-01-01', '2025-01-02')")
         conn.execute("""
             INSERT INTO vault_history (vault_address, period, ts, account_value, pnl) VALUES
             ('0xa', 'allTime', '2025-01-01', 100, 7), ('0xa', 'day', '2025-01-01', 100, -3),
             ('0xa', 'day', '2025-01-02', 110, -1), ('0xa', 'perpDay', '2025-01-02', 110, -1),
             ('0xa', 'perpAllTime', '2025-01-01', 100, 9)""")
-        conn.execute("INSERT INTO vault_metrics (vault_address, observed_at, tvl) VALUES ('0xa', '2025-01-02', 5)")
+        conn.execute("INSERT INTO vault_metrics (vault_address, observed_at, tvl) VALUES "
+                     "('0xa', '2025-01-01', 5), ('0xc', '2025-01-01', 2), ('0xc', '2025-01-02', 3)")
     assert upgrade(database_url) == HEAD
     assert schema_diffs(database_url) == []
     with psycopg.connect(database_url) as conn:
-        rows = conn.execute("SELECT series, ts::date::text, account_value::text, pnl::text, is_now "
-                            "FROM vault_history ORDER BY 1, 2").fetchall()
-        assert conn.execute("SELECT tvl FROM vault_metrics").fetchall() == [(5,)]
-    assert rows == [("all", "2025-01-01", "100", "7", False), ("all", "2025-01-02", "110", None, False),
-                    ("perp", "2025-01-01", "100", "9", False)]
+        history = conn.execute("SELECT series, ts::date::text, account_value::text, pnl::text, is_now "
+                               "FROM vault_history ORDER BY 1, 2").fetchall()
+        snapshots = conn.execute("SELECT observed_at::date::text, vaults, total_tvl::text FROM list_snapshots "
+                                 "ORDER BY 1").fetchall()
+        delisted = conn.execute("SELECT address, delisted_at::date::text FROM vaults ORDER BY 1").fetchall()
+    assert history == [("all", "2025-01-01", "100", "7", False), ("all", "2025-01-02", "110", None, False),
+                       ("perp", "2025-01-01", "100", "9", False)]
+    assert snapshots == [("2025-01-01", 2, "5"), ("2025-01-02", 1, "0")]  # the child's 2 and 3 are its parent's
+    assert delisted == [("0xa", "2025-01-02"), ("0xc", None)]

@@ -16,10 +16,11 @@ from vault_ingest.db.engine import make_engine
 from vault_ingest.db.migrate import upgrade
 from vault_ingest.db.schema import metadata, vault_history, vault_metrics, vaults
 from vault_ingest.db.writer import (
-    WRITE_LOCK_KEY, WriteCounts, top_vaults, vaults_for_details, write_vault_details, write_vault_list,
+    WRITE_LOCK_KEY, WriteCounts, latest_list_snapshot, top_vaults, vaults_for_details, write_vault_details,
+    write_vault_list,
 )
 from vault_ingest.errors import StorageError
-from vault_ingest.hyperliquid.models import Relationship
+from vault_ingest.hyperliquid.models import Relationship, fits_numeric
 from vault_ingest.metrics import window_metrics
 
 
@@ -94,10 +95,32 @@ def test_list_metrics_land_per_snapshot(engine):
     assert row["max_distributable"] is None  # a detail column, left to vaultDetails
 
 
-def test_a_vault_missing_from_a_later_list_is_kept_with_its_last_seen(engine):
-    write_vault_list(engine, [summary(1), summary(2)], T0)
-    write_vault_list(engine, [summary(1)], T0 + HOUR)
-    assert vault(engine, 2)["last_seen"] == T0
+def test_a_vault_missing_from_a_later_list_is_delisted_until_it_comes_back(engine):
+    write_vault_list(engine, [summary(1, tvl=Decimal(5)), summary(2, tvl=Decimal(9))], T0)
+    write_vault_list(engine, [summary(1, tvl=Decimal(5))], T0 + HOUR)
+    assert (vault(engine, 2)["last_seen"], vault(engine, 2)["delisted_at"]) == (T0, T0 + HOUR)
+    assert vaults_for_details(engine, None, None) == [address(1)]
+    assert [v["address"] for v in top_vaults(engine)] == [address(1)]
+
+    write_vault_list(engine, [summary(1)], T0 + 2 * HOUR)
+    assert vault(engine, 2)["delisted_at"] == T0 + HOUR  # since when, not moved by later snapshots
+    assert write_vault_list(engine, [summary(1), summary(2, tvl=Decimal(9))], T0 + 3 * HOUR).updated == 1
+    assert (vault(engine, 2)["last_seen"], vault(engine, 2)["delisted_at"]) == (T0 + 3 * HOUR, None)
+    assert vaults_for_details(engine, None, None) == [address(1), address(2)]
+
+
+def test_a_late_older_snapshot_delists_nothing(engine):
+    write_vault_list(engine, [summary(1), summary(2)], T0 + HOUR)
+    write_vault_list(engine, [summary(1)], T0)
+    assert vault(engine, 2)["delisted_at"] is None
+
+
+def test_each_snapshot_is_recorded_with_its_tvl_counted_once(engine):
+    parent = summary(1, tvl=Decimal("300.5"), relationship=Relationship("parent"))
+    child = summary(2, tvl=Decimal(200), relationship=Relationship("child"), leader=parent.address)
+    write_vault_list(engine, [parent, child, summary(3, tvl=Decimal("0.25"))], T0, skipped=2)
+    assert latest_list_snapshot(engine) == {"observed_at": T0, "vaults": 3, "skipped": 2,
+                                            "total_tvl": Decimal("300.75")}  # 300.5 + 0.25, not the child's 200
 
 
 def test_an_older_snapshot_written_late_does_not_move_last_seen_back(engine):
@@ -129,7 +152,7 @@ def test_same_list_snapshot_twice_leaves_identical_tables(engine):
     assert dump(engine) == before
 
 
-@pytest.mark.parametrize("stage", ["staged", "vaults", "vault_metrics"])
+@pytest.mark.parametrize("stage", ["staged", "vaults", "vault_metrics", "list_snapshots"])
 def test_a_list_snapshot_failing_midway_leaves_no_trace(engine, stage):
     write_vault_list(engine, [summary(1), summary(2)], T0)
     before = dump(engine)
@@ -142,6 +165,21 @@ def test_a_vault_twice_in_one_snapshot_is_refused_and_nothing_lands(engine):
     with pytest.raises(ValueError, match=address(1)):
         write_vault_list(engine, [summary(1), summary(2), summary(1)], T0)
     assert dump(engine) == {t: [] for t in metadata.tables}
+
+
+@pytest.mark.parametrize("value", ["1e131071", "1e131072", "1e-16383", "1e-16384", "-9.5e131070", "-9.5e131071",
+                                   "0E+200000", "0E-16384"])
+def test_fits_numeric_agrees_with_a_real_copy(database_url, value):
+    """hyperliquid.models refuses exactly what PostgreSQL's COPY into a numeric column refuses."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute("CREATE TEMP TABLE t (v numeric)")
+        try:
+            with conn.cursor() as cur, cur.copy("COPY t FROM STDIN") as copy:
+                copy.write_row((Decimal(value),))
+            landed = conn.execute("SELECT v FROM t").fetchone()[0] == Decimal(value)
+        except psycopg.errors.NumericValueOutOfRange:
+            landed = False
+    assert landed == fits_numeric(Decimal(value))
 
 
 def test_naive_observed_at_is_refused(engine):
@@ -234,13 +272,17 @@ def test_details_without_a_day_window_use_the_given_time(engine):
 
 
 def test_details_update_vault_attributes_and_the_list_keeps_them(engine):
-    write_vault_list(engine, [summary(1)], T0)
+    write_vault_list(engine, [summary(1), summary(2)], T0)
     write_vault_details(engine, [details(1, description="Delta neutral", allow_deposits=False,
-                                         leader_commission=Decimal("0.1"), is_closed=True)], [], T0)
-    write_vault_list(engine, [summary(1, is_closed=True)], T0 + HOUR)
-    v = vault(engine, 1)
-    assert (v["description"], v["allow_deposits"], v["leader_commission"]) == ("Delta neutral", False, Decimal("0.1"))
-    assert v["is_closed"] is True
+                                         leader_commission=Decimal("0.1"), is_closed=True,
+                                         relationship=Relationship("parent"))], [], T0)
+    # the list disagrees: vaultDetails wins is_closed and relationship once it has answered, every time
+    for hour in (1, 2):
+        write_vault_list(engine, [summary(1, is_closed=False), summary(2, is_closed=True)], T0 + hour * HOUR)
+        v = vault(engine, 1)
+        assert (v["description"], v["allow_deposits"], v["leader_commission"]) == ("Delta neutral", False, Decimal("0.1"))
+        assert (v["is_closed"], v["relationship"], v["details_at"]) == (True, "parent", T0)
+    assert vault(engine, 2)["is_closed"] is True  # no details yet: the list's
 
 
 def test_details_counts_are_about_metric_rows(engine):
@@ -275,13 +317,22 @@ def test_not_found_is_recorded_once_and_cleared_by_details(engine):
     write_vault_list(engine, [summary(1), summary(2)], T0)
     write_vault_details(engine, [], [address(1), address(99)], T0)  # 99 is unknown: ignored
     write_vault_details(engine, [], [address(1)], T0 + HOUR)
-    assert vault(engine, 1)["not_found_at"] == T0  # when it first went missing
+    assert (vault(engine, 1)["not_found_at"], vault(engine, 1)["not_found_checked_at"]) == (T0, T0 + HOUR)
     assert vault(engine, 2)["not_found_at"] is None
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM vaults")).scalar() == 2
 
     write_vault_details(engine, [details(1)], [], T0 + 2 * HOUR)
-    assert vault(engine, 1)["not_found_at"] is None
+    assert (vault(engine, 1)["not_found_at"], vault(engine, 1)["not_found_checked_at"]) == (None, None)
+
+
+def test_a_not_found_vault_is_asked_again_when_a_newer_list_still_shows_it(engine):
+    write_vault_list(engine, [summary(1), summary(2)], T0)
+    write_vault_details(engine, [], [address(1)], T0 + HOUR)
+    assert vaults_for_details(engine, None, None) == [address(2)]  # not again for the same list
+    write_vault_list(engine, [summary(1), summary(2)], T0 + 2 * HOUR)
+    assert vaults_for_details(engine, None, None) == [address(2), address(1)]
+    assert [v["address"] for v in top_vaults(engine)] == [address(2)]  # until it answers
 
 
 def test_parent_details_set_stored_childrens_parent(engine):
@@ -325,6 +376,13 @@ def test_top_vaults_lists_the_biggest_open_vaults(engine):
     write_vault_list(engine, [summary(1, tvl=Decimal(10)), summary(2, tvl=Decimal("2000.25"), apr=Decimal("-0.5")),
                               summary(3, tvl=Decimal(300)), summary(4, tvl=Decimal(10**9), is_closed=True)], T0)
     assert top_vaults(engine, 2) == [
-        {"name": "Vault 2", "address": address(2), "tvl": Decimal("2000.25"), "apr": Decimal("-0.5")},
-        {"name": "Vault 3", "address": address(3), "tvl": Decimal(300), "apr": Decimal("0.12")},
+        {"name": "Vault 2", "address": address(2), "tvl": Decimal("2000.25"), "apr": Decimal("-0.5"), "children": 0},
+        {"name": "Vault 3", "address": address(3), "tvl": Decimal(300), "apr": Decimal("0.12"), "children": 0},
     ]
+
+
+def test_top_vaults_count_a_childs_dollars_once_in_its_parent(engine):
+    parent = summary(1, tvl=Decimal(300), relationship=Relationship("parent"))
+    child = summary(2, tvl=Decimal(200), relationship=Relationship("child"), leader=parent.address)
+    write_vault_list(engine, [parent, child, summary(3, tvl=Decimal(100))], T0)
+    assert [(v["address"], v["children"]) for v in top_vaults(engine)] == [(address(1), 1), (address(3), 0)]

@@ -23,6 +23,8 @@ vaults = Table(
     _address("leader", nullable=False),
     Column("description", Text),  # from vaultDetails only
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # is_closed and relationship: the list sets them until vaultDetails answers, then vaultDetails wins
+    # (live, and it names the children); a disagreement is settled by the next vaultDetails answer
     Column("is_closed", Boolean, nullable=False),
     Column("relationship", String(8), nullable=False),  # normal | parent | child
     _address("parent_address"),  # set on children
@@ -30,7 +32,19 @@ vaults = Table(
     Column("leader_commission", Numeric),
     Column("first_seen", DateTime(timezone=True), nullable=False),
     Column("last_seen", DateTime(timezone=True), nullable=False),
-    Column("not_found_at", DateTime(timezone=True)),  # vaultDetails answered null
+    Column("delisted_at", DateTime(timezone=True)),  # the first list snapshot without it; NULL while listed
+    Column("details_at", DateTime(timezone=True)),  # when vaultDetails last answered for it
+    Column("not_found_at", DateTime(timezone=True)),  # since when vaultDetails answers null
+    Column("not_found_checked_at", DateTime(timezone=True)),  # its latest null answer
+)
+
+list_snapshots = Table(
+    "list_snapshots",
+    metadata,
+    Column("observed_at", DateTime(timezone=True), primary_key=True),  # the list's Last-Modified
+    Column("vaults", Integer, nullable=False),
+    Column("skipped", Integer, nullable=False),
+    Column("total_tvl", Numeric, nullable=False),  # each dollar once: children are inside their parent
 )
 
 

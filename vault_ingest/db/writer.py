@@ -38,6 +38,7 @@ _SUFFIXES = [schema.WINDOW_COLUMNS[w] for w in WINDOWS]
 LIST_ATTRIBUTES = ["name", "leader", "created_at", "is_closed", "relationship"]
 LIST_METRICS = ["tvl", "apr", *(f"pnl_{s}" for s in _SUFFIXES)]
 DETAIL_ATTRIBUTES = ["description", "allow_deposits", "leader_commission", "is_closed", "relationship"]
+DETAILS_WIN = ["is_closed", "relationship"]  # set by both; vaultDetails wins once it has answered
 DETAIL_METRICS = [
     "max_distributable", "max_withdrawable", "leader_fraction", "followers_listed",
     *(f"{prefix}_{s}" for prefix in ("pnl", "volume", "return", "max_drawdown") for s in _SUFFIXES),
@@ -146,20 +147,31 @@ def write_vault_list(
     vaults: Sequence[VaultSummary],
     observed_at: datetime,
     *,
+    skipped: int = 0,
     _after_stage: AfterStage = _no_stage,
 ) -> WriteCounts:
-    """One stats-list snapshot into `vaults` and `vault_metrics`; counts are about `vaults` rows."""
+    """One stats-list snapshot into `vaults`, `vault_metrics` and `list_snapshots`; counts are about `vaults` rows.
+
+    A vault missing from the newest snapshot is delisted (`delisted_at`) until a snapshot lists it again.
+    """
     at = {"at": _aware(observed_at)}
     with _snapshot(engine) as conn:
         _stage(conn, "staged_list", _STAGED_LIST, _summary_rows(vaults))
         _after_stage("staged")
+        # is_closed and relationship are the list's only until vaultDetails has answered (schema.vaults)
+        effective = {c: f"CASE WHEN v.details_at IS NULL THEN s.{c} ELSE v.{c} END" if c in DETAILS_WIN else f"s.{c}"
+                     for c in LIST_ATTRIBUTES}
         counts = _counts(conn, f"""
             SELECT count(*) FILTER (WHERE v.address IS NULL),
-                   count(*) FILTER (WHERE v.address IS NOT NULL AND {_differs('s', 'v', LIST_ATTRIBUTES)}),
+                   count(*) FILTER (WHERE v.address IS NOT NULL AND (
+                       ({', '.join(effective.values())}) IS DISTINCT FROM ({_cols(LIST_ATTRIBUTES, 'v.')})
+                       OR v.delisted_at IS NOT NULL)),
                    count(*)
             FROM staged_list s LEFT JOIN vaults v ON v.address = s.address""")
         # A child's leader is its parent when that leader is a parent vault, in this snapshot or
         # stored. When the list cannot tell, a parent known from the parent's details stays.
+        keep = ", ".join(f"{c} = CASE WHEN vaults.details_at IS NULL THEN excluded.{c} ELSE vaults.{c} END"
+                         for c in DETAILS_WIN)
         conn.execute(text(f"""
             INSERT INTO vaults (address, {_cols(LIST_ATTRIBUTES)}, parent_address, first_seen, last_seen)
             SELECT s.address, {_cols(LIST_ATTRIBUTES, 's.')},
@@ -169,10 +181,17 @@ def write_vault_list(
             FROM staged_list s
             LEFT JOIN staged_list p ON p.address = s.leader
             LEFT JOIN vaults stored ON stored.address = s.leader
-            ON CONFLICT (address) DO UPDATE SET {_set(LIST_ATTRIBUTES)},
-                parent_address = CASE WHEN excluded.relationship = 'child'
+            ON CONFLICT (address) DO UPDATE SET {_set([c for c in LIST_ATTRIBUTES if c not in DETAILS_WIN])}, {keep},
+                parent_address = CASE WHEN (CASE WHEN vaults.details_at IS NULL THEN excluded.relationship
+                                                 ELSE vaults.relationship END) = 'child'
                                       THEN coalesce(excluded.parent_address, vaults.parent_address) END,
+                delisted_at = CASE WHEN excluded.last_seen >= vaults.last_seen THEN NULL ELSE vaults.delisted_at END,
                 last_seen = greatest(vaults.last_seen, excluded.last_seen)"""), at)
+        # only the newest snapshot says what is listed now: one written late changes no listing
+        conn.execute(text("""
+            UPDATE vaults SET delisted_at = :at
+            WHERE last_seen < :at AND delisted_at IS NULL
+              AND NOT EXISTS (SELECT FROM list_snapshots WHERE observed_at > :at)"""), at)
         _after_stage("vaults")
         conn.execute(text(f"""
             INSERT INTO vault_metrics (vault_address, observed_at, {_cols(LIST_METRICS)})
@@ -180,7 +199,30 @@ def write_vault_list(
             ON CONFLICT (vault_address, observed_at) DO UPDATE SET {_set(LIST_METRICS)}
             WHERE {_differs('vault_metrics', 'excluded', LIST_METRICS)}"""), at)
         _after_stage("vault_metrics")
+        _record_snapshot(conn, at["at"], skipped)
+        _after_stage("list_snapshots")
     return counts
+
+
+def _record_snapshot(conn: Connection, at: datetime, skipped: int) -> None:
+    """The snapshot's size and its TVL counting each dollar once: a child vault's TVL is inside its parent's
+    (the evidence is in README "TVL counted once"), so children are left out."""
+    conn.execute(text("""
+        INSERT INTO list_snapshots (observed_at, vaults, skipped, total_tvl)
+        SELECT :at, count(*), :skipped, coalesce(sum(s.tvl) FILTER (WHERE v.relationship <> 'child'), 0)
+        FROM staged_list s JOIN vaults v ON v.address = s.address
+        ON CONFLICT (observed_at) DO UPDATE SET vaults = excluded.vaults, skipped = excluded.skipped,
+            total_tvl = excluded.total_tvl
+        WHERE (list_snapshots.vaults, list_snapshots.skipped, list_snapshots.total_tvl)
+              IS DISTINCT FROM (excluded.vaults, excluded.skipped, excluded.total_tvl)"""),
+        {"at": at, "skipped": skipped})
+
+
+def latest_list_snapshot(engine: Engine) -> dict | None:
+    """The newest stored list snapshot: observed_at, vaults, skipped, total_tvl; None before the first."""
+    with _transaction(engine) as conn:
+        row = conn.execute(text("SELECT * FROM list_snapshots ORDER BY observed_at DESC LIMIT 1")).first()
+        return dict(row._mapping) if row else None
 
 
 # --- vaultDetails -----------------------------------------------------------------------------
@@ -277,10 +319,12 @@ def _write_history(conn: Connection) -> None:
 
 def _update_vaults(conn: Connection, details: Sequence[VaultDetails], not_found: Sequence[str], at: datetime) -> None:
     conn.execute(text(f"""
-        UPDATE vaults v SET {', '.join(f'{c} = s.{c}' for c in DETAIL_ATTRIBUTES)}, not_found_at = NULL
+        UPDATE vaults v SET {', '.join(f'{c} = s.{c}' for c in DETAIL_ATTRIBUTES)}, details_at = s.observed_at,
+            not_found_at = NULL, not_found_checked_at = NULL
         FROM staged_details s
         WHERE v.address = s.address
-          AND ({_differs('v', 's', DETAIL_ATTRIBUTES)} OR v.not_found_at IS NOT NULL)"""))
+          AND ({_differs('v', 's', DETAIL_ATTRIBUTES)} OR v.details_at IS DISTINCT FROM s.observed_at
+               OR v.not_found_at IS NOT NULL)"""))
     # Only a parent's details name its children; a child's own record has no pointer back.
     links = [(d.address, child) for d in details if d.relationship.type == "parent"
              for child in d.relationship.child_addresses]
@@ -295,14 +339,14 @@ def _update_vaults(conn: Connection, details: Sequence[VaultDetails], not_found:
     if not_found:
         # coalesce: not_found_at says since when the vault has been missing
         conn.execute(text("""
-            UPDATE vaults SET not_found_at = coalesce(not_found_at, :at)
+            UPDATE vaults SET not_found_at = coalesce(not_found_at, :at), not_found_checked_at = :at
             WHERE address = ANY(CAST(:addresses AS text[]))"""),
             {"at": at, "addresses": [a.lower() for a in not_found]})
 
 
 # --- reads ------------------------------------------------------------------------------------
 
-# Open vaults with their latest list row (detail rows carry no tvl): one backward probe of
+# Open, listed vaults with their latest list row (detail rows carry no tvl): one backward probe of
 # vault_metrics' primary key per vault, so the cost stays flat as hourly rows pile up.
 _OPEN_BY_TVL = """
     FROM vaults v
@@ -311,23 +355,33 @@ _OPEN_BY_TVL = """
         WHERE m.vault_address = v.address AND m.tvl IS NOT NULL
         ORDER BY m.observed_at DESC LIMIT 1
     ) latest
-    WHERE NOT v.is_closed AND v.not_found_at IS NULL"""
+    WHERE NOT v.is_closed AND v.delisted_at IS NULL"""
 
 
 def vaults_for_details(engine: Engine, min_tvl: Decimal | None, max_vaults: int | None) -> list[str]:
-    """Addresses of open vaults by latest tvl, highest first: tvl >= min_tvl, at most max_vaults."""
+    """Addresses of open, listed vaults by latest tvl, highest first: tvl >= min_tvl, at most max_vaults.
+
+    A vault that answered null is asked again once a list snapshot newer than that answer still lists it: one
+    null can be a glitch, and a vault the list keeps showing is worth one request an hour.
+    """
     with _transaction(engine) as conn:
         return list(conn.execute(text(f"""
             SELECT v.address {_OPEN_BY_TVL}
+              AND (v.not_found_checked_at IS NULL OR v.last_seen > v.not_found_checked_at)
               AND (CAST(:min_tvl AS numeric) IS NULL OR latest.tvl >= CAST(:min_tvl AS numeric))
             ORDER BY latest.tvl DESC, v.address
             LIMIT CAST(:max_vaults AS bigint)"""), {"min_tvl": min_tvl, "max_vaults": max_vaults}).scalars())
 
 
 def top_vaults(engine: Engine, limit: int = 10) -> list[dict]:
-    """The `limit` open vaults with the highest latest tvl: name, address, tvl, apr."""
+    """The `limit` open, listed vaults with the highest latest tvl: name, address, tvl, apr, and `children`, the
+    number of child vaults whose TVL is inside it. Children are not rows of their own: their dollars are the
+    parent's (README "TVL counted once"). Vaults vaultDetails cannot find are left out."""
     with _transaction(engine) as conn:
         rows = conn.execute(text(f"""
-            SELECT v.name, v.address, latest.tvl, latest.apr {_OPEN_BY_TVL}
+            SELECT v.name, v.address, latest.tvl, latest.apr,
+                   (SELECT count(*) FROM vaults c WHERE c.parent_address = v.address
+                      AND c.delisted_at IS NULL) AS children
+            {_OPEN_BY_TVL} AND v.relationship <> 'child' AND v.not_found_at IS NULL
             ORDER BY latest.tvl DESC, v.address LIMIT :limit"""), {"limit": limit})
         return [dict(row._mapping) for row in rows]

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from vault_ingest.errors import MalformedResponseError, VaultRecordError
+from vault_ingest.errors import MalformedResponseError, NumericRangeError, VaultMismatchError, VaultRecordError
 
 WINDOWS = ("day", "week", "month", "allTime")
 PERIODS = WINDOWS + ("perpDay", "perpWeek", "perpMonth", "perpAllTime")
@@ -144,7 +144,22 @@ def to_decimal(value: Any, address: str | None, name: str) -> Decimal | None:
         raise VaultRecordError(address, name, f"is {value!r}, expected a decimal") from None
     if not result.is_finite():
         raise VaultRecordError(address, name, f"is {value!r}, expected a finite decimal")
+    if not fits_numeric(result):
+        raise NumericRangeError(address, name, f"is {str(value)[:40]!r}, beyond the range of PostgreSQL's numeric")
     return result
+
+
+# PostgreSQL's numeric without precision: up to 131072 digits before the point and 16383 after
+# (https://www.postgresql.org/docs/current/datatype-numeric.html, table 8.2).
+NUMERIC_INTEGER_DIGITS = 131072
+NUMERIC_FRACTION_DIGITS = 16383
+
+
+def fits_numeric(value: Decimal) -> bool:
+    """Whether a finite Decimal can be stored as it is in a `numeric` column, so one COPY row cannot fail a snapshot."""
+    _, digits, exponent = value.as_tuple()
+    integer_digits = 0 if value == 0 else len(digits) + exponent  # PostgreSQL takes 0E+200000 as 0
+    return integer_digits <= NUMERIC_INTEGER_DIGITS and -exponent <= NUMERIC_FRACTION_DIGITS
 
 
 def to_datetime(value: Any, address: str | None, name: str) -> datetime:
@@ -245,9 +260,11 @@ def parse_vault_details(raw: Any, requested_address: str) -> VaultDetails | None
     """A vaultDetails answer; `None` when the API says the vault does not exist (a JSON `null`)."""
     if raw is None:
         return None
-    rec = _Record(raw, requested_address.lower())
+    requested = requested_address.lower()
+    rec = _Record(raw, requested)
     address = rec.address_("vaultAddress")
-    rec.address = address
+    if address != requested:
+        raise VaultMismatchError(requested, address)
     followers = rec.get("followers", required=False) or []
     if not isinstance(followers, list):
         raise VaultRecordError(address, "followers", "is not a list")

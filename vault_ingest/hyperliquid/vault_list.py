@@ -16,7 +16,7 @@ import msgspec
 
 from vault_ingest.errors import MalformedResponseError, VaultRecordError
 from vault_ingest.hyperliquid.models import (
-    EPOCH, WINDOWS, Relationship, VaultSummary, loads, parse_vault_summary,
+    EPOCH, WINDOWS, Relationship, VaultSummary, fits_numeric, loads, parse_vault_summary,
 )
 
 Address = Annotated[str, msgspec.Meta(pattern=r"^0[xX][0-9a-fA-F]{40}$")]
@@ -57,8 +57,8 @@ def _summary(entry: _Entry) -> VaultSummary:
     children = tuple(a.lower() for a in rel.data.child_addresses) if rel and rel.type == "parent" and rel.data else ()
     pnl = {w: Decimal(values[-1]) if values else None for w, values in entry.pnls or () if w in WINDOWS}
     numbers = [s.tvl, entry.apr, *pnl.values()]
-    if not all(n is None or n.is_finite() for n in numbers):
-        raise ValueError("not finite")
+    if not all(n is None or (n.is_finite() and fits_numeric(n)) for n in numbers):
+        raise ValueError("not finite or beyond numeric")  # the precise parser names the field
     return VaultSummary(
         address=s.vault_address.lower(),
         name=s.name,
