@@ -76,7 +76,7 @@ def test_same_list_twice_leaves_identical_tables(database_url):
             for _ in range(2):
                 async with open_run(settings) as (engine, client):
                     results.append(await ingest.sync_vault_list(engine, client, LOG))
-                    results.append([rows(database_url, t) for t in ("vaults", "vault_metrics")])
+                    results.append([rows(database_url, t) for t in ("vaults", "vault_list_values", "list_snapshots")])
             return results
 
         first, tables1, second, tables2 = asyncio.run(twice())
@@ -120,12 +120,12 @@ def test_a_list_half_the_size_of_the_last_is_not_written_over_it(engine, databas
         return lambda request: httpx.Response(200, content=body, headers={"Last-Modified": modified})
 
     asyncio.run(run_list(engine, serve(list_body(10), "Tue, 30 Dec 2025 03:00:41 GMT")))
-    before = [rows(database_url, t) for t in ("vaults", "vault_metrics", "list_snapshots")]
+    before = [rows(database_url, t) for t in ("vaults", "vault_list_values", "list_snapshots")]
     with pytest.raises(DataQualityError, match="holds 4 vaults against 10"):
         asyncio.run(run_list(engine, serve(list_body(4), "Tue, 30 Dec 2025 04:00:41 GMT")))
     with pytest.raises(DataQualityError, match="holds 0 vaults against 10"):
         asyncio.run(run_list(engine, serve(b"[]", "Tue, 30 Dec 2025 05:00:41 GMT")))
-    assert [rows(database_url, t) for t in ("vaults", "vault_metrics", "list_snapshots")] == before
+    assert [rows(database_url, t) for t in ("vaults", "vault_list_values", "list_snapshots")] == before
     # a real shrink that keeps at least half lands, and delists the rest
     asyncio.run(run_list(engine, serve(list_body(5), "Tue, 30 Dec 2025 06:00:41 GMT")))
     with psycopg.connect(database_url) as conn:

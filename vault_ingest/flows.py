@@ -14,7 +14,7 @@ from prefect.artifacts import acreate_markdown_artifact
 
 from vault_ingest import ingest
 from vault_ingest.config import Settings
-from vault_ingest.db.writer import latest_list_snapshot, top_vaults
+from vault_ingest.db.reads import latest_list_snapshot, top_vaults
 from vault_ingest.errors import DataQualityError
 from vault_ingest.report import render
 from vault_ingest.runtime import open_run

@@ -17,7 +17,8 @@ from typing import Callable
 from sqlalchemy import Engine
 
 from vault_ingest.config import DEFAULT_MAX_BAD_FRACTION
-from vault_ingest.db.writer import latest_list_snapshot, vaults_for_details, write_vault_details, write_vault_list
+from vault_ingest.db.reads import latest_list_snapshot, vaults_for_details
+from vault_ingest.db.writer import write_vault_details, write_vault_list
 from vault_ingest.errors import (
     DataQualityError, HTTPStatusError, HyperliquidError, MalformedResponseError, TransportError, VaultRecordError,
 )

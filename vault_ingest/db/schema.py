@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from sqlalchemy import (
-    Boolean, Column, DateTime, ForeignKey, Integer, MetaData, Numeric, String, Table, Text, text,
+    Boolean, Column, DateTime, ForeignKey, Index, Integer, MetaData, Numeric, String, Table, Text, text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 WINDOW_COLUMNS = {"day": "day", "week": "week", "month": "month", "allTime": "all_time"}
 
@@ -29,6 +30,7 @@ vaults = Table(
     Column("relationship", String(8), nullable=False),  # normal | parent | child
     _address("parent_address"),  # set on children
     Column("allow_deposits", Boolean),
+    Column("always_close_on_withdraw", Boolean),
     Column("leader_commission", Numeric),
     Column("first_seen", DateTime(timezone=True), nullable=False),
     Column("last_seen", DateTime(timezone=True), nullable=False),
@@ -52,25 +54,54 @@ def _per_window(prefix: str, type_) -> list[Column]:
     return [Column(f"{prefix}_{suffix}", type_) for suffix in WINDOW_COLUMNS.values()]
 
 
-vault_metrics = Table(
-    "vault_metrics",
+def _interval() -> list:
+    """Values stored once while they hold: from the snapshot that brought them (`valid_from`) until the one that
+    changed them or first lacked the vault (`valid_to`, NULL while current). Queries: the current row per vault
+    (partial unique index), the row valid at a time T (GiST on the range), one vault's rows (primary key)."""
+    return [Column("valid_from", DateTime(timezone=True), primary_key=True),
+            Column("valid_to", DateTime(timezone=True))]
+
+
+def _interval_indexes(table: str) -> list[Index]:
+    return [Index(f"{table}_current", "vault_address", unique=True, postgresql_where=text("valid_to IS NULL")),
+            Index(f"{table}_during", text("tstzrange(valid_from, valid_to)"), postgresql_using="gist")]
+
+
+# The stats list's values of a vault. Current rows are confirmed by every list snapshot that lists the vault:
+# `vaults.last_seen` is when they were last confirmed.
+vault_list_values = Table(
+    "vault_list_values",
     metadata,
     _address("vault_address", ForeignKey("vaults.address", ondelete="CASCADE"), primary_key=True),
-    Column("observed_at", DateTime(timezone=True), primary_key=True),
-    # from the stats list
-    Column("tvl", Numeric),
+    *_interval(),
+    Column("tvl", Numeric, nullable=False),
     Column("apr", Numeric),
-    # from vaultDetails
+    *_per_window("pnl", Numeric),  # the last value of each `pnls` array
+    Column("pnls", JSONB),  # the `pnls` arrays as sent, decimals as strings: the only PnL of undetailed vaults
+    *_interval_indexes("vault_list_values"),
+)
+
+# vaultDetails' values of a vault. `valid_from` is the data's own time (the portfolio's request-time point);
+# `snapshot_at` the list snapshot the run selected it from: the key that joins it to that snapshot's list values.
+vault_detail_values = Table(
+    "vault_detail_values",
+    metadata,
+    _address("vault_address", ForeignKey("vaults.address", ondelete="CASCADE"), primary_key=True),
+    *_interval(),
+    Column("confirmed_at", DateTime(timezone=True), nullable=False),  # the latest fetch that answered the same
+    Column("snapshot_at", DateTime(timezone=True)),
+    Column("apr", Numeric),
     Column("max_distributable", Numeric),
     Column("max_withdrawable", Numeric),
     Column("leader_fraction", Numeric),
+    Column("leader_equity", Numeric),
     Column("followers_listed", Integer),  # the API caps the list: not the number of depositors
-    # cumulative PnL at the end of each window: from the list, or from vaultDetails' portfolio
+    # from the portfolio, each within its own window
     *_per_window("pnl", Numeric),
-    # from vaultDetails' portfolio, each within its own window
     *_per_window("volume", Numeric),
     *_per_window("return", Numeric),
     *_per_window("max_drawdown", Numeric),
+    *_interval_indexes("vault_detail_values"),
 )
 
 vault_history = Table(

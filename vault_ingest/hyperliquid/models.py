@@ -56,6 +56,7 @@ class VaultSummary:
     created_at: datetime
     apr: Decimal | None
     pnl: dict[str, Decimal | None] = field(default_factory=dict)  # window -> last cumulative value
+    pnls_json: str | None = None  # the `pnls` arrays as sent (JSON text, decimals as strings), for storage
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ class VaultDetails:
     max_withdrawable: Decimal | None
     followers_listed: int
     portfolio: dict[str, PortfolioWindow]
+    always_close_on_withdraw: bool | None = None
+    leader_equity: Decimal | None = None  # `vaultEquity` of the follower row whose user is "Leader"
 
 
 class _Record:
@@ -223,7 +226,13 @@ def parse_vault_summary(raw: Any) -> VaultSummary:
         created_at=summary.millis("createTimeMillis"),
         apr=top.decimal("apr", required=False),
         pnl=_last_pnls(top.get("pnls", required=False), address),
+        pnls_json=_json_text(top.get("pnls", required=False)),
     )
+
+
+def _json_text(value: Any) -> str | None:
+    # `loads` made JSON numbers Decimals; str keeps their digits exactly
+    return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
 
 
 def _series(raw: Any, address: str, name: str) -> tuple[tuple[datetime, Decimal], ...]:
@@ -268,6 +277,9 @@ def parse_vault_details(raw: Any, requested_address: str) -> VaultDetails | None
     followers = rec.get("followers", required=False) or []
     if not isinstance(followers, list):
         raise VaultRecordError(address, "followers", "is not a list")
+    leader_rows = [f for f in followers if isinstance(f, dict) and f.get("user") == "Leader"]
+    leader_equity = (_Record(leader_rows[0], address, "followers[Leader]").decimal("vaultEquity", required=False)
+                     if leader_rows else None)
     return VaultDetails(
         address=address,
         name=rec.text("name"),
@@ -283,4 +295,6 @@ def parse_vault_details(raw: Any, requested_address: str) -> VaultDetails | None
         max_withdrawable=rec.decimal("maxWithdrawable", required=False),
         followers_listed=len(followers),
         portfolio=_portfolio(rec.get("portfolio", required=False), address),
+        always_close_on_withdraw=rec.flag("alwaysCloseOnWithdraw", required=False),
+        leader_equity=leader_equity,
     )

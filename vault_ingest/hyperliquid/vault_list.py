@@ -44,7 +44,10 @@ class _Summary(msgspec.Struct, rename="camel"):
 class _Entry(msgspec.Struct):
     summary: _Summary
     apr: Decimal | None = None
-    pnls: list[tuple[str, list[str]]] | None = None
+    pnls: msgspec.Raw | None = None  # kept as sent for storage; _PNLS checks it
+
+
+_PNLS = msgspec.json.Decoder(list[tuple[str, list[str]]])
 
 
 _ENTRIES = msgspec.json.Decoder(list[msgspec.Raw])
@@ -55,7 +58,9 @@ def _summary(entry: _Entry) -> VaultSummary:
     s = entry.summary
     rel = s.relationship
     children = tuple(a.lower() for a in rel.data.child_addresses) if rel and rel.type == "parent" and rel.data else ()
-    pnl = {w: Decimal(values[-1]) if values else None for w, values in entry.pnls or () if w in WINDOWS}
+    raw = bytes(entry.pnls) if entry.pnls is not None else b"null"
+    pnls = _PNLS.decode(raw) if raw != b"null" else None
+    pnl = {w: Decimal(values[-1]) if values else None for w, values in pnls or () if w in WINDOWS}
     numbers = [s.tvl, entry.apr, *pnl.values()]
     if not all(n is None or (n.is_finite() and fits_numeric(n)) for n in numbers):
         raise ValueError("not finite or beyond numeric")  # the precise parser names the field
@@ -69,6 +74,7 @@ def _summary(entry: _Entry) -> VaultSummary:
         created_at=EPOCH + timedelta(milliseconds=s.create_time_millis),
         apr=entry.apr,
         pnl=pnl,
+        pnls_json=raw.decode() if pnls is not None else None,
     )
 
 
