@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from sqlalchemy import (
-    Boolean, Column, DateTime, ForeignKey, Index, Integer, MetaData, Numeric, String, Table, Text, text,
+    Boolean, Column, Computed, DateTime, ForeignKey, Index, Integer, MetaData, Numeric, String, Table, Text, text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, TSTZRANGE
 
 WINDOW_COLUMNS = {"day": "day", "week": "week", "month": "month", "allTime": "all_time"}
 
@@ -56,16 +56,22 @@ def _per_window(prefix: str, type_) -> list[Column]:
 
 def _interval() -> list:
     """Values stored once while they hold: from the snapshot that brought them (`valid_from`) until the one that
-    changed them or first lacked the vault (`valid_to`, NULL while current). Queries: the current row per vault
-    (partial unique index), the row valid at a time T (GiST on the range), one vault's rows (primary key)."""
+    changed them or first lacked the vault (`valid_to`, NULL while current). `during` is that range, stored so
+    that its GiST index can answer "every vault at a time T" from the index alone."""
     return [Column("valid_from", DateTime(timezone=True), primary_key=True),
-            Column("valid_to", DateTime(timezone=True))]
+            Column("valid_to", DateTime(timezone=True)),
+            Column("during", TSTZRANGE, Computed("tstzrange(valid_from, valid_to)", persisted=True))]
 
 
-def _interval_indexes(table: str) -> list[Index]:
-    return [Index(f"{table}_current", "vault_address", unique=True, postgresql_where=text("valid_to IS NULL")),
-            Index(f"{table}_during", text("tstzrange(valid_from, valid_to)"), postgresql_using="gist")]
+def _interval_indexes(table: str, covered: list[str]) -> list[Index]:
+    """The current row per vault, and the rows at a time T, each read from its index alone (`covered`)."""
+    return [Index(f"{table}_current", "vault_address", unique=True, postgresql_where=text("valid_to IS NULL"),
+                  postgresql_include=["valid_from", *covered]),
+            Index(f"{table}_during", "during", postgresql_using="gist",
+                  postgresql_include=["vault_address", "valid_from", *covered])]
 
+
+LIST_COVERED = ["tvl", "apr", *(f"pnl_{w}" for w in WINDOW_COLUMNS.values())]
 
 # The stats list's values of a vault. Current rows are confirmed by every list snapshot that lists the vault:
 # `vaults.last_seen` is when they were last confirmed.
@@ -78,7 +84,7 @@ vault_list_values = Table(
     Column("apr", Numeric),
     *_per_window("pnl", Numeric),  # the last value of each `pnls` array
     Column("pnls", JSONB),  # the `pnls` arrays as sent, decimals as strings: the only PnL of undetailed vaults
-    *_interval_indexes("vault_list_values"),
+    *_interval_indexes("vault_list_values", LIST_COVERED),
 )
 
 # vaultDetails' values of a vault. `valid_from` is the data's own time (the portfolio's request-time point);
@@ -101,7 +107,7 @@ vault_detail_values = Table(
     *_per_window("volume", Numeric),
     *_per_window("return", Numeric),
     *_per_window("max_drawdown", Numeric),
-    *_interval_indexes("vault_detail_values"),
+    *_interval_indexes("vault_detail_values", []),
 )
 
 vault_history = Table(

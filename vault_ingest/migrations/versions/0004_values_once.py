@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, TSTZRANGE
 
 revision = "0004"
 down_revision = "0003"
@@ -42,16 +42,20 @@ def _interval_table(name: str, *columns: sa.Column) -> None:
         name, _address("vault_address"),
         sa.Column("valid_from", sa.DateTime(timezone=True), nullable=False),
         sa.Column("valid_to", sa.DateTime(timezone=True)),
+        sa.Column("during", TSTZRANGE(), sa.Computed("tstzrange(valid_from, valid_to)", persisted=True)),
         *columns,
         sa.PrimaryKeyConstraint("vault_address", "valid_from"),
         sa.ForeignKeyConstraint(["vault_address"], ["vaults.address"], ondelete="CASCADE"),
     )
 
 
-def _interval_indexes(name: str) -> None:
-    # after the rows of vault_metrics have their valid_to: before, every island of a vault would be "current"
-    op.create_index(f"{name}_current", name, ["vault_address"], unique=True, postgresql_where=sa.text("valid_to IS NULL"))
-    op.create_index(f"{name}_during", name, [sa.text("tstzrange(valid_from, valid_to)")], postgresql_using="gist")
+def _interval_indexes(name: str, covered: list[str]) -> None:
+    # after the rows of vault_metrics have their valid_to: before, every island of a vault would be "current".
+    # Both cover the columns the views read, so the current values and the values at T come from the index alone.
+    op.create_index(f"{name}_current", name, ["vault_address"], unique=True, postgresql_where=sa.text("valid_to IS NULL"),
+                    postgresql_include=["valid_from", *covered])
+    op.create_index(f"{name}_during", name, ["during"], postgresql_using="gist",
+                    postgresql_include=["vault_address", "valid_from", *covered])
 
 
 def _per_window(prefix: str, type_) -> list[sa.Column]:
@@ -103,31 +107,39 @@ def upgrade() -> None:
     op.execute("""
         UPDATE vault_list_values l SET valid_to = v.delisted_at FROM vaults v
         WHERE l.vault_address = v.address AND l.valid_to IS NULL AND v.delisted_at IS NOT NULL""")
-    for table in ("vault_list_values", "vault_detail_values"):
-        _interval_indexes(table)
+    _interval_indexes("vault_list_values", LIST)
+    _interval_indexes("vault_detail_values", [])
     op.drop_table("vault_metrics")
     _views()
 
 
 def _views() -> None:
     windows = ", ".join(f"d.{p}_{w}" for p in ("volume", "return", "max_drawdown") for w in WINDOWS)
+    listed = ", ".join(f"l.{c}" for c in LIST)
+    # the list's pnls arrays stay out of the views (read them per vault from vault_list_values): without them
+    # the list values come from the covering indexes alone
     op.execute(f"""
         CREATE VIEW vault_latest AS
         SELECT v.address, v.name, v.leader, v.relationship, v.parent_address, v.is_closed, v.allow_deposits,
                v.always_close_on_withdraw, v.leader_commission, v.description, v.created_at, v.first_seen,
                v.last_seen AS list_confirmed_at, v.delisted_at, v.not_found_at,
-               l.valid_from AS list_since, l.tvl, l.apr, l.pnl_day, l.pnl_week, l.pnl_month, l.pnl_all_time, l.pnls,
+               l.valid_from AS list_since, {listed},
                d.valid_from AS details_at, d.confirmed_at AS details_confirmed_at, d.apr AS details_apr,
                d.max_distributable, d.max_withdrawable, d.leader_fraction, d.leader_equity, d.followers_listed,
                {windows}
         FROM vaults v
         LEFT JOIN vault_list_values l ON l.vault_address = v.address AND l.valid_to IS NULL
         LEFT JOIN vault_detail_values d ON d.vault_address = v.address AND d.valid_to IS NULL""")
-    for name, table in (("vaults_at", "vault_list_values"), ("vault_details_at", "vault_detail_values")):
-        op.execute(f"""
-            CREATE FUNCTION {name}(t timestamptz) RETURNS SETOF {table} LANGUAGE sql STABLE AS $$
-                SELECT * FROM {table} WHERE tstzrange(valid_from, valid_to) @> t
-            $$""")
+    types = ", ".join(f"{c} numeric" for c in LIST)
+    op.execute(f"""
+        CREATE FUNCTION vaults_at(t timestamptz)
+        RETURNS TABLE (vault_address varchar(42), valid_from timestamptz, {types}) LANGUAGE sql STABLE AS $$
+            SELECT vault_address, valid_from, {', '.join(LIST)} FROM vault_list_values WHERE during @> t
+        $$""")
+    op.execute("""
+        CREATE FUNCTION vault_details_at(t timestamptz) RETURNS SETOF vault_detail_values LANGUAGE sql STABLE AS $$
+            SELECT * FROM vault_detail_values WHERE during @> t
+        $$""")
     op.execute("""
         CREATE VIEW tvl_over_time AS
         SELECT observed_at, total_tvl, vaults FROM list_snapshots""")
