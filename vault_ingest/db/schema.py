@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
-    Boolean, Column, Computed, DateTime, ForeignKey, Index, Integer, MetaData, Numeric, String, Table, Text, text,
+    BigInteger, Boolean, Column, Computed, DateTime, ForeignKey, Index, Integer, MetaData, Numeric, String, Table, Text, text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, TSTZRANGE
 
@@ -34,6 +34,7 @@ vaults = Table(
     Column("leader_commission", Numeric),
     Column("first_seen", DateTime(timezone=True), nullable=False),
     Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("list_digest", BigInteger),  # of the list entry as stored: an unchanged vault is not staged again
     Column("delisted_at", DateTime(timezone=True)),  # the first list snapshot without it; NULL while listed
     Column("details_at", DateTime(timezone=True)),  # when vaultDetails last answered for it
     Column("not_found_at", DateTime(timezone=True)),  # since when vaultDetails answers null

@@ -64,6 +64,7 @@ def _per_window(prefix: str, type_) -> list[sa.Column]:
 
 def upgrade() -> None:
     op.add_column("vaults", sa.Column("always_close_on_withdraw", sa.Boolean()))
+    op.add_column("vaults", sa.Column("list_digest", sa.BigInteger()))  # NULL: the next list write stages it
     _interval_table(
         "vault_list_values",
         sa.Column("tvl", sa.Numeric(), nullable=False), sa.Column("apr", sa.Numeric()),
