@@ -44,7 +44,7 @@ class _Summary(msgspec.Struct, rename="camel"):
 class _Entry(msgspec.Struct):
     summary: _Summary
     apr: Decimal | None = None
-    pnls: msgspec.Raw | None = None  # kept as sent for storage; _PNLS checks it
+    pnls: msgspec.Raw = msgspec.Raw(b"null")  # decoded by _PNLS: its last values and its text are stored
 
 
 _PNLS = msgspec.json.Decoder(list[tuple[str, list[str]]])
@@ -54,15 +54,23 @@ _ENTRIES = msgspec.json.Decoder(list[msgspec.Raw])
 _ENTRY = msgspec.json.Decoder(_Entry)
 
 
-def _summary(entry: _Entry) -> VaultSummary:
+# An entry shorter than this holds no number with more digits than PostgreSQL's numeric takes after the point
+# (16383), so its numbers need only their cheap exponent checked (Decimal.adjusted) instead of fits_numeric.
+_SHORT_ENTRY = 16_000
+
+
+def _storable(n: Decimal | None, short: bool) -> bool:
+    return n is None or (n.is_finite() and ((short and -_SHORT_ENTRY < n.adjusted() < 131_000) or fits_numeric(n)))
+
+
+def _summary(entry: _Entry, short: bool = False) -> VaultSummary:
     s = entry.summary
     rel = s.relationship
     children = tuple(a.lower() for a in rel.data.child_addresses) if rel and rel.type == "parent" and rel.data else ()
-    raw = bytes(entry.pnls) if entry.pnls is not None else b"null"
+    raw = bytes(entry.pnls)
     pnls = _PNLS.decode(raw) if raw != b"null" else None
     pnl = {w: Decimal(values[-1]) if values else None for w, values in pnls or () if w in WINDOWS}
-    numbers = [s.tvl, entry.apr, *pnl.values()]
-    if not all(n is None or (n.is_finite() and fits_numeric(n)) for n in numbers):
+    if not all(_storable(n, short) for n in (s.tvl, entry.apr, *pnl.values())):
         raise ValueError("not finite or beyond numeric")  # the precise parser names the field
     return VaultSummary(
         address=s.vault_address.lower(),
@@ -74,13 +82,13 @@ def _summary(entry: _Entry) -> VaultSummary:
         created_at=EPOCH + timedelta(milliseconds=s.create_time_millis),
         apr=entry.apr,
         pnl=pnl,
-        pnls_json=raw.decode() if pnls is not None else None,
+        pnls_json=msgspec.json.encode(pnls).decode() if pnls is not None else None,  # compact, as models' json.dumps
     )
 
 
 def _parse_entry(raw: msgspec.Raw) -> VaultSummary:
     try:
-        return _summary(_ENTRY.decode(raw))
+        return _summary(_ENTRY.decode(raw), len(raw) < _SHORT_ENTRY)
     except (msgspec.ValidationError, ArithmeticError, ValueError, OverflowError):
         return parse_vault_summary(loads(bytes(raw), "vault list entry"))
 
