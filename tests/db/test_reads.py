@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import pytest
-from sqlalchemy import select, text
-
-from tests.db.factories import HOUR, T0, address, details, portfolio, summary, window
-from tests.db.support import Boom, detail_rows, dump, fail_at, list_rows, vault
+from tests.db.factories import HOUR, T0, address, details, portfolio, summary
 from vault_ingest.db.reads import top_vaults, vaults_for_details
 from vault_ingest.db.writer import write_vault_details, write_vault_list
 from vault_ingest.hyperliquid.models import Relationship

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
-import pytest
-from sqlalchemy import select, text
-
-from tests.db.factories import HOUR, T0, address, details, portfolio, summary, window
-from tests.db.support import Boom, detail_rows, dump, fail_at, list_rows, vault
-import threading
-
 import psycopg
+import pytest
 
 from tests.db.advisory import wait_until_queued
+from tests.db.factories import HOUR, T0, address, details, summary
+from tests.db.support import Boom, dump, fail_at, list_rows, vault
 from vault_ingest.db.engine import make_engine
 from vault_ingest.db.reads import latest_list_snapshot, top_vaults, vaults_for_details
 from vault_ingest.db.schema import metadata

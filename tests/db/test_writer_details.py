@@ -8,9 +8,7 @@ import pytest
 from sqlalchemy import select, text
 
 from tests.db.factories import HOUR, T0, address, details, portfolio, summary, window
-from tests.db.support import Boom, detail_rows, dump, fail_at, list_rows, vault
-from dataclasses import replace
-
+from tests.db.support import Boom, detail_rows, dump, fail_at, vault
 from vault_ingest.db.reads import top_vaults, vaults_for_details
 from vault_ingest.db.schema import vault_history
 from vault_ingest.db.staging import WriteCounts
