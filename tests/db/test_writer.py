@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import psycopg
 import pytest
+from sqlalchemy import text
 
 from tests.db.advisory import wait_until_queued
 from tests.db.factories import HOUR, T0, address, details, summary
@@ -200,3 +201,24 @@ def test_snapshot_writes_take_turns(engine, database_url):
     assert result == [WriteCounts(new=1)]
 
 
+
+
+def test_an_hourly_list_stages_only_the_entries_that_changed(engine, monkeypatch):
+    """Entries with the same bytes as the stored ones are confirmed without being staged; the rest land."""
+    from benchmarks.synthetic import body, next_hour, vault_list
+    from vault_ingest.db import writer
+    from vault_ingest.hyperliquid.vault_list import parse_vault_list
+
+    entries = vault_list(200)
+    later = next_hour(entries, 1, changed=0.1)
+    changed = {e["summary"]["vaultAddress"] for e, f in zip(entries, later) if e != f}
+    write_vault_list(engine, parse_vault_list(body(entries))[0], T0)
+    built = []
+    monkeypatch.setattr(writer, "_summary_row", lambda v, d, row=writer._summary_row: built.append(v.address) or row(v, d))
+    counts = write_vault_list(engine, parse_vault_list(body(later))[0], T0 + HOUR)
+    with engine.connect() as conn:
+        moved = conn.execute(text("SELECT vault_address FROM vault_list_values WHERE valid_from = :at"),
+                             {"at": T0 + HOUR}).scalars().all()
+        confirmed = conn.execute(text("SELECT count(*) FROM vaults WHERE last_seen = :at"), {"at": T0 + HOUR}).scalar()
+    assert 5 < len(changed) < 40 and set(built) == set(moved) == changed
+    assert confirmed == 200 and counts == WriteCounts(unchanged=200)  # values changed, no vault attribute did

@@ -106,18 +106,22 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
-def stage(conn: Connection, table: Staged, rows: Iterable[Mapping[str, object]]) -> None:
-    """Fill a temp table by streaming COPY (no per-row round trips). Rows are mappings by column name: a row
-    with a missing or an unknown column is refused, so two columns can never be swapped by position."""
+def stage(conn: Connection, table: Staged, rows: Iterable[Mapping[str, object]]) -> int:
+    """Fill a temp table by streaming COPY (no per-row round trips) and return its row count. Rows are mappings
+    by column name: a row with a missing or an unknown column is refused, so two columns can never be swapped
+    by position."""
     conn.exec_driver_sql(table.ddl())
     names = table.names
     expected = set(names)
+    count = 0
     with conn.connection.driver_connection.cursor() as cur, cur.copy(f"COPY {table.name} ({cols(names)}) FROM STDIN") as copy:
         for row in rows:
             if row.keys() != expected:
                 raise ValueError(f"a row for {table.name} has columns {sorted(row.keys() ^ expected)} "
                                  "that are missing or unknown; build rows with exactly the staged columns")
             copy.write_row([row[n] for n in names])
+            count += 1
+    return count
 
 
 def counts(conn: Connection, sql: str, params: Mapping[str, object] | None = None) -> WriteCounts:

@@ -7,7 +7,6 @@ twice leaves identical tables, and an hour in which few vaults changed writes fe
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from datetime import datetime
 from typing import Iterator, Sequence
@@ -19,7 +18,7 @@ from vault_ingest.db.staging import (
     AfterStage, WriteCounts, aware, cols, counts, differs, each_once, no_stage, snapshot, stage, staged,
 )
 from vault_ingest.history import vault_series
-from vault_ingest.hyperliquid.models import WINDOWS, VaultDetails, VaultSummary
+from vault_ingest.hyperliquid.models import WINDOWS, VaultDetails, VaultSummary, digest
 from vault_ingest.metrics import window_metrics
 
 log = logging.getLogger(__name__)
@@ -41,31 +40,40 @@ HISTORY = [c.name for c in schema.vault_history.columns]
 
 _STAGED_LIST = staged("staged_list", (schema.vaults, ["address", *LIST_ATTRIBUTES, "list_digest"]),
                       (schema.vault_list_values, LIST_VALUES))
-_DIGESTED = [*LIST_ATTRIBUTES, *LIST_VALUES]
 
 
-def _summary_rows(summaries: Sequence[VaultSummary]) -> Iterator[dict]:
-    for v in each_once(summaries):
-        row = {"address": v.address, "name": v.name, "leader": v.leader, "created_at": v.created_at,
-               "is_closed": v.is_closed, "relationship": v.relationship.type, "tvl": v.tvl, "apr": v.apr,
-               "pnls": v.pnls_json}
-        for window, suffix in zip(WINDOWS, _SUFFIXES):
-            row[f"pnl_{suffix}"] = v.pnl.get(window)
-        # repr keeps every digit (1.0 and 1.00 differ), so equal digests mean equal stored values
-        digest = hashlib.blake2b(repr([row[c] for c in _DIGESTED]).encode(), digest_size=8).digest()
-        row["list_digest"] = int.from_bytes(digest, "big", signed=True)
-        yield row
+def _summary_row(v: VaultSummary, list_digest: int) -> dict:
+    row = {"address": v.address, "name": v.name, "leader": v.leader, "created_at": v.created_at,
+           "is_closed": v.is_closed, "relationship": v.relationship.type, "tvl": v.tvl, "apr": v.apr,
+           "pnls": v.pnls_json, "list_digest": list_digest}
+    for window, suffix in zip(WINDOWS, _SUFFIXES):
+        row[f"pnl_{suffix}"] = v.pnl.get(window)
+    return row
 
 
-def _changed(conn: Connection, rows: list[dict], newest: bool) -> list[dict]:
-    """The rows a snapshot must stage: new vaults, changed ones, delisted ones back. Most vaults of an hourly
-    list are the same as an hour before (two thirds are closed or empty), and skipping them is what makes an
-    hourly write cost a fraction of the first."""
-    if not newest:
-        return rows
-    known = dict(conn.execute(text(
+def _list_digest(v: VaultSummary) -> int:
+    """The entry's digest as parsed from the list (its bytes); else one of the values stored (str keeps every
+    digit: 1.0 and 1.00 differ)."""
+    if v.entry_digest is not None:
+        return v.entry_digest
+    values = (v.name, v.leader, v.created_at, v.is_closed, v.relationship.type, v.tvl, v.apr, v.pnls_json,
+              *(v.pnl.get(w) for w in WINDOWS))
+    return digest("\x1f".join(map(str, values)).encode())
+
+
+def _known_digests(conn: Connection) -> dict[str, int]:
+    return dict(conn.execute(text(
         "SELECT address, list_digest FROM vaults WHERE delisted_at IS NULL AND list_digest IS NOT NULL")).all())
-    return [r for r in rows if known.get(r["address"]) != r["list_digest"]]
+
+
+def _changed(vaults: Sequence[VaultSummary], known: dict[str, int]) -> Iterator[dict]:
+    """The rows a snapshot must stage: new vaults, changed ones, delisted ones back. Most vaults of an hourly
+    list are the same bytes as an hour before (two thirds are closed or empty): skipping them, before even
+    building their rows, is what makes an hourly write cost a fraction of the first."""
+    for v in vaults:
+        list_digest = _list_digest(v)
+        if known.get(v.address) != list_digest:
+            yield _summary_row(v, list_digest)
 
 
 def write_vault_list(
@@ -82,25 +90,26 @@ def write_vault_list(
     snapshot lists it again. A snapshot older than one already stored updates no values and delists nothing.
     """
     at = {"at": aware(observed_at)}
-    rows = list(_summary_rows(vaults))
+    vaults = list(each_once(vaults))
     with snapshot(engine) as conn:
         newest = conn.execute(text("SELECT NOT EXISTS (SELECT FROM list_snapshots WHERE observed_at > :at)"), at).scalar()
-        changed = _changed(conn, rows, newest)
-        stage(conn, _STAGED_LIST, changed)
+        # read before the COPY starts: the connection serves one statement at a time
+        known = _known_digests(conn) if newest else {}
+        staged_rows = stage(conn, _STAGED_LIST, _changed(vaults, known))
         _after_stage("staged")
         result = _list_counts(conn)
-        result.unchanged += len(rows) - len(changed)
+        result.unchanged += len(vaults) - staged_rows
         _upsert_listed_vaults(conn, at)
-        if newest and len(changed) < len(rows):
+        if newest and staged_rows < len(vaults):
             conn.execute(text("UPDATE vaults SET last_seen = :at WHERE address = ANY(:present) AND last_seen < :at"),
-                         {**at, "present": [r["address"] for r in rows]})
+                         {**at, "present": [v.address for v in vaults]})
         if newest:
             conn.execute(text("UPDATE vaults SET delisted_at = :at WHERE last_seen < :at AND delisted_at IS NULL"), at)
         _after_stage("vaults")
         if newest:
             _write_list_values(conn, at)
         _after_stage("vault_list_values")
-        _record_snapshot(conn, at["at"], skipped, len(rows), newest)
+        _record_snapshot(conn, at["at"], skipped, len(vaults), newest)
         _after_stage("list_snapshots")
     return result
 

@@ -12,6 +12,7 @@ Rules (../shared/reference/hyperliquid.md):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ class VaultSummary:
     apr: Decimal | None
     pnl: dict[str, Decimal | None] = field(default_factory=dict)  # window -> last cumulative value
     pnls_json: str | None = None  # the `pnls` arrays as sent (JSON text, decimals as strings), for storage
+    # a digest of the entry's bytes as sent, when parsed from the list: the same bytes an hour later need no
+    # write. Bookkeeping of the wire, not a value of the vault, so equality ignores it.
+    entry_digest: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -228,6 +232,11 @@ def parse_vault_summary(raw: Any) -> VaultSummary:
         pnl=_last_pnls(top.get("pnls", required=False), address),
         pnls_json=_json_text(top.get("pnls", required=False)),
     )
+
+
+def digest(raw: bytes) -> int:
+    """8 bytes of BLAKE2b as a signed bigint (a PostgreSQL `bigint` column holds it)."""
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big", signed=True)
 
 
 def _json_text(value: Any) -> str | None:

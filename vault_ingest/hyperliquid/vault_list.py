@@ -8,6 +8,7 @@ either accepts it or raises the VaultRecordError naming the vault and the field.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -16,7 +17,7 @@ import msgspec
 
 from vault_ingest.errors import MalformedResponseError, VaultRecordError
 from vault_ingest.hyperliquid.models import (
-    EPOCH, WINDOWS, Relationship, VaultSummary, fits_numeric, loads, parse_vault_summary,
+    EPOCH, WINDOWS, Relationship, VaultSummary, digest, fits_numeric, loads, parse_vault_summary,
 )
 
 Address = Annotated[str, msgspec.Meta(pattern=r"^0[xX][0-9a-fA-F]{40}$")]
@@ -63,7 +64,7 @@ def _storable(n: Decimal | None, short: bool) -> bool:
     return n is None or (n.is_finite() and ((short and -_SHORT_ENTRY < n.adjusted() < 131_000) or fits_numeric(n)))
 
 
-def _summary(entry: _Entry, short: bool = False) -> VaultSummary:
+def _summary(entry: _Entry, short: bool = False, entry_digest: int | None = None) -> VaultSummary:
     s = entry.summary
     rel = s.relationship
     children = tuple(a.lower() for a in rel.data.child_addresses) if rel and rel.type == "parent" and rel.data else ()
@@ -83,14 +84,16 @@ def _summary(entry: _Entry, short: bool = False) -> VaultSummary:
         apr=entry.apr,
         pnl=pnl,
         pnls_json=msgspec.json.encode(pnls).decode() if pnls is not None else None,  # compact, as models' json.dumps
+        entry_digest=entry_digest,
     )
 
 
 def _parse_entry(raw: msgspec.Raw) -> VaultSummary:
+    entry_digest = digest(raw)
     try:
-        return _summary(_ENTRY.decode(raw), len(raw) < _SHORT_ENTRY)
+        return _summary(_ENTRY.decode(raw), len(raw) < _SHORT_ENTRY, entry_digest)
     except (msgspec.ValidationError, ArithmeticError, ValueError, OverflowError):
-        return parse_vault_summary(loads(bytes(raw), "vault list entry"))
+        return replace(parse_vault_summary(loads(bytes(raw), "vault list entry")), entry_digest=entry_digest)
 
 
 def parse_vault_list(body: str | bytes) -> tuple[list[VaultSummary], list[VaultRecordError]]:
