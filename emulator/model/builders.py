@@ -69,6 +69,7 @@ class Build:
     start: tuple[str, ...] = ()  # the log's last lines: the start command
     apt: tuple[str, ...] = ()  # the runtime image's apt packages
     python: str | None = None  # the Python version Railway's image would run, when it runs Python
+    root: bool = True  # whether the start command runs as root (Railpack's and Nixpacks' images do)
 
 
 def build(service: Service, repo_dir: Path, variables: Mapping[str, str]) -> Build:
@@ -172,7 +173,7 @@ def _dockerfile_build(service: Service, repo_dir: Path, path: str, detected: boo
     local = tuple(_in_checkout(word, checkout, repo_dir) for word in argv)
     return Build("dockerfile", local, (found,), frozenset(image.tools), dict(image.env),
                  install=installs.dockerfile(image.runs), start=("Deploy", f"$ {shlex.join(argv)}"),
-                 python=image.python)
+                 python=image.python, root=(image.user or "root").partition(":")[0] in ("root", "0"))
 
 
 def _in_checkout(word: str, checkout: str | None, repo_dir: Path) -> str:
@@ -193,6 +194,7 @@ class DockerImage:
     checkout: str | None = None  # where the first COPY/ADD into a directory put the build context
     runs: list[str] = field(default_factory=list)  # RUN lines, the base stage's first
     python: str | None = None  # from a python:<version> base image
+    user: str | None = None  # the last USER, e.g. "worker" or "10001:10001"; None: root
 
     def argv(self) -> tuple[str, ...]:
         if self.entrypoint:
@@ -214,7 +216,7 @@ def parse_dockerfile(text: str) -> DockerImage:
             cmd_set = False
             parent = stages.get(words[0].lower())
             image = DockerImage(set(parent.tools), dict(parent.env), parent.entrypoint, parent.cmd, parent.workdir,
-                                parent.checkout, list(parent.runs), parent.python) if parent else \
+                                parent.checkout, list(parent.runs), parent.python, parent.user) if parent else \
                 DockerImage(set(_base_tools(words[0])), python=_base_python(words[0]))
             if len(words) >= 3 and words[1].lower() == "as":
                 stages[words[2].lower()] = image
@@ -231,6 +233,8 @@ def parse_dockerfile(text: str) -> DockerImage:
                 image.cmd = None
         elif keyword == "CMD":
             image.cmd, cmd_set = _command_form(args), True
+        elif keyword == "USER":
+            image.user = args.split()[0] if args.split() else None
         elif keyword == "WORKDIR":
             image.workdir = posixpath.join(image.workdir or "/", args)
         elif keyword in ("COPY", "ADD") and image.checkout is None and "--from" not in args:
