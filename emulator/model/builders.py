@@ -110,8 +110,17 @@ def _railpack(service: Service, repo_dir: Path, variables: Mapping[str, str], pr
     command = _first(service.start_command, config.start_cmd, procfile_command, default)
     if not command:
         raise BuildError(NO_START_RAILPACK)
+    # Railpack says nothing when railpack.json overrides a variable; the emulator does.
+    log.extend(f"⚠ {variable} is ignored: `{merged.config_file}` sets that list too, and Railpack merges the "
+               "file over the variables (so the file's list wins)" for variable in merged.ignored)
+    if config.deploy_apt_packages is not None and "..." not in config.deploy_apt_packages:
+        # context.go applyDeployAptPackages; the Python provider adds libpq5 (psycopg without [binary]),
+        # libcairo2, poppler-utils or Playwright's libraries, never git.
+        log.append("↳ Add `...` to `deploy.aptPackages` to retain Railpack packages")
     # The Python provider's own deploy packages (libpq5 and the like) hold none of the OPTIONAL_TOOLS.
     apt = railpack_config.spread(config.deploy_apt_packages, [])
+    if any(apt):
+        log.append(f"install apt packages: {' '.join(sorted(set(p for p in apt if p)))}")  # the build step's name
     tools = frozenset(PACKAGE_TOOLS[name] for name in apt if name in PACKAGE_TOOLS)
     version = _requested_python(repo_dir, variables, "RAILPACK_PYTHON_VERSION", RAILPACK_PYTHON) if python else None
     return Build("railpack", ("/bin/bash", "-c", command), tuple(log), tools,

@@ -182,10 +182,11 @@ class _Planner:
         """The snapshot's files as this service's builder sees them (one export per tree and file list)."""
         tree = self.snapshot.tree[:16]
         name = tree
-        if service.without_files:
-            name += "-" + hashlib.sha256("\0".join(service.without_files).encode()).hexdigest()[:8]
+        if service.without_files or service.files:
+            changes = json.dumps([service.without_files, sorted(service.files.items())])
+            name += "-" + hashlib.sha256(changes.encode()).hexdigest()[:8]
         source = export(self.state.source, self.snapshot.commit, self.state.sources / name,
-                        service.without_files)
+                        service.without_files, service.files)
         for old in self.state.sources.iterdir():  # earlier trees' files: the apps are copies of them
             if not old.name.startswith((tree, ".")):
                 shutil.rmtree(old, ignore_errors=True)

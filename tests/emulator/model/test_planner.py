@@ -148,6 +148,37 @@ def test_the_railpack_worker_has_git_only_while_its_apt_packages_name_it(plan, r
     assert probe(plan()["web"])["git"] == "-"  # web names no apt packages of its own
 
 
+@pytest.mark.parametrize("variant, git, lines, absent", [
+    # railway.md §2.2, railpack core/core.go GetConfig: the file's list replaces the variable's.
+    ("railpack-json-without-git", False, ["↳ Using config file `railpack.json`", "install apt packages: ffmpeg",
+                                          "↳ Add `...` to `deploy.aptPackages` to retain Railpack packages"],
+     ["is ignored"]),
+    ("apt-variable-ignored", False, ["⚠ RAILPACK_DEPLOY_APT_PACKAGES is ignored: `railpack.json` sets that list "
+                                     "too", "install apt packages: ffmpeg"], ["retain Railpack packages"]),
+    # No "...": only the Python provider's own packages go (none for psycopg[binary]), git stays.
+    ("railpack-json-without-spread", True, ["install apt packages: git",
+                                            "↳ Add `...` to `deploy.aptPackages` to retain Railpack packages"],
+     ["is ignored"]),
+    (None, True, ["install apt packages: git", "⚠ RAILPACK_DEPLOY_APT_PACKAGES is ignored"], ["retain Railpack"]),
+])
+def test_a_railpack_json_overlay_decides_git_and_the_build_log_says_which_list_won(plan, variant, git, lines,
+                                                                                    absent):
+    worker = plan(variant)["worker"]
+    assert (probe(worker)["git"] != "-") is git
+    log = "\n".join(worker.build_log)
+    for line in lines:
+        assert line in log, log
+    for text in absent:
+        assert text not in log, log
+
+
+def test_a_files_overlay_changes_only_that_services_snapshot(plan, repo):
+    plans = plan("railpack-json-without-git")
+    assert "ffmpeg" in (plans["worker"].cwd / "railpack.json").read_text()
+    assert (plans["web"].cwd / "railpack.json").read_text() == (repo / "railpack.json").read_text()
+    assert probe(plans["web"])["git"] != "-"  # web still builds from the repository's railpack.json
+
+
 def test_the_nixpacks_login_shell_keeps_the_modelled_path(plan):
     worker = plan("nixpacks-worker")["worker"]
     assert worker.argv[:3] == ("/bin/bash", "-l", "-c")
