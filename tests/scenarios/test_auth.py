@@ -48,6 +48,8 @@ def test_a_worker_with_the_servers_credentials_makes_the_pool_ready(stack, crede
     with stack.api(auth=tuple(credentials.split(":", 1))) as admin:
         wait_until(lambda: admin.get(f"/work_pools/{POOL}").json().get("status") == "READY", timeout=60,
                    what="the worker's pool READY")
+    # `status` reads the pool with the server's own credentials, as its owner would.
+    assert stack.status()["pool"]["status"] == "READY"
     report = stack.doctor(credentials)
     assert [report.check(name).status for name in ("auth", "work-pool", "workers")] == [Status.PASS] * 3
 
