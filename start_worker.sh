@@ -44,8 +44,8 @@ ensure_git() {
   fi
   fail "git is not installed, and flow runs clone their code with git (every run would Crash)." \
     "Fix it for the builder this service uses:" \
-    "Railpack (the default): keep railpack.json (deploy.aptPackages: git) at the repo root," \
-    "  or set the service variable RAILPACK_DEPLOY_APT_PACKAGES=git" \
+    "Railpack (the default): keep railpack.json (deploy.aptPackages: [\"...\", \"git\"]) at the repo root," \
+    "  or, only where no railpack.json sets that list, the service variable RAILPACK_DEPLOY_APT_PACKAGES=git" \
     "Dockerfile: build the worker from Dockerfile.worker (service variable RAILWAY_DOCKERFILE_PATH=Dockerfile.worker)" \
     "Nixpacks (deprecated): nixpacks.toml already adds git; make sure nixPkgs keeps \"...\"" \
     "Or set WORKER_INSTALL_GIT=1 to apt-get install git at every start (root images only)"
