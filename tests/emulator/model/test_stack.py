@@ -158,6 +158,9 @@ def test_an_unknown_variant_lists_the_known_ones():
     ("[services.web]\nvolume = '/data'\nreplicas = 2\n", "services.web: a service with a volume cannot have replicas"),
     ("[services.db]\nsource = 'postgres'\nvolume = '/data'\n", "services.db.volume: a postgres service is not built"),
     ("[services.web]\nwithout_files = ['../x']\n", "services.web.without_files: '../x' must be a path inside"),
+    ("[services.web]\nfiles = {'/etc/x' = 'y'}\n", "services.web.files: '/etc/x' must be a path inside the repo"),
+    ("[services.web]\nfiles = {'railpack.json' = 1}\n", "with the file's text as a string"),
+    ("[services.web]\nfiles = ['railpack.json']\n", "services.web.files"),
     ("[variants.v]\nremove = ['services.nope']\n", "variants.v.remove: 'services.nope' is not in the base stack"),
     ("[variants.v]\nextends = 'x'\n", "variants.v.extends: unknown key; known keys: description, remove"),
 ])
