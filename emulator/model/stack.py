@@ -34,10 +34,10 @@ STEP_ACTIONS = ("run", "flow_run", "sql", "http")
 _SERVICE_KEYS = (
     "source", "builder", "dockerfile_path", "start_command", "variables", "healthcheck_path",
     "healthcheck_timeout", "restart_policy", "restart_max_retries", "replicas", "public_domain", "volume",
-    "without_files",
+    "without_files", "files",
 )
 # Only a service built from the repo has these (Postgres has its own volume).
-_BUILD_KEYS = ("builder", "dockerfile_path", "start_command", "volume", "without_files")
+_BUILD_KEYS = ("builder", "dockerfile_path", "start_command", "volume", "without_files", "files")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class Service:
     public_domain: bool = False
     volume: str | None = None  # the volume's mount path, e.g. "/data"; Railway allows one per service
     without_files: tuple[str, ...] = ()  # files left out of the service's snapshot (a repo without them)
+    files: Mapping[str, str] = field(default_factory=dict)  # path -> text replacing it in the snapshot
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,12 @@ def _service(path: Path, name: str, body: Any) -> Service:
         if not isinstance(file, str) or not file or file.startswith("/") or ".." in file.split("/"):
             raise StackError(f"{path.name}: {where}.without_files: {file!r} must be a path inside the repository, "
                              'e.g. "railpack.json"')
+    files = body.get("files", {})
+    _expect(path, f"{where}.files", files, dict)
+    for file, text in files.items():
+        if not file or file.startswith("/") or ".." in file.split("/") or not isinstance(text, str):
+            raise StackError(f"{path.name}: {where}.files: {file!r} must be a path inside the repository with "
+                             "the file's text as a string, e.g. files = {\"railpack.json\" = '{}'}")
     return Service(
         name=name,
         source=source,
@@ -299,6 +306,7 @@ def _service(path: Path, name: str, body: Any) -> Service:
         public_domain=_typed(path, f"{where}.public_domain", body.get("public_domain", False), bool),
         volume=volume.rstrip("/") if volume else None,
         without_files=tuple(without_files),
+        files=dict(files),
     )
 
 
