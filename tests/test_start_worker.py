@@ -219,7 +219,7 @@ def test_worker_starts_and_the_pool_turns_ready(server, tmp_path):
         # Railway's stop signal reaches Prefect's worker itself, which starts its shutdown. How long that takes
         # is Prefect's (usually a second; it has hung for over 30 s), and Railway SIGKILLs after draining anyway.
         worker.send_signal(signal.SIGTERM)
-        wait_until(lambda: "Received SIGTERM" in log_path.read_text(), timeout=30, what="the worker to take SIGTERM")
+        wait_until(lambda: "Received SIGTERM" in log_path.read_text(), timeout=90, what="the worker to take SIGTERM")
     finally:
         stop_process_group(worker)
     assert "the Prefect server is up" in log_path.read_text()

@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import platform
+import random
 import shlex
 import shutil
 import socket
@@ -371,9 +372,23 @@ def _link_executables(dirs: list[str], bin_dir: Path, hidden: tuple[str, ...]) -
 
 
 def _free_ports(count: int) -> list[int]:
+    """Free loopback ports from below the kernel's ephemeral range. A port the kernel hands out for bind(0) is
+    also one it hands out as the source port of any outgoing connection, so between a `down` and the next
+    `up` it could be taken, and the edge's domain (an open browser tab) would change."""
+    low = _ephemeral_low()
     sockets = []
     try:
-        for _ in range(count):  # held open together so no port is handed out twice
+        for port in random.sample(range(10000, low), k=min(low - 10000, 200)) if low > 10200 else []:
+            if len(sockets) == count:
+                break
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))  # held open together so no port is handed out twice
+            except OSError:
+                sock.close()
+                continue
+            sockets.append(sock)
+        while len(sockets) < count:
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
             sockets.append(sock)
@@ -381,6 +396,13 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 10000  # not Linux: leave it to the kernel
 
 
 def _seconds(service: Service, variables: Mapping[str, str], name: str, default: float) -> float:
