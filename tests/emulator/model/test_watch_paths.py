@@ -6,6 +6,7 @@ import pytest
 from emulator.errors import StackError
 from emulator.model.stack import load_stack
 from emulator.model.watch_paths import triggering
+from tests.emulator.model.test_stack import SHIPPED
 
 
 @pytest.mark.parametrize("patterns, changed, expected", [
@@ -62,3 +63,12 @@ def test_watch_paths_only_on_repo_services(tmp_path):
     path.write_text('[project]\nname = "p"\n[services.Postgres]\nsource = "postgres"\nwatch_paths = ["**"]\n')
     with pytest.raises(StackError, match="watch_paths"):
         load_stack(path)
+
+
+def test_the_shipped_workers_watch_paths_skip_flow_code_and_catch_its_dependencies():
+    """Flow code reaches runs through git_clone; the lock, the start script and the image need a new worker."""
+    worker = load_stack(SHIPPED).services["worker"]
+    assert triggering(worker.watch_paths, ["vault_ingest/flows.py", "vault_ingest/ingest.py", "README.md",
+                                           "docs/railway.md", "tests/test_flows.py"]) == []
+    for file in ("uv.lock", "pyproject.toml", "start_worker.sh", "railpack.json", "Dockerfile.worker"):
+        assert triggering(worker.watch_paths, [file]) == [file]
