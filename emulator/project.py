@@ -116,6 +116,10 @@ class Project:
         finally:
             remove_homes(self.state_dir, plans)
 
+    def record_addresses(self, stack: Stack, plans: Mapping[str, ServicePlan | BuildError]) -> None:
+        """The Prefect server's addresses and the [urls] in project.json, after a redeploy moved a service."""
+        self.state.update_project(**_addresses(stack, plans, secret_store(self.state_dir)))
+
     def stack(self, options: UpOptions) -> Stack:
         stack = load_stack(self.stack_file, options.variant, options.variables)
         if options.services:

@@ -12,7 +12,6 @@ import json
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Callable, TextIO
 
 from emulator.errors import EmulatorError

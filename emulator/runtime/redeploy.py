@@ -60,13 +60,15 @@ class Redeployer:
         self.state = project.state
         self._keys = itertools.count(1)
         self._lock = threading.Lock()
-        self._draining: list[threading.Thread] = []
 
     def remember_deployed(self, stack: Stack) -> None:
         """What `up` just built from: each repo service's commit, to compare the next push against."""
-        source = snapshot(self.project.repo_dir, self.state.source)
         repo = [name for name, service in stack.services.items() if service.source == "repo"]
-        self.state.update_project(deployed={name: source.commit for name in repo})
+        try:
+            commit = snapshot(self.project.repo_dir, self.state.source).commit if repo else None
+        except EmulatorError:  # the build log already says why; a later deploy then deploys everything
+            commit = None
+        self.state.update_project(deployed={name: commit for name in repo} if commit else {})
 
     def handle(self, request: dict, say: Callable[[str], None]) -> int:
         with self._lock:  # one deploy at a time, as Railway queues a service's deployments
@@ -145,7 +147,7 @@ class Redeployer:
             say(f"{name}: the build failed: {errors[0]}")
             return False
         self._warn_private_references(stack, name, say)
-        from emulator.project import with_draining  # the local default, for when `up` stops everything
+        from emulator.project import with_draining  # (project imports this module) `down`'s local default
         for key, plan in new.items():
             if not self._replace(key, with_draining(plan, self.options.draining_seconds), say):
                 remove_homes(self.state.root, {key: plan for key, plan in new.items()})
@@ -206,9 +208,8 @@ class Redeployer:
         if wait:
             drain()
             return
-        thread = threading.Thread(target=drain, name=f"drain-{old.name}", daemon=True)
-        thread.start()
-        self._draining.append(thread)
+        # The deploy is done once the new deployment is Active; a long drain must not hold the next one.
+        threading.Thread(target=drain, name=f"drain-{old.name}", daemon=True).start()
 
     def _warn_private_references(self, stack: Stack, name: str, say: Callable[[str], None]) -> None:
         others = [other for other, service in stack.services.items() if other != name and any(
@@ -220,10 +221,9 @@ class Redeployer:
                 "(on Railway the private name follows the new deployment)")
 
     def _update_addresses(self, stack: Stack) -> None:
-        from emulator.project import _addresses
-        from emulator.model.variables import secret_store
-        current = {key: plan for key, plan in self.supervisor.plans.items() if "~" not in key}
-        self.state.update_project(**_addresses(stack, current, secret_store(self.state.root)))
+        """The Prefect server moved to a new port: `status` and the steps must find it there."""
+        self.project.record_addresses(stack, {key: plan for key, plan in self.supervisor.plans.items()
+                                              if "~" not in key})
 
 
 def _changed_files(bare, before: str, after: str) -> list[str] | None:

@@ -10,6 +10,7 @@ old one Active (deployments/reference.md); Watch Paths decide what a push redepl
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -202,6 +203,36 @@ def test_a_failed_healthcheck_leaves_the_old_deployment_serving(world):
     assert "web: the new deployment is Failed, not Active; the previous one keeps serving" in result.stdout
     assert world.page() == before
     assert world.status()["services"]["web"]["state"] == "Active"
+
+
+def test_a_deploy_goes_on_when_its_client_is_interrupted(world):
+    """The running `up` carries the deploy out; the client only watches, so killing it changes nothing."""
+    old = world.pid("web")
+    (world.repo / "VERSION").write_text("three\n")
+    client = subprocess.Popen([sys.executable, "-m", "emulator", "--state-dir", str(world.state), "deploy", "web"],
+                              cwd=world.repo, stdout=subprocess.PIPE, text=True)
+    assert "snapshot" in client.stdout.readline()
+    client.kill()
+    client.wait(timeout=30)
+    wait_until(lambda: world.page()[0] == "three", timeout=60, what="the new web deployment serving")
+    assert world.pid("web") != old
+    again = world.run("deploy", "web")  # and the channel still answers
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_watch_deploys_each_change_until_interrupted(world):
+    watcher = subprocess.Popen([sys.executable, "-m", "emulator", "--state-dir", str(world.state), "deploy",
+                                "--watch", "--interval", "0.5"], cwd=world.repo, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "watching" in watcher.stdout.readline()
+        (world.repo / "VERSION").write_text("four\n")
+        wait_until(lambda: world.page()[0] == "four", timeout=60, what="the watched change deployed")
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        output, _ = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0
+    assert "web: 1 changed file(s) match its watch paths: VERSION" in output
 
 
 def _alive(pid: int) -> bool:
