@@ -11,7 +11,8 @@
 #   PREFECT_API_AUTH_STRING    user:password, when the server sets PREFECT_SERVER_API_AUTH_STRING
 #   PREFECT_WORK_POOL          default hyperliquid-vault-ingestion
 #   PREFECT_SERVER_WAIT_SECONDS  how long to wait for the server, default 120
-#   WORKER_INSTALL_GIT=1       install git with apt-get at start when it is missing (root only; slow, so off)
+#   WORKER_INSTALL_GIT=1       install git with apt-get at start when it is missing (root images only, as
+#                              Railpack's and Nixpacks' are; slow, and again at every deployment, so off)
 # Extra arguments go to `prefect worker start`.
 set -euo pipefail
 
@@ -29,7 +30,8 @@ fail() {
 ensure_git() {
   command -v git >/dev/null 2>&1 && return
   if [[ "${WORKER_INSTALL_GIT:-}" == 1 ]]; then
-    if [[ "$EUID" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    # apt-get itself says when it is not root ("are you root?"), in the image as on the emulator.
+    if command -v apt-get >/dev/null 2>&1; then
       echo "start_worker.sh: git is missing; installing it with apt-get (WORKER_INSTALL_GIT=1)" >&2
       if apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -qq --no-install-recommends git ca-certificates >&2 && command -v git >/dev/null 2>&1; then
@@ -37,13 +39,13 @@ ensure_git() {
       fi
       echo "start_worker.sh: installing git with apt-get failed (output above)" >&2
     else
-      echo "start_worker.sh: WORKER_INSTALL_GIT=1 needs root and apt-get, and this container lacks one of them" >&2
+      echo "start_worker.sh: WORKER_INSTALL_GIT=1 needs apt-get (run as root), and this image has no apt-get" >&2
     fi
   fi
   fail "git is not installed, and flow runs clone their code with git (every run would Crash)." \
     "Fix it for the builder this service uses:" \
-    "Railpack (the default): keep railpack.json (deploy.aptPackages: git) at the repo root," \
-    "  or set the service variable RAILPACK_DEPLOY_APT_PACKAGES=git" \
+    "Railpack (the default): keep railpack.json (deploy.aptPackages: [\"...\", \"git\"]) at the repo root," \
+    "  or, only where no railpack.json sets that list, the service variable RAILPACK_DEPLOY_APT_PACKAGES=git" \
     "Dockerfile: build the worker from Dockerfile.worker (service variable RAILWAY_DOCKERFILE_PATH=Dockerfile.worker)" \
     "Nixpacks (deprecated): nixpacks.toml already adds git; make sure nixPkgs keeps \"...\"" \
     "Or set WORKER_INSTALL_GIT=1 to apt-get install git at every start (root images only)"

@@ -45,3 +45,21 @@ def vault_list(count: int = 10_000, seed: int = 7) -> list[dict]:
 
 def vault_list_body(count: int = 10_000, seed: int = 7) -> bytes:
     return json.dumps(vault_list(count, seed), separators=(",", ":")).encode()
+
+
+def next_hour(entries: list[dict], hour: int, changed: float = 0.05, seed: int = 11) -> list[dict]:
+    """The list an hour later: `changed` of the vaults have a new tvl and a new last day PnL, the rest are the
+    same bytes (as closed and idle vaults are in the real list)."""
+    rng = random.Random(seed * 1_000_003 + hour)
+    result = []
+    for entry in entries:
+        if rng.random() < changed:
+            entry = json.loads(json.dumps(entry))
+            entry["summary"]["tvl"] = f"{rng.lognormvariate(6, 3):.10f}"
+            entry["pnls"][0][1][-1] = _decimal(rng, 5e6)
+        result.append(entry)
+    return result
+
+
+def body(entries: list[dict]) -> bytes:
+    return json.dumps(entries, separators=(",", ":")).encode()

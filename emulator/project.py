@@ -284,7 +284,8 @@ class Project:
             group["state"] = _group_state([r["state"] for r in group["replicas"].values()])
         pool = None
         if running and project.get("api_url") and project.get("pool"):
-            pool = {"name": project["pool"], **steps.pool_status(project["api_url"], project["pool"])}
+            pool = {"name": project["pool"], **steps.pool_status(project["api_url"], project["pool"],
+                                                                  project.get("api_auth"))}
         options = project.get("options") or {}
         return {
             "state_dir": str(self.state_dir),
@@ -373,6 +374,8 @@ def _addresses(stack: Stack, plans: Mapping[str, ServicePlan | BuildError], secr
         "api_url": found.api_url if found else None,
         "public_api_url": found.public_api_url if found else None,
         "ui_url": found.ui_url if found else None,
+        # The server's own credentials, for `status` to read the pool as its owner would (docs/railway.md §5).
+        "api_auth": server.env.get("PREFECT_SERVER_API_AUTH_STRING") if found else None,
         "pool": pool,
         "urls": urls,
     }

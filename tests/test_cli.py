@@ -23,7 +23,8 @@ def replay():
 
 
 def test_run_both_flows_without_a_server(database_url, replay):
-    env = {"DATABASE_URL": database_url, **hyperliquid_env(replay)}
+    # one of the cassettes' five detailed vaults answers null: 20 %, over the default threshold of 10 %
+    env = {"DATABASE_URL": database_url, "INGEST_MAX_BAD_FRACTION": "0.25", **hyperliquid_env(replay)}
     listed = cli("run", "sync-vaults", env=env)
     assert listed.returncode == 0, listed.stderr
     counts = json.loads(listed.stdout)
@@ -34,6 +35,15 @@ def test_run_both_flows_without_a_server(database_url, replay):
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM vaults").fetchone()[0] == counts["new"]
         assert conn.execute("SELECT count(*) FROM vault_history").fetchone()[0] > 100
+
+
+def test_a_run_with_too_many_bad_vaults_fails_and_says_why(database_url, replay):
+    env = {"DATABASE_URL": database_url, **hyperliquid_env(replay)}
+    assert cli("run", "sync-vaults", env=env).returncode == 0
+    details = cli("run", "sync-vault-details", "--max-vaults", "5", env=env)
+    assert details.returncode != 0
+    assert "1 of 5 vaults were skipped, failed or not found" in details.stderr
+    assert "INGEST_MAX_BAD_FRACTION" in details.stderr
 
 
 def test_missing_database_url_is_named(replay):

@@ -11,7 +11,7 @@ import pytest
 from tests.support.replay import hyperliquid_env, replay_server
 from vault_ingest import ingest
 from vault_ingest.config import Settings
-from vault_ingest.errors import CircuitOpenError, MalformedResponseError
+from vault_ingest.errors import CircuitOpenError, DataQualityError, MalformedResponseError
 from vault_ingest.hyperliquid.client import HyperliquidClient
 from vault_ingest.hyperliquid.limiter import WeightLimiter
 from vault_ingest.runtime import migrated_engine, open_run
@@ -57,15 +57,15 @@ def test_malformed_list_fails_the_run_and_writes_nothing(engine, database_url, b
 
 
 def test_one_invalid_record_is_skipped_and_the_rest_land(engine, database_url, caplog):
-    good = [entry("0x" + f"{i:040x}") for i in range(1, 4)]
+    good = [entry("0x" + f"{i:040x}") for i in range(1, 13)]  # one bad in 13: under the 10 % threshold
     bad = entry("0x" + "ee" * 20)
     del bad["summary"]["tvl"]
     body = json.dumps(good[:1] + [bad] + good[1:]).encode()
     with caplog.at_level(logging.WARNING, logger="test"):
         summary = asyncio.run(run_list(engine, lambda request: httpx.Response(200, content=body)))
-    assert (summary.new, summary.skipped) == (3, 1)
+    assert (summary.new, summary.skipped) == (12, 1)
     assert "0x" + "ee" * 20 in caplog.text and "'summary.tvl'" in caplog.text
-    assert len(rows(database_url, "vaults")) == 3
+    assert len(rows(database_url, "vaults")) == 12
 
 
 def test_same_list_twice_leaves_identical_tables(database_url):
@@ -77,7 +77,7 @@ def test_same_list_twice_leaves_identical_tables(database_url):
             for _ in range(2):
                 async with open_run(settings) as (engine, client):
                     results.append(await ingest.sync_vault_list(engine, client, LOG))
-                    results.append([rows(database_url, t) for t in ("vaults", "vault_metrics")])
+                    results.append([rows(database_url, t) for t in ("vaults", "vault_list_values", "list_snapshots")])
             return results
 
         first, tables1, second, tables2 = asyncio.run(twice())
@@ -103,3 +103,74 @@ def test_details_run_stops_at_the_circuit_breaker_when_every_request_fails(engin
     with pytest.raises(CircuitOpenError, match="after 10 failed answers in a row.*HTTP 503"):
         asyncio.run(go())
     assert len(posts) == 10  # not 2 vaults x 6 attempts: the run stopped sending
+
+
+def list_body(count, start=1, tvl="100"):
+    return json.dumps([entry("0x" + f"{i:040x}", tvl=tvl) for i in range(start, start + count)]).encode()
+
+
+def test_a_list_with_too_many_bad_entries_fails_and_writes_nothing(engine, database_url):
+    body = json.loads(list_body(8))
+    for e in body[:2]:
+        e["summary"]["tvl"] = "not a number"
+    with pytest.raises(DataQualityError, match="2 of 8 vaults were skipped") as caught:
+        asyncio.run(run_list(engine, lambda request: httpx.Response(200, content=json.dumps(body).encode())))
+    assert caught.value.summary.skipped == 2 and "'summary.tvl'" in caught.value.summary.problems[0]
+    assert rows(database_url, "vaults") == [] and rows(database_url, "list_snapshots") == []
+
+
+def test_a_list_half_the_size_of_the_last_is_not_written_over_it(engine, database_url):
+    def serve(body, modified):
+        return lambda request: httpx.Response(200, content=body, headers={"Last-Modified": modified})
+
+    asyncio.run(run_list(engine, serve(list_body(10), "Tue, 30 Dec 2025 03:00:41 GMT")))
+    before = [rows(database_url, t) for t in ("vaults", "vault_list_values", "list_snapshots")]
+    with pytest.raises(DataQualityError, match="holds 4 vaults against 10"):
+        asyncio.run(run_list(engine, serve(list_body(4), "Tue, 30 Dec 2025 04:00:41 GMT")))
+    with pytest.raises(DataQualityError, match="holds 0 vaults against 10"):
+        asyncio.run(run_list(engine, serve(b"[]", "Tue, 30 Dec 2025 05:00:41 GMT")))
+    assert [rows(database_url, t) for t in ("vaults", "vault_list_values", "list_snapshots")] == before
+    # a real shrink that keeps at least half lands, and delists the rest
+    asyncio.run(run_list(engine, serve(list_body(5), "Tue, 30 Dec 2025 06:00:41 GMT")))
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM vaults WHERE delisted_at IS NOT NULL").fetchone() == (5,)
+
+
+def details_run(engine, handler, **kwargs):
+    async def go():
+        async with mock_client(handler) as client:
+            await ingest.sync_vault_list(engine, client, LOG)
+            return await ingest.sync_vault_details(engine, client, LOG, **kwargs)
+    return asyncio.run(go())
+
+
+def test_details_run_fails_when_the_api_answers_null_to_everything(engine, database_url):
+    body = list_body(3)
+
+    def handler(request):
+        return httpx.Response(200, content=body if request.method == "GET" else b"null")
+
+    with pytest.raises(DataQualityError, match="3 of 3 vaults") as caught:
+        details_run(engine, handler)
+    assert caught.value.summary.not_found == 3
+    assert "not found (vaultDetails answered null)" in caught.value.summary.problems[0]
+
+
+def test_details_for_another_vault_are_skipped_with_a_named_error(engine, database_url):
+    from tests.portfolio_sample import details_body, portfolio
+
+    body, other = list_body(2, tvl="5"), "0x" + "ab" * 20
+
+    def handler(request):
+        if request.method == "GET":
+            return httpx.Response(200, content=body)
+        asked = json.loads(request.content)["vaultAddress"]
+        answered = other if asked.endswith("1") else asked
+        return httpx.Response(200, content=json.dumps(details_body(portfolio(), answered)).encode())
+
+    summary = details_run(engine, handler, max_bad_fraction=0.5)
+    assert (summary.new, summary.skipped) == (1, 1)
+    assert "0x" + f"{1:040x}" in summary.problems[0] and other in summary.problems[0]
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute("SELECT DISTINCT vault_address FROM vault_history").fetchall()
+    assert stored == [("0x" + f"{2:040x}",)]

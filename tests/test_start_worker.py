@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -66,11 +65,10 @@ def test_without_git_it_stops_and_names_each_fix(tmp_path):
 def test_opt_in_install_without_apt_get_says_why(tmp_path):
     result = run_script(tool_dir(tmp_path / "bin"), WORKER_INSTALL_GIT="1")
     assert result.returncode == 1
-    assert "WORKER_INSTALL_GIT=1 needs root and apt-get" in result.stderr
+    assert "WORKER_INSTALL_GIT=1 needs apt-get (run as root), and this image has no apt-get" in result.stderr
     assert "git is not installed" in result.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the opt-in install runs only as root, and these tests are not root")
 def test_opt_in_install_uses_apt_get(tmp_path):
     bin_dir = tmp_path / "bin"
     # A stand-in apt-get that "installs" git into the PATH directory, so no network is needed.
@@ -82,6 +80,20 @@ def test_opt_in_install_uses_apt_get(tmp_path):
     assert "install -y -qq --no-install-recommends git ca-certificates" in (tmp_path / "apt.log").read_text()
     assert "git is not installed" not in result.stderr
     assert "PREFECT_API_URL is not set" in result.stderr  # it went on to the next check
+
+
+def test_opt_in_install_as_a_non_root_user_shows_apts_refusal_and_the_fixes(tmp_path):
+    """A Dockerfile image with USER: the script leaves the root check to apt-get, whose words reach the log."""
+    bin_dir = tmp_path / "bin"
+    refusing = f"#!{BASH}\necho 'E: Could not open lock file /var/lib/apt/lists/lock - open (13: Permission denied)' >&2\n" \
+        "exit 100\n"
+    tool_dir(bin_dir, extra={"apt-get": refusing})
+    result = run_script(bin_dir, WORKER_INSTALL_GIT="1")
+    assert result.returncode == 1
+    assert "(13: Permission denied)" in result.stderr
+    assert "installing git with apt-get failed (output above)" in result.stderr
+    for fix in FIXES:
+        assert fix in result.stderr
 
 
 def test_missing_api_url_is_refused(tmp_path):

@@ -50,12 +50,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     log = logging.getLogger("vault_ingest")
 
     async def go() -> ingest.RunSummary:
-        async with open_run(Settings.from_env()) as (engine, client):
+        settings = Settings.from_env()
+        async with open_run(settings) as (engine, client):
             if args.flow == "sync-vaults":
-                return await ingest.sync_vault_list(engine, client, log)
+                return await ingest.sync_vault_list(engine, client, log, max_bad_fraction=settings.max_bad_fraction)
             return await ingest.sync_vault_details(
                 engine, client, log, min_tvl=args.min_tvl, max_vaults=args.max_vaults,
-                progress=TerminalProgress("vault details"),
+                progress=TerminalProgress("vault details"), max_bad_fraction=settings.max_bad_fraction,
             )
 
     summary = asyncio.run(go())

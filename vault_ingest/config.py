@@ -18,6 +18,9 @@ DEFAULT_WEIGHT_PER_MINUTE = 1080
 RATE_LIMIT_SCOPES = ("auto", "prefect", "local")
 DEFAULT_RATE_LIMIT_NAME = "hyperliquid-weight"
 DEFAULT_BREAKER_THRESHOLD = 10
+# A run fails when more than this share of its vaults was skipped, failed or not found: a few bad records are
+# normal, a tenth means the API or its schema changed under us.
+DEFAULT_MAX_BAD_FRACTION = 0.1
 
 
 def _http_url(name: str, value: str) -> str:
@@ -80,6 +83,7 @@ class Settings:
     rate_limit: str = "local"
     rate_limit_name: str = DEFAULT_RATE_LIMIT_NAME
     breaker_threshold: int = DEFAULT_BREAKER_THRESHOLD
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -89,6 +93,16 @@ class Settings:
             f"one vaultDetails request weighs 20; Hyperliquid allows {HYPERLIQUID_WEIGHT_LIMIT} per IP and the "
             f"default, {DEFAULT_WEIGHT_PER_MINUTE}, leaves headroom",
         )
+        raw_bad = env.get("INGEST_MAX_BAD_FRACTION") or str(DEFAULT_MAX_BAD_FRACTION)
+        try:
+            bad = float(raw_bad)
+            if not 0 <= bad <= 1:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(
+                f"INGEST_MAX_BAD_FRACTION={raw_bad!r} must be a fraction from 0 to 1 (default "
+                f"{DEFAULT_MAX_BAD_FRACTION}: a run fails when more than a tenth of its vaults are bad)"
+            ) from None
         return cls(
             database_url=env.get("DATABASE_URL") or None,
             api_url=_http_url("HYPERLIQUID_API_URL", env.get("HYPERLIQUID_API_URL") or DEFAULT_API_URL),
@@ -100,6 +114,7 @@ class Settings:
                 env, "HYPERLIQUID_BREAKER_THRESHOLD", DEFAULT_BREAKER_THRESHOLD, 1, 1000,
                 "how many 403, 429 or 5xx answers in a row stop a run",
             ),
+            max_bad_fraction=bad,
         )
 
     @property

@@ -70,5 +70,29 @@ class VaultRecordError(HyperliquidError):
         super().__init__(f"vault {self.address}: field {field!r} {problem}")
 
 
+# --- vault data: a record we refuse, and a run whose data is too bad to pass -------------------
+
+
+class VaultMismatchError(VaultRecordError):
+    """vaultDetails answered for another vault than the one asked about; nothing of it is stored."""
+
+    def __init__(self, requested: str, answered: str) -> None:
+        super().__init__(requested, "vaultAddress", f"is {answered}: the answer is for another vault, so it is skipped")
+        self.answered = answered
+
+
+class NumericRangeError(VaultRecordError):
+    """A number PostgreSQL's `numeric` cannot hold (over 131072 digits before the point or 16383 after)."""
+
+
+class DataQualityError(VaultIngestError):
+    """Too many vaults were skipped, failed or not found, or a list snapshot would replace a good one with
+    a mostly empty one. `summary` holds the run's counts and its first problems."""
+
+    def __init__(self, message: str, summary: object = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
 class StorageError(VaultIngestError):
     """The app database rejected or could not take a write."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -15,8 +16,12 @@ from typing import Callable
 
 from sqlalchemy import Engine
 
-from vault_ingest.db.writer import vaults_for_details, write_vault_details, write_vault_list
-from vault_ingest.errors import HTTPStatusError, HyperliquidError, MalformedResponseError, TransportError, VaultRecordError
+from vault_ingest.config import DEFAULT_MAX_BAD_FRACTION
+from vault_ingest.db.reads import latest_list_snapshot, vaults_for_details
+from vault_ingest.db.writer import write_vault_details, write_vault_list
+from vault_ingest.errors import (
+    DataQualityError, HTTPStatusError, HyperliquidError, MalformedResponseError, TransportError, VaultRecordError,
+)
 from vault_ingest.hyperliquid.client import HyperliquidClient
 from vault_ingest.hyperliquid.models import VaultDetails
 
@@ -27,6 +32,10 @@ Progress = Callable[[int, int], None]  # (done, total)
 DETAILS_BATCH = 200
 # The weight budget, not the connection count, sets the pace; a few in flight hide the latency.
 DETAILS_CONCURRENCY = 4
+# A list snapshot with fewer than this share of the previous one's vaults is not written over it: a list
+# that shrinks by half within an hour is a broken answer, not half the vaults closing.
+LIST_MIN_SHARE = 0.5
+FIRST_PROBLEMS = 10  # the problems a failed run names; the rest are in its log
 
 
 @dataclass
@@ -42,14 +51,37 @@ class RunSummary:
     def counts(self) -> dict[str, int]:
         return {k: v for k, v in asdict(self).items() if k != "problems"}
 
+    @property
+    def bad(self) -> int:
+        return self.skipped + self.failed + self.not_found
+
+    def check(self, total: int, max_bad_fraction: float, what: str) -> None:
+        """Raise DataQualityError when more than `max_bad_fraction` of `total` vaults were bad."""
+        if total and self.bad > max_bad_fraction * total:
+            first = "; ".join(self.problems[:3])
+            raise DataQualityError(
+                f"{what}: {self.bad} of {total} vaults were skipped, failed or not found ({self.skipped} skipped, "
+                f"{self.failed} failed, {self.not_found} not found), more than the allowed "
+                f"{max_bad_fraction:.0%} (INGEST_MAX_BAD_FRACTION); first: {first}", self)
+
     def add_writes(self, counts) -> None:
         self.new += counts.new
         self.updated += counts.updated
         self.unchanged += counts.unchanged
 
 
-async def sync_vault_list(engine: Engine, client: HyperliquidClient, log: logging.Logger | logging.LoggerAdapter) -> RunSummary:
-    """Stats list -> `vaults` and list metrics, as one snapshot."""
+async def sync_vault_list(
+    engine: Engine,
+    client: HyperliquidClient,
+    log: logging.Logger | logging.LoggerAdapter,
+    *,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+) -> RunSummary:
+    """Stats list -> `vaults` and list metrics, as one snapshot.
+
+    Nothing is written, and the run fails with DataQualityError, when too many entries were skipped or when the
+    list holds fewer than LIST_MIN_SHARE of the previous snapshot's vaults: a bad answer never replaces a good one.
+    """
     snapshot = await client.vault_list()
     summary = RunSummary(skipped=len(snapshot.errors))
     for error in snapshot.errors:
@@ -57,7 +89,16 @@ async def sync_vault_list(engine: Engine, client: HyperliquidClient, log: loggin
         summary.problems.append(str(error))
     log.info("vault list: %d vaults parsed, %d skipped, observed at %s",
              len(snapshot.vaults), summary.skipped, snapshot.observed_at.isoformat())
-    counts = await asyncio.to_thread(write_vault_list, engine, snapshot.vaults, snapshot.observed_at)
+    summary.check(len(snapshot.vaults) + summary.skipped, max_bad_fraction, "vault list not written")
+    previous = await asyncio.to_thread(latest_list_snapshot, engine)
+    if previous and previous["observed_at"] < snapshot.observed_at \
+            and len(snapshot.vaults) < LIST_MIN_SHARE * previous["vaults"]:
+        raise DataQualityError(
+            f"vault list not written: it holds {len(snapshot.vaults)} vaults against {previous['vaults']} in the "
+            f"snapshot of {previous['observed_at'].isoformat()}; a list that shrinks below "
+            f"{LIST_MIN_SHARE:.0%} of the last one is taken as a broken answer", summary)
+    counts = await asyncio.to_thread(
+        partial(write_vault_list, skipped=summary.skipped), engine, snapshot.vaults, snapshot.observed_at)
     summary.add_writes(counts)
     log.info("vaults: %d new, %d updated, %d unchanged", counts.new, counts.updated, counts.unchanged)
     return summary
@@ -71,8 +112,13 @@ async def sync_vault_details(
     min_tvl: Decimal | None = None,
     max_vaults: int | None = None,
     progress: Progress | None = None,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
 ) -> RunSummary:
-    """vaultDetails for open vaults, highest TVL first, within the weight budget."""
+    """vaultDetails for open vaults, highest TVL first, within the weight budget.
+
+    What was fetched is written batch by batch; the run then fails with DataQualityError when more than
+    `max_bad_fraction` of the vaults were skipped, failed or not found.
+    """
     addresses = await asyncio.to_thread(vaults_for_details, engine, min_tvl, max_vaults)
     log.info("vault details: %d open vaults selected (min_tvl=%s, max_vaults=%s)", len(addresses), min_tvl, max_vaults)
     summary = RunSummary()
@@ -92,6 +138,7 @@ async def sync_vault_details(
     if addresses and summary.failed == len(addresses):
         # Nothing got through: the API or the network is down, and the run must say so, not pass.
         raise HyperliquidError(f"all {len(addresses)} vaultDetails requests failed; first: {summary.problems[0]}")
+    summary.check(len(addresses), max_bad_fraction, "vault details")
     return summary
 
 
@@ -116,6 +163,7 @@ async def _fetch_batch(client, batch, summary: RunSummary, log) -> tuple[list[Va
     for address, result in await asyncio.gather(*(one(a) for a in batch)):
         if result is None:
             log.info("vault %s does not exist (vaultDetails answered null)", address)
+            summary.problems.append(f"vault {address}: not found (vaultDetails answered null)")
             not_found.append(address)
         elif result is not False:
             details.append(result)

@@ -69,6 +69,7 @@ class Build:
     start: tuple[str, ...] = ()  # the log's last lines: the start command
     apt: tuple[str, ...] = ()  # the runtime image's apt packages
     python: str | None = None  # the Python version Railway's image would run, when it runs Python
+    root: bool = True  # whether the start command runs as root (Railpack's and Nixpacks' images do)
 
 
 def build(service: Service, repo_dir: Path, variables: Mapping[str, str]) -> Build:
@@ -109,8 +110,17 @@ def _railpack(service: Service, repo_dir: Path, variables: Mapping[str, str], pr
     command = _first(service.start_command, config.start_cmd, procfile_command, default)
     if not command:
         raise BuildError(NO_START_RAILPACK)
+    # Railpack says nothing when railpack.json overrides a variable; the emulator does.
+    log.extend(f"⚠ {variable} is ignored: `{merged.config_file}` sets that list too, and Railpack merges the "
+               "file over the variables (so the file's list wins)" for variable in merged.ignored)
+    if config.deploy_apt_packages is not None and "..." not in config.deploy_apt_packages:
+        # context.go applyDeployAptPackages; the Python provider adds libpq5 (psycopg without [binary]),
+        # libcairo2, poppler-utils or Playwright's libraries, never git.
+        log.append("↳ Add `...` to `deploy.aptPackages` to retain Railpack packages")
     # The Python provider's own deploy packages (libpq5 and the like) hold none of the OPTIONAL_TOOLS.
     apt = railpack_config.spread(config.deploy_apt_packages, [])
+    if any(apt):
+        log.append(f"install apt packages: {' '.join(sorted(set(p for p in apt if p)))}")  # the build step's name
     tools = frozenset(PACKAGE_TOOLS[name] for name in apt if name in PACKAGE_TOOLS)
     version = _requested_python(repo_dir, variables, "RAILPACK_PYTHON_VERSION", RAILPACK_PYTHON) if python else None
     return Build("railpack", ("/bin/bash", "-c", command), tuple(log), tools,
@@ -172,7 +182,7 @@ def _dockerfile_build(service: Service, repo_dir: Path, path: str, detected: boo
     local = tuple(_in_checkout(word, checkout, repo_dir) for word in argv)
     return Build("dockerfile", local, (found,), frozenset(image.tools), dict(image.env),
                  install=installs.dockerfile(image.runs), start=("Deploy", f"$ {shlex.join(argv)}"),
-                 python=image.python)
+                 python=image.python, root=(image.user or "root").partition(":")[0] in ("root", "0"))
 
 
 def _in_checkout(word: str, checkout: str | None, repo_dir: Path) -> str:
@@ -193,6 +203,7 @@ class DockerImage:
     checkout: str | None = None  # where the first COPY/ADD into a directory put the build context
     runs: list[str] = field(default_factory=list)  # RUN lines, the base stage's first
     python: str | None = None  # from a python:<version> base image
+    user: str | None = None  # the last USER, e.g. "worker" or "10001:10001"; None: root
 
     def argv(self) -> tuple[str, ...]:
         if self.entrypoint:
@@ -214,7 +225,7 @@ def parse_dockerfile(text: str) -> DockerImage:
             cmd_set = False
             parent = stages.get(words[0].lower())
             image = DockerImage(set(parent.tools), dict(parent.env), parent.entrypoint, parent.cmd, parent.workdir,
-                                parent.checkout, list(parent.runs), parent.python) if parent else \
+                                parent.checkout, list(parent.runs), parent.python, parent.user) if parent else \
                 DockerImage(set(_base_tools(words[0])), python=_base_python(words[0]))
             if len(words) >= 3 and words[1].lower() == "as":
                 stages[words[2].lower()] = image
@@ -231,6 +242,8 @@ def parse_dockerfile(text: str) -> DockerImage:
                 image.cmd = None
         elif keyword == "CMD":
             image.cmd, cmd_set = _command_form(args), True
+        elif keyword == "USER":
+            image.user = args.split()[0] if args.split() else None
         elif keyword == "WORKDIR":
             image.workdir = posixpath.join(image.workdir or "/", args)
         elif keyword in ("COPY", "ADD") and image.checkout is None and "--from" not in args:

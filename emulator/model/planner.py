@@ -12,7 +12,8 @@ others are planned anyway. The local stand-ins for what a container would give a
   directory is a fresh copy of the snapshot per replica and deploy (Railpack's /app), and PATH is the
   image's own venv bin followed by a directory of symlinks to the host's executables (never a
   virtualenv's), minus the optional tools the image lacks and minus every package manager, so nothing a
-  service runs can install onto the host.
+  service runs can install onto the host. Between the two, the deployment's own bin directory holds an
+  apt-get stand-in (`emulator.runtime.apt`) whose installs land there and go with the deployment.
 - HOME: one per replica and deploy, as each container starts with a fresh filesystem. Its .profile and
   .bash_profile re-export PATH because Nixpacks' `bash -l` reads /etc/profile, which resets PATH on
   Debian; in the real image, root's ~/.profile puts the Nix profile back the same way.
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Mapping
 
 from emulator.model.builders import OPTIONAL_TOOLS, PACKAGE_TOOLS, build
+from emulator.runtime.apt import install_stand_in
 from emulator.runtime.edge import edge_domain, trust_bundle
 from emulator.runtime.image import build_venv, copy_app, export
 from emulator.model.plan import BuildError, ServicePlan
@@ -147,9 +149,12 @@ class _Planner:
         build_log = (*image.log, *venv.log, *self._differences(image), *image.start,
                      f"Build time: {time.monotonic() - started:.2f} seconds")
         plans = {}
-        path = f"{venv.path / 'bin'}{os.pathsep}{bin_dir}"
         for instance, variables in replicas:
             replica_id = self.replica_ids[instance]
+            # The deployment's own bin directory (its apt-get's installs) goes with its HOME.
+            own_bin = install_stand_in(self.state.homes / replica_id / ".emulator", host_path=self.host_path,
+                                       as_root=image.root)
+            path = os.pathsep.join((str(venv.path / "bin"), str(own_bin), str(bin_dir)))
             app = copy_app(source, self.state.apps / replica_id)
             if image.builder == "railpack":
                 (app / ".venv").symlink_to(venv.path, target_is_directory=True)  # Railpack's /app/.venv
@@ -177,10 +182,11 @@ class _Planner:
         """The snapshot's files as this service's builder sees them (one export per tree and file list)."""
         tree = self.snapshot.tree[:16]
         name = tree
-        if service.without_files:
-            name += "-" + hashlib.sha256("\0".join(service.without_files).encode()).hexdigest()[:8]
+        if service.without_files or service.files:
+            changes = json.dumps([service.without_files, sorted(service.files.items())])
+            name += "-" + hashlib.sha256(changes.encode()).hexdigest()[:8]
         source = export(self.state.source, self.snapshot.commit, self.state.sources / name,
-                        service.without_files)
+                        service.without_files, service.files)
         for old in self.state.sources.iterdir():  # earlier trees' files: the apps are copies of them
             if not old.name.startswith((tree, ".")):
                 shutil.rmtree(old, ignore_errors=True)

@@ -56,6 +56,7 @@ class Config:
 class Merged:
     config: Config
     config_file: str | None  # the file read, for the log line "Using config file `railpack.json`"
+    ignored: tuple[str, ...] = ()  # RAILPACK_* variables the file overrode: Railpack drops them silently
 
 
 def merge(*configs: Config) -> Config:
@@ -122,7 +123,16 @@ def from_file(source: Path, variables: Mapping[str, str]) -> tuple[Config, str |
 def resolve(source: Path, variables: Mapping[str, str]) -> Merged:
     """GetConfig: (CLI options, which Railway leaves empty) < RAILPACK_* variables < the config file."""
     file_config, name = from_file(source, variables)
-    return Merged(merge(Config(), from_environment(variables), file_config), name)
+    environment = from_environment(variables)
+    ignored = tuple(f"RAILPACK_{variable}" for variable, item in _OVERRIDABLE
+                    if getattr(environment, item) and getattr(file_config, item) is not None
+                    and getattr(file_config, item) != "")
+    return Merged(merge(Config(), environment, file_config), name, ignored)
+
+
+# The variables a config file field replaces outright when it is set (`mergeStruct`).
+_OVERRIDABLE = (("START_CMD", "start_cmd"), ("BUILD_APT_PACKAGES", "build_apt_packages"),
+                ("DEPLOY_APT_PACKAGES", "deploy_apt_packages"))
 
 
 def standardize(text: str) -> str:

@@ -35,10 +35,10 @@ STEP_ACTIONS = ("run", "flow_run", "sql", "http")
 _SERVICE_KEYS = (
     "source", "builder", "dockerfile_path", "start_command", "variables", "healthcheck_path",
     "healthcheck_timeout", "restart_policy", "restart_max_retries", "replicas", "public_domain", "volume",
-    "without_files", "watch_paths",
+    "without_files", "files", "watch_paths",
 )
 # Only a service built from the repo has these (Postgres has its own volume).
-_BUILD_KEYS = ("builder", "dockerfile_path", "start_command", "volume", "without_files", "watch_paths")
+_BUILD_KEYS = ("builder", "dockerfile_path", "start_command", "volume", "without_files", "files", "watch_paths")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class Service:
     public_domain: bool = False
     volume: str | None = None  # the volume's mount path, e.g. "/data"; Railway allows one per service
     without_files: tuple[str, ...] = ()  # files left out of the service's snapshot (a repo without them)
+    files: Mapping[str, str] = field(default_factory=dict)  # path -> text replacing it in the snapshot
     watch_paths: tuple[str, ...] = ()  # gitignore-style; a change none of them matches does not redeploy
 
 
@@ -285,6 +286,12 @@ def _service(path: Path, name: str, body: Any) -> Service:
         if not isinstance(file, str) or not file or file.startswith("/") or ".." in file.split("/"):
             raise StackError(f"{path.name}: {where}.without_files: {file!r} must be a path inside the repository, "
                              'e.g. "railpack.json"')
+    files = body.get("files", {})
+    _expect(path, f"{where}.files", files, dict)
+    for file, text in files.items():
+        if not file or file.startswith("/") or ".." in file.split("/") or not isinstance(text, str):
+            raise StackError(f"{path.name}: {where}.files: {file!r} must be a path inside the repository with "
+                             "the file's text as a string, e.g. files = {\"railpack.json\" = '{}'}")
     watch_paths = body.get("watch_paths", [])
     _expect(path, f"{where}.watch_paths", watch_paths, list)
     compile_watch_paths(watch_paths, f"{path.name}: {where}.watch_paths")
@@ -304,6 +311,7 @@ def _service(path: Path, name: str, body: Any) -> Service:
         public_domain=_typed(path, f"{where}.public_domain", body.get("public_domain", False), bool),
         volume=volume.rstrip("/") if volume else None,
         without_files=tuple(without_files),
+        files=dict(files),
         watch_paths=tuple(watch_paths),
     )
 

@@ -29,6 +29,7 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from emulator.model.installs import WHOLE_SOURCE, Install
 from emulator.model.plan import BuildError
@@ -71,8 +72,10 @@ def uv_binary() -> str:
         return found
 
 
-def export(bare_repo: Path, commit: str, dest: Path, without: tuple[str, ...] = ()) -> Path:
-    """The files of `commit` in `dest` (made once: an existing `dest` is taken as complete), minus `without`."""
+def export(bare_repo: Path, commit: str, dest: Path, without: tuple[str, ...] = (),
+           files: Mapping[str, str] | None = None) -> Path:
+    """The files of `commit` in `dest` (made once: an existing `dest` is taken as complete), minus `without`,
+    with `files` (path -> text) written over it."""
     if (dest / _MARKER).is_file():
         return dest
     if dest.exists():
@@ -92,6 +95,9 @@ def export(bare_repo: Path, commit: str, dest: Path, without: tuple[str, ...] = 
             shutil.rmtree(target)
         elif target.exists() or target.is_symlink():
             target.unlink()
+    for name, text in (files or {}).items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_text(text)
     (staging / _MARKER).write_text(commit)
     try:
         staging.rename(dest)

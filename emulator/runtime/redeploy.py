@@ -75,7 +75,7 @@ class Redeployer:
             return self._deploy(list(request.get("services") or []), say)
 
     def _deploy(self, asked: list[str], say: Callable[[str], None]) -> int:
-        stack = self.project.stack(dataclasses.replace(self.options, services=[]))
+        stack = self.project.stack(self.options)  # the stack as `up` runs it (its variant, --service, --set)
         repo = [name for name, service in stack.services.items() if service.source == "repo"]
         unknown = [name for name in asked if name not in stack.services]
         if unknown:

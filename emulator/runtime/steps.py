@@ -245,13 +245,17 @@ def _verify(env: Mapping[str, str]):
     return bundle if bundle and Path(bundle).is_file() else True
 
 
-def pool_status(api_url: str, pool: str) -> dict:
-    """{"status": READY | NOT_READY | PAUSED | "missing" | "unreachable", "workers_online": n}."""
+def pool_status(api_url: str, pool: str, auth: str | None = None) -> dict:
+    """{"status": READY | NOT_READY | PAUSED | "missing" | "unauthorized" | "unreachable", "workers_online": n};
+    `auth` is the server's PREFECT_SERVER_API_AUTH_STRING, when it sets one."""
+    user, colon, password = (auth or "").partition(":")
     try:
-        with httpx.Client(base_url=api_url, timeout=3) as http:
+        with httpx.Client(base_url=api_url, timeout=3, auth=(user, password) if colon else None) as http:
             found = http.get(f"/work_pools/{pool}")
             if found.status_code == 404:
                 return {"status": "missing", "workers_online": 0}
+            if found.status_code == 401:
+                return {"status": "unauthorized", "workers_online": 0}
             found.raise_for_status()
             workers = http.post(f"/work_pools/{pool}/workers/filter", json={}).json()
     except httpx.HTTPError:

@@ -41,7 +41,7 @@ def table_names(database_url: str) -> set[str]:
 
 def test_migrations_ship_inside_the_package():
     assert (MIGRATIONS / "env.py").is_file() and (MIGRATIONS / "script.py.mako").is_file()
-    assert HEAD == "0001"
+    assert HEAD == "0004"
 
 
 def test_upgrade_from_empty_creates_exactly_the_schema(database_url):
@@ -103,3 +103,50 @@ def test_upgrade_waits_while_another_process_holds_the_migration_lock(database_u
 def test_unreachable_database_is_a_storage_error_naming_the_fix():
     with pytest.raises(StorageError, match="DATABASE_URL"):
         upgrade("postgresql://nobody:wrong@127.0.0.1:1/nowhere")
+
+
+def test_upgrade_from_0001_with_rows_keeps_what_they_mean(database_url):
+    """History: all-time rows keep their PnL (since inception), finer windows their account value, perp twins
+    go. Listing: one list_snapshots row per stored snapshot; a vault the newest one lacks is delisted."""
+    upgrade(database_url, "0001")
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO vaults (address, name, leader, created_at, is_closed, relationship, first_seen, last_seen) "
+            "VALUES ('0xa', 'gone', '0xb', now(), false, 'normal', '2025-01-01', '2025-01-01'),"
+            "       ('0xc', 'kept', '0xb', now(), false, 'child', '2025-01-01', '2025-01-03')")
+        conn.execute("""
+            INSERT INTO vault_history (vault_address, period, ts, account_value, pnl) VALUES
+            ('0xa', 'allTime', '2025-01-01', 100, 7), ('0xa', 'day', '2025-01-01', 100, -3),
+            ('0xa', 'day', '2025-01-02', 110, -1), ('0xa', 'perpDay', '2025-01-02', 110, -1),
+            ('0xa', 'perpAllTime', '2025-01-01', 100, 9)""")
+        conn.execute("INSERT INTO vault_metrics (vault_address, observed_at, tvl) VALUES "
+                     "('0xa', '2025-01-01', 5), ('0xc', '2025-01-01', 2), ('0xc', '2025-01-02', 3), "
+                     "('0xc', '2025-01-03', 3)")
+        conn.execute("INSERT INTO vault_metrics (vault_address, observed_at, max_distributable, followers_listed) "
+                     "VALUES ('0xc', '2025-01-02 10:00', 9, 4)")
+    assert upgrade(database_url) == HEAD
+    assert schema_diffs(database_url) == []
+    with psycopg.connect(database_url) as conn:
+        history = conn.execute("SELECT series, ts::date::text, account_value::text, pnl::text, is_now "
+                               "FROM vault_history ORDER BY 1, 2").fetchall()
+        snapshots = conn.execute("SELECT observed_at::date::text, vaults, total_tvl::text FROM list_snapshots "
+                                 "ORDER BY 1").fetchall()
+        delisted = conn.execute("SELECT address, delisted_at::date::text FROM vaults ORDER BY 1").fetchall()
+        listed = conn.execute("SELECT vault_address, valid_from::date::text, valid_to::date::text, tvl::text "
+                              "FROM vault_list_values ORDER BY 1, 2").fetchall()
+        detailed = conn.execute("SELECT vault_address, snapshot_at::date::text, max_distributable::text, "
+                                "followers_listed, valid_to FROM vault_detail_values").fetchall()
+        latest = conn.execute("SELECT address, tvl::text, max_distributable::text FROM vault_latest ORDER BY 1").fetchall()
+        at = conn.execute("SELECT vault_address, tvl::text FROM vaults_at('2025-01-01 12:00+00') ORDER BY 1").fetchall()
+        tvl = conn.execute("SELECT observed_at::date::text, total_tvl::text FROM tvl_over_time ORDER BY 1").fetchall()
+    assert history == [("all", "2025-01-01", "100", "7", False), ("all", "2025-01-02", "110", None, False),
+                       ("perp", "2025-01-01", "100", "9", False)]
+    assert snapshots == [("2025-01-01", 2, "5"), ("2025-01-02", 1, "0"), ("2025-01-03", 1, "0")]  # the child's
+    assert delisted == [("0xa", "2025-01-02"), ("0xc", None)]                                  # are its parent's
+    # vault_metrics: consecutive equal list rows became one, valid until the change or the delisting
+    assert listed == [("0xa", "2025-01-01", "2025-01-02", "5"), ("0xc", "2025-01-01", "2025-01-02", "2"),
+                      ("0xc", "2025-01-02", None, "3")]
+    assert detailed == [("0xc", "2025-01-02", "9", 4, None)]
+    assert latest == [("0xa", None, None), ("0xc", "3", "9")]
+    assert at == [("0xa", "5"), ("0xc", "2")]
+    assert tvl == [(day, total) for day, _, total in snapshots]

@@ -21,6 +21,20 @@ def test_git_missing_names_each_builders_fix(tmp_path):
         assert fix in check.fix
 
 
+def test_git_missing_while_railpack_json_overrides_the_variable_says_the_variable_is_ignored(tmp_path):
+    """The apt-variable-ignored variant: Railpack merges railpack.json over RAILPACK_DEPLOY_APT_PACKAGES."""
+    (tmp_path / "railpack.json").write_text('{"deploy": {"aptPackages": ["...", "ffmpeg"]}}')
+    env = {"PATH": str(tmp_path), "RAILPACK_DEPLOY_APT_PACKAGES": "git"}
+    check = check_git(env, tmp_path)
+    assert check.status is Status.FAIL
+    assert ('RAILPACK_DEPLOY_APT_PACKAGES=git is ignored: railpack.json sets deploy.aptPackages to ["...", "ffmpeg"]'
+            in check.detail)
+    assert check.fix.startswith('Add git to railpack.json: "deploy": {"aptPackages": ["...", "git"]}')
+    assert "is ignored" not in check_git({"PATH": str(tmp_path)}, tmp_path).detail  # no variable, nothing ignored
+    (tmp_path / "railpack.json").write_text("{}")
+    assert "is ignored" not in check_git(env, tmp_path).detail  # the file sets no list: the variable counts
+
+
 def test_git_on_path_passes(tmp_path):
     (tmp_path / "git").symlink_to(shutil.which("git"))
     check = check_git({"PATH": str(tmp_path)})

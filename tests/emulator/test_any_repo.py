@@ -73,7 +73,8 @@ PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED = "false"
 
 [services.worker.variables]
 HOST = "127.0.0.1"
-PREFECT_API_URL = "http://${{{{web.RAILWAY_PRIVATE_DOMAIN}}}}:${{{{web.PORT}}}}/api"
+# The public domain: ${{web.PORT}} would render empty (Railway's injected PORT is not a variable).
+PREFECT_API_URL = "https://${{{{web.RAILWAY_PUBLIC_DOMAIN}}}}/api"
 PREFECT_WORKER_QUERY_SECONDS = "2"
 PREFECT_WORKER_PREFETCH_SECONDS = "2"
 

@@ -36,7 +36,7 @@ def test_up_help_lists_the_variants_and_the_local_draining_default(capsys):
 @pytest.mark.parametrize("args, message", [
     (["--set", "worker.NOEQUALS"], "--set 'worker.NOEQUALS': write SERVICE.NAME=VALUE"),
     (["--set", "wroker.X=1"], "cannot set variables on 'wroker'"),
-    (["--variant", "nope"], "no variant named 'nope'; variants: dockerfile-worker"),
+    (["--variant", "nope"], "no variant named 'nope'; variants: apt-variable-ignored"),
     (["--live", "--replay-error-every", "3"], "the --replay-* options have nothing to act on"),
     (["--service", "wbe"], "--service wbe: the stack has no such service; it has Postgres, web, worker"),
 ])

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vault_ingest.errors import MalformedResponseError, VaultRecordError
-from vault_ingest.hyperliquid.models import parse_vault_details
+from vault_ingest.errors import MalformedResponseError, NumericRangeError, VaultMismatchError, VaultRecordError
+from vault_ingest.hyperliquid.models import loads, parse_vault_details
 from vault_ingest.hyperliquid.vault_list import parse_vault_list
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -194,3 +194,23 @@ def test_null_details_mean_no_such_vault():
 def test_a_list_that_is_not_a_json_array_fails_whole(body):
     with pytest.raises(MalformedResponseError, match="vault list"):
         parse_vault_list(body)
+
+
+def test_details_for_another_vault_are_a_named_error():
+    asked, answered = "0x" + "aa" * 20, "0x" + "bb" * 20
+    with pytest.raises(VaultMismatchError) as caught:
+        parse_vault_details(details_body(answered), asked.upper().replace("0X", "0x"))
+    assert caught.value.address == asked and answered in str(caught.value)
+    assert isinstance(caught.value, VaultRecordError)  # skipped like any invalid record, never a crash
+
+
+@pytest.mark.parametrize("literal", ["1e131072", "1e-16384", "-0.5e-16383"])
+def test_a_number_beyond_postgresql_numeric_is_a_named_error(literal):
+    # The limits are PostgreSQL's (tests/db/test_writer.py shows a real server taking 1e131071 and refusing these).
+    address = "0x" + "cc" * 20
+    vaults, [error] = parse_vault_list(json.dumps([summary_entry(address, tvl=literal)]).encode())
+    assert vaults == [] and isinstance(error, NumericRangeError)
+    assert (error.address, error.field) == (address, "summary.tvl")
+    body = with_raw_number(details_body(address, maxDistributable="@maxDistributable@"), "maxDistributable", literal)
+    with pytest.raises(NumericRangeError, match="maxDistributable"):
+        parse_vault_details(loads(body, "test"), address)

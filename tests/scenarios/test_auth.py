@@ -1,5 +1,6 @@
-"""Scenario 5: basic auth, set up as docs/railway.md says: PREFECT_SERVER_API_AUTH_STRING on web (a generated
-secret here), PREFECT_API_AUTH_STRING=${{web.PREFECT_SERVER_API_AUTH_STRING}} on the worker.
+"""Scenario 5: basic auth, set up as docs/railway.md says (the stack's as-documented variant):
+PREFECT_SERVER_API_AUTH_STRING on web (a generated secret here), PREFECT_API_AUTH_STRING=
+${{web.PREFECT_SERVER_API_AUTH_STRING}} on the worker, and the worker's RAILWAY_DEPLOYMENT_DRAINING_SECONDS.
 
 The API refuses requests without credentials (health stays open for Railway's healthcheck); the worker
 with the reference makes the pool READY; a worker with wrong credentials says so in its log and stops.
@@ -15,10 +16,7 @@ from vault_ingest.doctor import Status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-AUTH = Spec(label="basic-auth", deploy=False, variables={
-    "web": {"PREFECT_SERVER_API_AUTH_STRING": 'admin:${{secret(24, "abcdefghijklmnopqrstuvwxyz0123456789")}}'},
-    "worker": {"PREFECT_API_AUTH_STRING": "${{web.PREFECT_SERVER_API_AUTH_STRING}}"},
-})
+AUTH = Spec("as-documented", deploy=False)
 REFUSED = ("start_worker.sh: error: the Prefect server refused the worker's credentials (HTTP 401). Set "
            "PREFECT_API_AUTH_STRING on the worker to the server's PREFECT_SERVER_API_AUTH_STRING")
 
@@ -50,6 +48,8 @@ def test_a_worker_with_the_servers_credentials_makes_the_pool_ready(stack, crede
     with stack.api(auth=tuple(credentials.split(":", 1))) as admin:
         wait_until(lambda: admin.get(f"/work_pools/{POOL}").json().get("status") == "READY", timeout=60,
                    what="the worker's pool READY")
+    # `status` reads the pool with the server's own credentials, as its owner would.
+    assert stack.status()["pool"]["status"] == "READY"
     report = stack.doctor(credentials)
     assert [report.check(name).status for name in ("auth", "work-pool", "workers")] == [Status.PASS] * 3
 

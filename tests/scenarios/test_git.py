@@ -3,7 +3,9 @@
 Broken: Railpack's runtime image without git (a repository without railpack.json) running a
 plain `prefect worker start`; the same runtime with `start_worker.sh`, which refuses to start. Working: the
 Nixpacks builder and `Dockerfile.worker` complete a run with rows; so does Railpack with git in
-`deploy.aptPackages`, the shipped worker (test_shipped.py).
+`deploy.aptPackages`, the shipped worker (test_shipped.py), and a git-less Railpack worker whose
+start_worker.sh installs git with apt-get at start (WORKER_INSTALL_GIT=1): Railpack's runtime runs the start
+command as root with apt, so that works on Railway, for that deployment only (emulator/runtime/apt.py).
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 GITLESS = Spec("gitless-worker")
 NIXPACKS = Spec("nixpacks-worker")
 DOCKERFILE = Spec("dockerfile-worker")
+INSTALL = Spec("gitless-worker-apt")
 CRASH = "Process exited with status code: 1"
 
 
 @pytest.fixture(scope="module")
 def stacks(scenario_root):
-    with running([GITLESS, NIXPACKS, DOCKERFILE], scenario_root) as started:
+    with running([GITLESS, NIXPACKS, DOCKERFILE, INSTALL], scenario_root) as started:
         yield started
 
 
@@ -72,8 +75,31 @@ def test_a_worker_image_with_git_completes_a_run_with_rows(stacks, spec, builder
     assert_completed_with_rows(stack)
 
 
-def assert_completed_with_rows(stack: Stack) -> None:
+def assert_completed_with_rows(stack: Stack, inside: bool = True) -> None:
     first_run = stack.first_run()
     assert first_run["state"] == "Completed"
     assert first_run["vaults"] and stack.count(VAULTS) == first_run["vaults"]
-    assert stack.doctor_inside("worker")["git"]["status"] == "pass"
+    if inside:  # `run` is a fresh deployment: it has only what the image has
+        assert stack.doctor_inside("worker")["git"]["status"] == "pass"
+
+
+def test_start_worker_sh_installs_git_at_start_in_a_root_image_and_a_run_completes(stacks):
+    stack = stacks[INSTALL.name]
+    assert stack.up_result.returncode == 0, up_output(stack)
+    assert "git is missing; installing it with apt-get (WORKER_INSTALL_GIT=1)" in stack.log("worker")
+    assert_completed_with_rows(stack, inside=False)
+
+
+def test_an_install_lasts_only_for_that_deployment(stacks):
+    """`run` is a fresh deployment of the service each time: what one installed, the next lacks."""
+    stack = stacks[GITLESS.name]
+    installed = stack.run("worker", "bash", "-c", "apt-get update -qq && apt-get install -y -qq git && git --version")
+    assert installed.returncode == 0, installed.stderr
+    assert installed.stdout.strip().startswith("git version ")
+    assert stack.run("worker", "bash", "-c", "command -v git").returncode == 1
+
+
+def test_apt_get_is_refused_in_the_non_root_dockerfile_image(stacks):
+    refused = stacks[DOCKERFILE.name].run("worker", "apt-get", "install", "-y", "git")
+    assert refused.returncode == 100
+    assert "E: Unable to acquire the dpkg frontend lock (/var/lib/dpkg/lock-frontend), are you root?" in refused.stderr

@@ -30,8 +30,8 @@ def alembic_config(connection: Connection | None) -> Config:
     return config
 
 
-def upgrade(engine_or_url: Engine | str) -> str:
-    """Migrate to the head revision and return it. Safe to run from several processes at once."""
+def upgrade(engine_or_url: Engine | str, revision: str = "head") -> str:
+    """Migrate to `revision` (the newest by default) and return it. Safe to run from several processes at once."""
     engine = make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
     try:
         with engine.begin() as conn:
@@ -39,7 +39,7 @@ def upgrade(engine_or_url: Engine | str) -> str:
             # wait for the first to commit, then find the schema current; DDL is transactional in
             # PostgreSQL, so a failed migration leaves nothing half-made.
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-            command.upgrade(alembic_config(conn), "head")
+            command.upgrade(alembic_config(conn), revision)
             return MigrationContext.configure(conn).get_current_revision()
     except CommandError as exc:
         raise StorageError(

@@ -1,143 +1,79 @@
-"""Set-based writes of vault snapshots: COPY into temp tables, then one upsert per table.
+"""Set-based writes of vault snapshots: COPY into temp tables (by column name), then a few statements per table.
 
-Each write is one transaction, so a snapshot lands whole or not at all. Upserts change only rows
-whose values differ, so writing the same snapshot twice leaves identical tables.
+Each write is one transaction, so a snapshot lands whole or not at all. Values are stored once while they hold
+(schema._interval): a snapshot adds a row only for a vault whose values changed, so writing the same snapshot
+twice leaves identical tables, and an hour in which few vaults changed writes few rows.
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Iterator, Sequence
 
-from psycopg.errors import UndefinedColumn, UndefinedTable
-from sqlalchemy import Connection, Engine, Table, text
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, Engine, text
 
 from vault_ingest.db import schema
-from vault_ingest.errors import StorageError
-from vault_ingest.hyperliquid.models import PERIODS, WINDOWS, VaultDetails, VaultSummary
+from vault_ingest.db.staging import (
+    AfterStage, WriteCounts, aware, cols, counts, differs, each_once, no_stage, snapshot, stage, staged,
+)
+from vault_ingest.history import vault_series
+from vault_ingest.hyperliquid.models import WINDOWS, VaultDetails, VaultSummary, digest
 from vault_ingest.metrics import window_metrics
 
 log = logging.getLogger(__name__)
 
-# Called inside the transaction after each stage ("staged", then the name of each table written):
-# lets a test fail a snapshot midway.
-AfterStage = Callable[[str], None]
-
-# Snapshot writes take turns: a list write and a details write both update `vaults` rows, and
-# taking row locks in different orders could deadlock. Any fixed bigint; "vault_wr".
-WRITE_LOCK_KEY = 0x7661756C745F7772
-
 _SUFFIXES = [schema.WINDOW_COLUMNS[w] for w in WINDOWS]
 LIST_ATTRIBUTES = ["name", "leader", "created_at", "is_closed", "relationship"]
-LIST_METRICS = ["tvl", "apr", *(f"pnl_{s}" for s in _SUFFIXES)]
-DETAIL_ATTRIBUTES = ["description", "allow_deposits", "leader_commission", "is_closed", "relationship"]
-DETAIL_METRICS = [
-    "max_distributable", "max_withdrawable", "leader_fraction", "followers_listed",
+LIST_VALUES = ["tvl", "apr", *(f"pnl_{s}" for s in _SUFFIXES), "pnls"]
+DETAIL_ATTRIBUTES = ["description", "allow_deposits", "always_close_on_withdraw", "leader_commission", "is_closed",
+                     "relationship"]
+DETAILS_WIN = ["is_closed", "relationship"]  # set by both; vaultDetails wins once it has answered
+DETAIL_VALUES = [
+    "apr", "max_distributable", "max_withdrawable", "leader_fraction", "leader_equity", "followers_listed",
     *(f"{prefix}_{s}" for prefix in ("pnl", "volume", "return", "max_drawdown") for s in _SUFFIXES),
 ]
 HISTORY = [c.name for c in schema.vault_history.columns]
 
 
-@dataclass
-class WriteCounts:
-    new: int = 0
-    updated: int = 0
-    unchanged: int = 0
-
-
-# --- SQL building blocks ----------------------------------------------------------------------
-
-
-def _ddl(table: Table, names: list[str]) -> list[str]:
-    """Staging columns typed exactly as the target's, so COPY rejects what the upsert would."""
-    return [f"{n} {table.c[n].type.compile(postgresql.dialect())}" for n in names]
-
-
-def _cols(names: list[str], prefix: str = "") -> str:
-    return ", ".join(prefix + n for n in names)
-
-
-def _set(columns: list[str]) -> str:
-    return ", ".join(f"{c} = excluded.{c}" for c in columns)
-
-
-def _differs(left: str, right: str, columns: list[str]) -> str:
-    return f"({_cols(columns, left + '.')}) IS DISTINCT FROM ({_cols(columns, right + '.')})"
-
-
-def _no_stage(stage: str) -> None:
-    pass
-
-
-def _aware(observed_at: datetime) -> datetime:
-    if observed_at.tzinfo is None:
-        raise ValueError(f"observed_at {observed_at.isoformat()} has no time zone; pass an aware UTC datetime")
-    return observed_at
-
-
-R = TypeVar("R", VaultSummary, VaultDetails)
-
-
-def _each_once(records: Iterable[R]) -> Iterator[R]:
-    """The records, refusing a repeated vault: one upsert cannot change the same row twice."""
-    seen: set[str] = set()
-    for record in records:
-        if record.address in seen:
-            raise ValueError(f"vault {record.address} appears twice in one snapshot; pass each vault once")
-        seen.add(record.address)
-        yield record
-
-
-@contextmanager
-def _transaction(engine: Engine) -> Iterator[Connection]:
-    try:
-        with engine.begin() as conn:
-            yield conn
-    except (DBAPIError, UndefinedTable, UndefinedColumn) as exc:
-        cause = getattr(exc, "orig", exc)  # COPY raises psycopg's own errors, unwrapped
-        if isinstance(cause, (UndefinedTable, UndefinedColumn)):
-            raise StorageError(
-                f"the app database lacks the vault tables this version expects ({str(cause).strip()}); "
-                "run `vault-ingest db upgrade` against DATABASE_URL"
-            ) from exc
-        raise
-
-
-@contextmanager
-def _snapshot(engine: Engine) -> Iterator[Connection]:
-    with _transaction(engine) as conn:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
-        yield conn
-
-
-def _stage(conn: Connection, table: str, columns: list[str], rows: Iterable[tuple]) -> None:
-    """A temp table of this transaction, filled by streaming COPY: no per-row round trips."""
-    conn.exec_driver_sql(f"CREATE TEMP TABLE {table} ({', '.join(columns)}) ON COMMIT DROP")
-    with conn.connection.driver_connection.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
-
-
-def _counts(conn: Connection, sql: str) -> WriteCounts:
-    new, updated, total = conn.execute(text(sql)).one()
-    return WriteCounts(new=new, updated=updated, unchanged=total - new - updated)
-
-
 # --- the stats list ---------------------------------------------------------------------------
 
-_STAGED_LIST = _ddl(schema.vaults, ["address", *LIST_ATTRIBUTES]) + _ddl(schema.vault_metrics, LIST_METRICS)
+_STAGED_LIST = staged("staged_list", (schema.vaults, ["address", *LIST_ATTRIBUTES, "list_digest"]),
+                      (schema.vault_list_values, LIST_VALUES))
 
 
-def _summary_rows(summaries: Sequence[VaultSummary]) -> Iterator[tuple]:
-    for v in _each_once(summaries):
-        yield (v.address, v.name, v.leader, v.created_at, v.is_closed, v.relationship.type, v.tvl, v.apr,
-               *(v.pnl.get(w) for w in WINDOWS))
+def _summary_row(v: VaultSummary, list_digest: int) -> dict:
+    row = {"address": v.address, "name": v.name, "leader": v.leader, "created_at": v.created_at,
+           "is_closed": v.is_closed, "relationship": v.relationship.type, "tvl": v.tvl, "apr": v.apr,
+           "pnls": v.pnls_json, "list_digest": list_digest}
+    for window, suffix in zip(WINDOWS, _SUFFIXES):
+        row[f"pnl_{suffix}"] = v.pnl.get(window)
+    return row
+
+
+def _list_digest(v: VaultSummary) -> int:
+    """The entry's digest as parsed from the list (its bytes); else one of the values stored (str keeps every
+    digit: 1.0 and 1.00 differ)."""
+    if v.entry_digest is not None:
+        return v.entry_digest
+    values = (v.name, v.leader, v.created_at, v.is_closed, v.relationship.type, v.tvl, v.apr, v.pnls_json,
+              *(v.pnl.get(w) for w in WINDOWS))
+    return digest("\x1f".join(map(str, values)).encode())
+
+
+def _known_digests(conn: Connection) -> dict[str, int]:
+    return dict(conn.execute(text(
+        "SELECT address, list_digest FROM vaults WHERE delisted_at IS NULL AND list_digest IS NOT NULL")).all())
+
+
+def _changed(vaults: Sequence[VaultSummary], known: dict[str, int]) -> Iterator[dict]:
+    """The rows a snapshot must stage: new vaults, changed ones, delisted ones back. Most vaults of an hourly
+    list are the same bytes as an hour before (two thirds are closed or empty): skipping them, before even
+    building their rows, is what makes an hourly write cost a fraction of the first."""
+    for v in vaults:
+        list_digest = _list_digest(v)
+        if known.get(v.address) != list_digest:
+            yield _summary_row(v, list_digest)
 
 
 def write_vault_list(
@@ -145,79 +81,152 @@ def write_vault_list(
     vaults: Sequence[VaultSummary],
     observed_at: datetime,
     *,
-    _after_stage: AfterStage = _no_stage,
+    skipped: int = 0,
+    _after_stage: AfterStage = no_stage,
 ) -> WriteCounts:
-    """One stats-list snapshot into `vaults` and `vault_metrics`; counts are about `vaults` rows."""
-    at = {"at": _aware(observed_at)}
-    with _snapshot(engine) as conn:
-        _stage(conn, "staged_list", _STAGED_LIST, _summary_rows(vaults))
+    """One stats-list snapshot into `vaults`, `vault_list_values` and `list_snapshots`; counts are about `vaults`.
+
+    A vault missing from the newest snapshot is delisted (`delisted_at`, and its values end there) until a
+    snapshot lists it again. A snapshot older than one already stored updates no values and delists nothing.
+    """
+    at = {"at": aware(observed_at)}
+    vaults = list(each_once(vaults))
+    with snapshot(engine) as conn:
+        newest = conn.execute(text("SELECT NOT EXISTS (SELECT FROM list_snapshots WHERE observed_at > :at)"), at).scalar()
+        # read before the COPY starts: the connection serves one statement at a time
+        known = _known_digests(conn) if newest else {}
+        staged_rows = stage(conn, _STAGED_LIST, _changed(vaults, known))
         _after_stage("staged")
-        counts = _counts(conn, f"""
-            SELECT count(*) FILTER (WHERE v.address IS NULL),
-                   count(*) FILTER (WHERE v.address IS NOT NULL AND {_differs('s', 'v', LIST_ATTRIBUTES)}),
-                   count(*)
-            FROM staged_list s LEFT JOIN vaults v ON v.address = s.address""")
-        # A child's leader is its parent when that leader is a parent vault, in this snapshot or
-        # stored. When the list cannot tell, a parent known from the parent's details stays.
-        conn.execute(text(f"""
-            INSERT INTO vaults (address, {_cols(LIST_ATTRIBUTES)}, parent_address, first_seen, last_seen)
-            SELECT s.address, {_cols(LIST_ATTRIBUTES, 's.')},
-                   CASE WHEN s.relationship = 'child'
-                         AND coalesce(p.relationship, stored.relationship) = 'parent' THEN s.leader END,
-                   :at, :at
-            FROM staged_list s
-            LEFT JOIN staged_list p ON p.address = s.leader
-            LEFT JOIN vaults stored ON stored.address = s.leader
-            ON CONFLICT (address) DO UPDATE SET {_set(LIST_ATTRIBUTES)},
-                parent_address = CASE WHEN excluded.relationship = 'child'
-                                      THEN coalesce(excluded.parent_address, vaults.parent_address) END,
-                last_seen = greatest(vaults.last_seen, excluded.last_seen)"""), at)
+        result = _list_counts(conn)
+        result.unchanged += len(vaults) - staged_rows
+        _upsert_listed_vaults(conn, at)
+        if newest and staged_rows < len(vaults):
+            conn.execute(text("UPDATE vaults SET last_seen = :at WHERE address = ANY(:present) AND last_seen < :at"),
+                         {**at, "present": [v.address for v in vaults]})
+        if newest:
+            conn.execute(text("UPDATE vaults SET delisted_at = :at WHERE last_seen < :at AND delisted_at IS NULL"), at)
         _after_stage("vaults")
-        conn.execute(text(f"""
-            INSERT INTO vault_metrics (vault_address, observed_at, {_cols(LIST_METRICS)})
-            SELECT address, :at, {_cols(LIST_METRICS)} FROM staged_list
-            ON CONFLICT (vault_address, observed_at) DO UPDATE SET {_set(LIST_METRICS)}
-            WHERE {_differs('vault_metrics', 'excluded', LIST_METRICS)}"""), at)
-        _after_stage("vault_metrics")
-    return counts
+        if newest:
+            _write_list_values(conn, at)
+        _after_stage("vault_list_values")
+        _record_snapshot(conn, at["at"], skipped, len(vaults), newest)
+        _after_stage("list_snapshots")
+    return result
+
+
+def _effective(column: str, new: str, stored: str) -> str:
+    """is_closed and relationship are the list's only until vaultDetails has answered (schema.vaults)."""
+    if column in DETAILS_WIN:
+        return f"CASE WHEN {stored}.details_at IS NULL THEN {new}.{column} ELSE {stored}.{column} END"
+    return f"{new}.{column}"
+
+
+def _list_counts(conn: Connection) -> WriteCounts:
+    effective = ", ".join(_effective(c, "s", "v") for c in LIST_ATTRIBUTES)
+    return counts(conn, f"""
+        SELECT count(*) FILTER (WHERE v.address IS NULL),
+               count(*) FILTER (WHERE v.address IS NOT NULL AND (
+                   ({effective}) IS DISTINCT FROM ({cols(LIST_ATTRIBUTES, 'v.')}) OR v.delisted_at IS NOT NULL)),
+               count(*)
+        FROM staged_list s LEFT JOIN vaults v ON v.address = s.address""")
+
+
+def _upsert_listed_vaults(conn: Connection, at: dict) -> None:
+    # A child's leader is its parent when that leader is a parent vault, in this snapshot or
+    # stored. When the list cannot tell, a parent known from the parent's details stays.
+    updates = ", ".join(f"{c} = {_effective(c, 'excluded', 'vaults')}" for c in LIST_ATTRIBUTES)
+    conn.execute(text(f"""
+        INSERT INTO vaults (address, {cols(LIST_ATTRIBUTES)}, list_digest, parent_address, first_seen, last_seen)
+        SELECT s.address, {cols(LIST_ATTRIBUTES, 's.')}, s.list_digest,
+               CASE WHEN s.relationship = 'child'
+                     AND coalesce(p.relationship, stored.relationship) = 'parent' THEN s.leader END,
+               :at, :at
+        FROM staged_list s
+        LEFT JOIN staged_list p ON p.address = s.leader
+        LEFT JOIN vaults stored ON stored.address = s.leader
+        ON CONFLICT (address) DO UPDATE SET {updates},
+            parent_address = CASE WHEN {_effective('relationship', 'excluded', 'vaults')} = 'child'
+                                  THEN coalesce(excluded.parent_address, vaults.parent_address) END,
+            delisted_at = CASE WHEN excluded.last_seen >= vaults.last_seen THEN NULL ELSE vaults.delisted_at END,
+            list_digest = excluded.list_digest,
+            last_seen = greatest(vaults.last_seen, excluded.last_seen)"""), at)
+
+
+def _write_list_values(conn: Connection, at: dict) -> None:
+    values = LIST_VALUES
+    # values that changed end here; so do the values of vaults this snapshot delisted
+    conn.execute(text(f"""
+        UPDATE vault_list_values c SET valid_to = :at FROM staged_list s
+        WHERE c.vault_address = s.address AND c.valid_to IS NULL AND c.valid_from < :at
+          AND {differs('c', 's', values)}"""), at)
+    conn.execute(text("""
+        UPDATE vault_list_values c SET valid_to = :at FROM vaults v
+        WHERE v.address = c.vault_address AND c.valid_to IS NULL AND v.delisted_at = :at"""), at)
+    # the same snapshot written again with other values corrects its own rows
+    conn.execute(text(f"""
+        UPDATE vault_list_values c SET {', '.join(f'{v} = s.{v}' for v in values)} FROM staged_list s
+        WHERE c.vault_address = s.address AND c.valid_to IS NULL AND c.valid_from = :at
+          AND {differs('c', 's', values)}"""), at)
+    conn.execute(text(f"""
+        INSERT INTO vault_list_values (vault_address, valid_from, {cols(values)})
+        SELECT s.address, :at, {cols(values, 's.')} FROM staged_list s
+        WHERE NOT EXISTS (SELECT FROM vault_list_values c WHERE c.vault_address = s.address AND c.valid_to IS NULL)"""),
+        at)
+
+
+def _record_snapshot(conn: Connection, at: datetime, skipped: int, listed: int, newest: bool) -> None:
+    """The snapshot's size and its TVL counting each dollar once: a child vault's TVL is inside its parent's
+    (the evidence is in README "TVL counted once"), so children are left out. For the newest snapshot the
+    current values of the listed vaults are this snapshot's (most unchanged, so not staged)."""
+    source = ("vault_list_values s JOIN vaults v ON v.address = s.vault_address "
+              "WHERE s.valid_to IS NULL AND v.delisted_at IS NULL" if newest
+              else "staged_list s JOIN vaults v ON v.address = s.address")
+    conn.execute(text(f"""
+        INSERT INTO list_snapshots (observed_at, vaults, skipped, total_tvl)
+        SELECT :at, :listed, :skipped, coalesce(sum(s.tvl) FILTER (WHERE v.relationship <> 'child'), 0)
+        FROM {source}
+        ON CONFLICT (observed_at) DO UPDATE SET vaults = excluded.vaults, skipped = excluded.skipped,
+            total_tvl = excluded.total_tvl
+        WHERE (list_snapshots.vaults, list_snapshots.skipped, list_snapshots.total_tvl)
+              IS DISTINCT FROM (excluded.vaults, excluded.skipped, excluded.total_tvl)"""),
+        {"at": at, "skipped": skipped, "listed": listed})
 
 
 # --- vaultDetails -----------------------------------------------------------------------------
 
-_STAGED_DETAILS = (_ddl(schema.vaults, ["address", *DETAIL_ATTRIBUTES])
-                   + _ddl(schema.vault_metrics, ["observed_at", *DETAIL_METRICS]))
-_STAGED_HISTORY = _ddl(schema.vault_history, HISTORY)
+_STAGED_DETAILS = staged("staged_details", (schema.vaults, ["address", *DETAIL_ATTRIBUTES]),
+                         (schema.vault_detail_values, ["valid_from", *DETAIL_VALUES]))
+_STAGED_HISTORY = staged("staged_history", (schema.vault_history, HISTORY))
 
 
-def _metrics_time(d: VaultDetails, fallback: datetime) -> datetime:
-    """The data's own time, so re-fetching details that did not change lands on the same row."""
+def _data_time(d: VaultDetails, fallback: datetime) -> datetime:
+    """The data's own time (the portfolio's request-time point), so a re-fetch that changed nothing is one row."""
     day = d.portfolio.get("day")
     return day.account_value[-1][0] if day and day.account_value else fallback
 
 
-def _detail_rows(details: Sequence[VaultDetails], observed_at: datetime) -> Iterator[tuple]:
-    for d in _each_once(details):
-        windows = [window_metrics(d.portfolio[w]) if w in d.portfolio else None for w in WINDOWS]
-        yield (
-            d.address, d.description, d.allow_deposits, d.leader_commission, d.is_closed, d.relationship.type,
-            _metrics_time(d, observed_at),
-            d.max_distributable, d.max_withdrawable, d.leader_fraction, d.followers_listed,
-            *(m and m.pnl for m in windows),
-            *(m and m.volume for m in windows),
-            *(m and m.return_ for m in windows),
-            *(m and m.max_drawdown for m in windows),
-        )
+def _detail_rows(details: Sequence[VaultDetails], observed_at: datetime) -> Iterator[dict]:
+    for d in each_once(details):
+        row = {"address": d.address, "description": d.description, "allow_deposits": d.allow_deposits,
+               "always_close_on_withdraw": d.always_close_on_withdraw, "leader_commission": d.leader_commission,
+               "is_closed": d.is_closed, "relationship": d.relationship.type,
+               "valid_from": _data_time(d, observed_at), "apr": d.apr, "max_distributable": d.max_distributable,
+               "max_withdrawable": d.max_withdrawable, "leader_fraction": d.leader_fraction,
+               "leader_equity": d.leader_equity, "followers_listed": d.followers_listed}
+        for window, suffix in zip(WINDOWS, _SUFFIXES):
+            m = window_metrics(d.portfolio[window]) if window in d.portfolio else None
+            row.update({f"pnl_{suffix}": m and m.pnl, f"volume_{suffix}": m and m.volume,
+                        f"return_{suffix}": m and m.return_, f"max_drawdown_{suffix}": m and m.max_drawdown})
+        yield row
 
 
-def _history_rows(details: Sequence[VaultDetails]) -> Iterator[tuple]:
+def _history_rows(details: Sequence[VaultDetails]) -> Iterator[dict]:
     for d in details:
-        # A period the API may add later is ignored like any unknown field, not a failed snapshot.
-        for period in (p for p in PERIODS if p in d.portfolio):
-            window = d.portfolio[period]
-            pnl_at = dict(window.pnl)
-            # dict(): a timestamp repeated within a series becomes one row, with its last value
-            for ts, account_value in dict(window.account_value).items():
-                yield d.address, period, ts, account_value, pnl_at.get(ts)
+        for series in vault_series(d.portfolio, d.address):
+            points = [(p, False) for p in series.points] + ([(series.now, True)] if series.now else [])
+            for p, is_now in points:
+                yield {"vault_address": d.address, "series": series.name, "ts": p.ts,
+                       "account_value": p.account_value, "pnl": p.pnl, "is_now": is_now}
 
 
 def write_vault_details(
@@ -226,52 +235,79 @@ def write_vault_details(
     not_found: Sequence[str],
     observed_at: datetime,
     *,
-    _after_stage: AfterStage = _no_stage,
+    _after_stage: AfterStage = no_stage,
 ) -> WriteCounts:
-    """vaultDetails answers into `vaults`, `vault_metrics` and `vault_history`, as one snapshot.
+    """vaultDetails answers into `vaults`, `vault_detail_values` and `vault_history`, as one snapshot.
 
-    Counts are about `vault_metrics` rows. Vaults not stored yet (the next list write adds them)
-    and unknown `not_found` addresses are skipped.
+    Counts are about detail values: new (a vault's first), updated (values changed), unchanged (confirmed
+    again). Vaults not stored yet (the next list write adds them), unknown `not_found` addresses and answers
+    older than the stored ones are skipped.
     """
-    at = _aware(observed_at)
-    with _snapshot(engine) as conn:
-        _stage(conn, "staged_details", _STAGED_DETAILS, _detail_rows(details, at))
-        _stage(conn, "staged_history", _STAGED_HISTORY, _history_rows(details))
+    at = aware(observed_at)
+    with snapshot(engine) as conn:
+        stage(conn, _STAGED_DETAILS, _detail_rows(details, at))
+        stage(conn, _STAGED_HISTORY, _history_rows(details))
         _after_stage("staged")
-        counts = _counts(conn, f"""
-            SELECT count(*) FILTER (WHERE m.vault_address IS NULL),
-                   count(*) FILTER (WHERE m.vault_address IS NOT NULL AND {_differs('s', 'm', DETAIL_METRICS)}),
+        result = counts(conn, f"""
+            SELECT count(*) FILTER (WHERE c.vault_address IS NULL),
+                   count(*) FILTER (WHERE c.vault_address IS NOT NULL AND {differs('s', 'c', DETAIL_VALUES)}),
                    count(*)
             FROM staged_details s JOIN vaults v ON v.address = s.address
-            LEFT JOIN vault_metrics m ON m.vault_address = s.address AND m.observed_at = s.observed_at""")
-        skipped = len(details) - (counts.new + counts.updated + counts.unchanged)
+            LEFT JOIN vault_detail_values c ON c.vault_address = s.address AND c.valid_to IS NULL""")
+        skipped = len(details) - (result.new + result.updated + result.unchanged)
         if skipped:
             log.warning("skipped the details of %d vaults not in `vaults` yet; the next list write adds them", skipped)
         _update_vaults(conn, details, not_found, at)
         _after_stage("vaults")
-        conn.execute(text(f"""
-            INSERT INTO vault_metrics (vault_address, observed_at, {_cols(DETAIL_METRICS)})
-            SELECT s.address, s.observed_at, {_cols(DETAIL_METRICS, 's.')}
-            FROM staged_details s JOIN vaults v ON v.address = s.address
-            ON CONFLICT (vault_address, observed_at) DO UPDATE SET {_set(DETAIL_METRICS)}
-            WHERE {_differs('vault_metrics', 'excluded', DETAIL_METRICS)}"""))
-        _after_stage("vault_metrics")
-        values = ["account_value", "pnl"]
-        conn.execute(text(f"""
-            INSERT INTO vault_history ({_cols(HISTORY)})
-            SELECT {_cols(HISTORY, 'h.')} FROM staged_history h JOIN vaults v ON v.address = h.vault_address
-            ON CONFLICT (vault_address, period, ts) DO UPDATE SET {_set(values)}
-            WHERE {_differs('vault_history', 'excluded', values)}"""))
+        _write_detail_values(conn)
+        _after_stage("vault_detail_values")
+        _write_history(conn)
         _after_stage("vault_history")
-    return counts
+    return result
+
+
+def _write_detail_values(conn: Connection) -> None:
+    current = "c.vault_address = s.address AND c.valid_to IS NULL"
+    conn.execute(text(f"""
+        UPDATE vault_detail_values c SET confirmed_at = s.valid_from FROM staged_details s
+        WHERE {current} AND c.confirmed_at < s.valid_from AND NOT {differs('c', 's', DETAIL_VALUES)}"""))
+    conn.execute(text(f"""
+        UPDATE vault_detail_values c SET valid_to = s.valid_from FROM staged_details s
+        WHERE {current} AND c.valid_from < s.valid_from AND {differs('c', 's', DETAIL_VALUES)}"""))
+    conn.execute(text(f"""
+        UPDATE vault_detail_values c SET {', '.join(f'{v} = s.{v}' for v in DETAIL_VALUES)} FROM staged_details s
+        WHERE {current} AND c.valid_from = s.valid_from AND {differs('c', 's', DETAIL_VALUES)}"""))
+    conn.execute(text(f"""
+        INSERT INTO vault_detail_values (vault_address, valid_from, confirmed_at, snapshot_at, {cols(DETAIL_VALUES)})
+        SELECT s.address, s.valid_from, s.valid_from, (SELECT max(observed_at) FROM list_snapshots),
+               {cols(DETAIL_VALUES, 's.')}
+        FROM staged_details s JOIN vaults v ON v.address = s.address
+        WHERE NOT EXISTS (SELECT FROM vault_detail_values c WHERE {current})"""))
+
+
+def _write_history(conn: Connection) -> None:
+    """Regular points are only ever added (or get the PnL a 0001 row lacked); the "now" point is replaced."""
+    conn.execute(text("""
+        DELETE FROM vault_history h USING staged_history s
+        WHERE s.is_now AND h.is_now AND h.vault_address = s.vault_address AND h.series = s.series
+          AND h.ts <= s.ts"""))
+    conn.execute(text(f"""
+        INSERT INTO vault_history ({cols(HISTORY)})
+        SELECT {cols(HISTORY, 'h.')} FROM staged_history h JOIN vaults v ON v.address = h.vault_address
+        WHERE NOT (h.is_now AND EXISTS (SELECT FROM vault_history o WHERE o.is_now
+                   AND o.vault_address = h.vault_address AND o.series = h.series AND o.ts > h.ts))
+        ON CONFLICT (vault_address, series, ts) DO UPDATE SET pnl = excluded.pnl
+        WHERE vault_history.pnl IS NULL AND NOT excluded.is_now"""))
 
 
 def _update_vaults(conn: Connection, details: Sequence[VaultDetails], not_found: Sequence[str], at: datetime) -> None:
     conn.execute(text(f"""
-        UPDATE vaults v SET {', '.join(f'{c} = s.{c}' for c in DETAIL_ATTRIBUTES)}, not_found_at = NULL
+        UPDATE vaults v SET {', '.join(f'{c} = s.{c}' for c in DETAIL_ATTRIBUTES)}, details_at = s.valid_from,
+            not_found_at = NULL, not_found_checked_at = NULL
         FROM staged_details s
-        WHERE v.address = s.address
-          AND ({_differs('v', 's', DETAIL_ATTRIBUTES)} OR v.not_found_at IS NOT NULL)"""))
+        WHERE v.address = s.address AND (v.details_at IS NULL OR v.details_at <= s.valid_from)
+          AND ({differs('v', 's', DETAIL_ATTRIBUTES)} OR v.details_at IS DISTINCT FROM s.valid_from
+               OR v.not_found_at IS NOT NULL)"""))
     # Only a parent's details name its children; a child's own record has no pointer back.
     links = [(d.address, child) for d in details if d.relationship.type == "parent"
              for child in d.relationship.child_addresses]
@@ -286,39 +322,6 @@ def _update_vaults(conn: Connection, details: Sequence[VaultDetails], not_found:
     if not_found:
         # coalesce: not_found_at says since when the vault has been missing
         conn.execute(text("""
-            UPDATE vaults SET not_found_at = coalesce(not_found_at, :at)
+            UPDATE vaults SET not_found_at = coalesce(not_found_at, :at), not_found_checked_at = :at
             WHERE address = ANY(CAST(:addresses AS text[]))"""),
             {"at": at, "addresses": [a.lower() for a in not_found]})
-
-
-# --- reads ------------------------------------------------------------------------------------
-
-# Open vaults with their latest list row (detail rows carry no tvl): one backward probe of
-# vault_metrics' primary key per vault, so the cost stays flat as hourly rows pile up.
-_OPEN_BY_TVL = """
-    FROM vaults v
-    CROSS JOIN LATERAL (
-        SELECT m.tvl, m.apr FROM vault_metrics m
-        WHERE m.vault_address = v.address AND m.tvl IS NOT NULL
-        ORDER BY m.observed_at DESC LIMIT 1
-    ) latest
-    WHERE NOT v.is_closed AND v.not_found_at IS NULL"""
-
-
-def vaults_for_details(engine: Engine, min_tvl: Decimal | None, max_vaults: int | None) -> list[str]:
-    """Addresses of open vaults by latest tvl, highest first: tvl >= min_tvl, at most max_vaults."""
-    with _transaction(engine) as conn:
-        return list(conn.execute(text(f"""
-            SELECT v.address {_OPEN_BY_TVL}
-              AND (CAST(:min_tvl AS numeric) IS NULL OR latest.tvl >= CAST(:min_tvl AS numeric))
-            ORDER BY latest.tvl DESC, v.address
-            LIMIT CAST(:max_vaults AS bigint)"""), {"min_tvl": min_tvl, "max_vaults": max_vaults}).scalars())
-
-
-def top_vaults(engine: Engine, limit: int = 10) -> list[dict]:
-    """The `limit` open vaults with the highest latest tvl: name, address, tvl, apr."""
-    with _transaction(engine) as conn:
-        rows = conn.execute(text(f"""
-            SELECT v.name, v.address, latest.tvl, latest.apr {_OPEN_BY_TVL}
-            ORDER BY latest.tvl DESC, v.address LIMIT :limit"""), {"limit": limit})
-        return [dict(row._mapping) for row in rows]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from vault_ingest.config import app_database_url
@@ -15,8 +17,8 @@ from vault_ingest.serve import DATABASE_URL_VARS, asyncpg_url, mask_url
 CONNECT_TIMEOUT_SECONDS = 5
 
 GIT_MISSING_FIX = (
-    "Railpack: keep railpack.json (deploy.aptPackages: git) at the repo root,\n"
-    "  or set RAILPACK_DEPLOY_APT_PACKAGES=git on the service.\n"
+    "Railpack: keep railpack.json (deploy.aptPackages: [\"...\", \"git\"]) at the repo root,\n"
+    "  or, only without that file's list, set RAILPACK_DEPLOY_APT_PACKAGES=git on the service.\n"
     "Dockerfile: build the worker from Dockerfile.worker (RAILWAY_DOCKERFILE_PATH=Dockerfile.worker).\n"
     "Or set WORKER_INSTALL_GIT=1 to apt-get install git at every start (root images only)."
 )
@@ -32,11 +34,29 @@ def inside_service(env: Mapping[str, str]) -> bool:
     return bool(env.get("RAILWAY_SERVICE_NAME"))
 
 
-def check_git(env: Mapping[str, str]) -> Check:
+def check_git(env: Mapping[str, str], app_dir: Path | None = None) -> Check:
     git = shutil.which("git", path=env.get("PATH", os.defpath))
     if git:
         return passed("git", f"git at {git}")
-    return failed("git", "git is not on PATH: every flow run's git_clone pull step would Crash", GIT_MISSING_FIX)
+    detail = "git is not on PATH: every flow run's git_clone pull step would Crash"
+    listed = _railpack_deploy_apt_packages(app_dir or Path.cwd())
+    if listed is not None and env.get("RAILPACK_DEPLOY_APT_PACKAGES", "").strip():
+        # Railpack's GetConfig merges railpack.json over the RAILPACK_* variables, and says nothing.
+        detail += (f". RAILPACK_DEPLOY_APT_PACKAGES={env['RAILPACK_DEPLOY_APT_PACKAGES'].strip()} is ignored: "
+                   f"railpack.json sets deploy.aptPackages to {json.dumps(listed)}, and the file's list wins")
+        return failed("git", detail, 'Add git to railpack.json: "deploy": {"aptPackages": ["...", "git"]}\n'
+                      + GIT_MISSING_FIX)
+    return failed("git", detail, GIT_MISSING_FIX)
+
+
+def _railpack_deploy_apt_packages(app_dir: Path) -> list | None:
+    """railpack.json's deploy.aptPackages in the service's app directory (Railpack's /app), or None."""
+    try:
+        config = json.loads((app_dir / "railpack.json").read_text())
+    except (OSError, ValueError):  # none, or with comments: then the doctor cannot tell
+        return None
+    packages = (config.get("deploy") or {}).get("aptPackages") if isinstance(config, dict) else None
+    return packages if isinstance(packages, list) else None
 
 
 def check_prefect_database_url(env: Mapping[str, str], api_answers: bool) -> Check:

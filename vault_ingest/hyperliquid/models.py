@@ -12,6 +12,7 @@ Rules (../shared/reference/hyperliquid.md):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from vault_ingest.errors import MalformedResponseError, VaultRecordError
+from vault_ingest.errors import MalformedResponseError, NumericRangeError, VaultMismatchError, VaultRecordError
 
 WINDOWS = ("day", "week", "month", "allTime")
 PERIODS = WINDOWS + ("perpDay", "perpWeek", "perpMonth", "perpAllTime")
@@ -56,6 +57,10 @@ class VaultSummary:
     created_at: datetime
     apr: Decimal | None
     pnl: dict[str, Decimal | None] = field(default_factory=dict)  # window -> last cumulative value
+    pnls_json: str | None = None  # the `pnls` arrays as sent (JSON text, decimals as strings), for storage
+    # a digest of the entry's bytes as sent, when parsed from the list: the same bytes an hour later need no
+    # write. Bookkeeping of the wire, not a value of the vault, so equality ignores it.
+    entry_digest: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,8 @@ class VaultDetails:
     max_withdrawable: Decimal | None
     followers_listed: int
     portfolio: dict[str, PortfolioWindow]
+    always_close_on_withdraw: bool | None = None
+    leader_equity: Decimal | None = None  # `vaultEquity` of the follower row whose user is "Leader"
 
 
 class _Record:
@@ -144,7 +151,22 @@ def to_decimal(value: Any, address: str | None, name: str) -> Decimal | None:
         raise VaultRecordError(address, name, f"is {value!r}, expected a decimal") from None
     if not result.is_finite():
         raise VaultRecordError(address, name, f"is {value!r}, expected a finite decimal")
+    if not fits_numeric(result):
+        raise NumericRangeError(address, name, f"is {str(value)[:40]!r}, beyond the range of PostgreSQL's numeric")
     return result
+
+
+# PostgreSQL's numeric without precision: up to 131072 digits before the point and 16383 after
+# (https://www.postgresql.org/docs/current/datatype-numeric.html, table 8.2).
+NUMERIC_INTEGER_DIGITS = 131072
+NUMERIC_FRACTION_DIGITS = 16383
+
+
+def fits_numeric(value: Decimal) -> bool:
+    """Whether a finite Decimal can be stored as it is in a `numeric` column, so one COPY row cannot fail a snapshot."""
+    _, digits, exponent = value.as_tuple()
+    integer_digits = 0 if value == 0 else len(digits) + exponent  # PostgreSQL takes 0E+200000 as 0
+    return integer_digits <= NUMERIC_INTEGER_DIGITS and -exponent <= NUMERIC_FRACTION_DIGITS
 
 
 def to_datetime(value: Any, address: str | None, name: str) -> datetime:
@@ -208,7 +230,18 @@ def parse_vault_summary(raw: Any) -> VaultSummary:
         created_at=summary.millis("createTimeMillis"),
         apr=top.decimal("apr", required=False),
         pnl=_last_pnls(top.get("pnls", required=False), address),
+        pnls_json=_json_text(top.get("pnls", required=False)),
     )
+
+
+def digest(raw: bytes) -> int:
+    """8 bytes of BLAKE2b as a signed bigint (a PostgreSQL `bigint` column holds it)."""
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big", signed=True)
+
+
+def _json_text(value: Any) -> str | None:
+    # `loads` made JSON numbers Decimals; str keeps their digits exactly
+    return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
 
 
 def _series(raw: Any, address: str, name: str) -> tuple[tuple[datetime, Decimal], ...]:
@@ -245,12 +278,17 @@ def parse_vault_details(raw: Any, requested_address: str) -> VaultDetails | None
     """A vaultDetails answer; `None` when the API says the vault does not exist (a JSON `null`)."""
     if raw is None:
         return None
-    rec = _Record(raw, requested_address.lower())
+    requested = requested_address.lower()
+    rec = _Record(raw, requested)
     address = rec.address_("vaultAddress")
-    rec.address = address
+    if address != requested:
+        raise VaultMismatchError(requested, address)
     followers = rec.get("followers", required=False) or []
     if not isinstance(followers, list):
         raise VaultRecordError(address, "followers", "is not a list")
+    leader_rows = [f for f in followers if isinstance(f, dict) and f.get("user") == "Leader"]
+    leader_equity = (_Record(leader_rows[0], address, "followers[Leader]").decimal("vaultEquity", required=False)
+                     if leader_rows else None)
     return VaultDetails(
         address=address,
         name=rec.text("name"),
@@ -266,4 +304,6 @@ def parse_vault_details(raw: Any, requested_address: str) -> VaultDetails | None
         max_withdrawable=rec.decimal("maxWithdrawable", required=False),
         followers_listed=len(followers),
         portfolio=_portfolio(rec.get("portfolio", required=False), address),
+        always_close_on_withdraw=rec.flag("alwaysCloseOnWithdraw", required=False),
+        leader_equity=leader_equity,
     )

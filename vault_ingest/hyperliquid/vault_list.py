@@ -8,6 +8,7 @@ either accepts it or raises the VaultRecordError naming the vault and the field.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -16,7 +17,7 @@ import msgspec
 
 from vault_ingest.errors import MalformedResponseError, VaultRecordError
 from vault_ingest.hyperliquid.models import (
-    EPOCH, WINDOWS, Relationship, VaultSummary, loads, parse_vault_summary,
+    EPOCH, WINDOWS, Relationship, VaultSummary, digest, fits_numeric, loads, parse_vault_summary,
 )
 
 Address = Annotated[str, msgspec.Meta(pattern=r"^0[xX][0-9a-fA-F]{40}$")]
@@ -44,21 +45,34 @@ class _Summary(msgspec.Struct, rename="camel"):
 class _Entry(msgspec.Struct):
     summary: _Summary
     apr: Decimal | None = None
-    pnls: list[tuple[str, list[str]]] | None = None
+    pnls: msgspec.Raw = msgspec.Raw(b"null")  # decoded by _PNLS: its last values and its text are stored
+
+
+_PNLS = msgspec.json.Decoder(list[tuple[str, list[str]]])
 
 
 _ENTRIES = msgspec.json.Decoder(list[msgspec.Raw])
 _ENTRY = msgspec.json.Decoder(_Entry)
 
 
-def _summary(entry: _Entry) -> VaultSummary:
+# An entry shorter than this holds no number with more digits than PostgreSQL's numeric takes after the point
+# (16383), so its numbers need only their cheap exponent checked (Decimal.adjusted) instead of fits_numeric.
+_SHORT_ENTRY = 16_000
+
+
+def _storable(n: Decimal | None, short: bool) -> bool:
+    return n is None or (n.is_finite() and ((short and -_SHORT_ENTRY < n.adjusted() < 131_000) or fits_numeric(n)))
+
+
+def _summary(entry: _Entry, short: bool = False, entry_digest: int | None = None) -> VaultSummary:
     s = entry.summary
     rel = s.relationship
     children = tuple(a.lower() for a in rel.data.child_addresses) if rel and rel.type == "parent" and rel.data else ()
-    pnl = {w: Decimal(values[-1]) if values else None for w, values in entry.pnls or () if w in WINDOWS}
-    numbers = [s.tvl, entry.apr, *pnl.values()]
-    if not all(n is None or n.is_finite() for n in numbers):
-        raise ValueError("not finite")
+    raw = bytes(entry.pnls)
+    pnls = _PNLS.decode(raw) if raw != b"null" else None
+    pnl = {w: Decimal(values[-1]) if values else None for w, values in pnls or () if w in WINDOWS}
+    if not all(_storable(n, short) for n in (s.tvl, entry.apr, *pnl.values())):
+        raise ValueError("not finite or beyond numeric")  # the precise parser names the field
     return VaultSummary(
         address=s.vault_address.lower(),
         name=s.name,
@@ -69,14 +83,17 @@ def _summary(entry: _Entry) -> VaultSummary:
         created_at=EPOCH + timedelta(milliseconds=s.create_time_millis),
         apr=entry.apr,
         pnl=pnl,
+        pnls_json=msgspec.json.encode(pnls).decode() if pnls is not None else None,  # compact, as models' json.dumps
+        entry_digest=entry_digest,
     )
 
 
 def _parse_entry(raw: msgspec.Raw) -> VaultSummary:
+    entry_digest = digest(raw)
     try:
-        return _summary(_ENTRY.decode(raw))
+        return _summary(_ENTRY.decode(raw), len(raw) < _SHORT_ENTRY, entry_digest)
     except (msgspec.ValidationError, ArithmeticError, ValueError, OverflowError):
-        return parse_vault_summary(loads(bytes(raw), "vault list entry"))
+        return replace(parse_vault_summary(loads(bytes(raw), "vault list entry")), entry_digest=entry_digest)
 
 
 def parse_vault_list(body: str | bytes) -> tuple[list[VaultSummary], list[VaultRecordError]]:

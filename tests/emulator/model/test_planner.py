@@ -148,6 +148,37 @@ def test_the_railpack_worker_has_git_only_while_its_apt_packages_name_it(plan, r
     assert probe(plan()["web"])["git"] == "-"  # web names no apt packages of its own
 
 
+@pytest.mark.parametrize("variant, git, lines, absent", [
+    # railway.md §2.2, railpack core/core.go GetConfig: the file's list replaces the variable's.
+    ("railpack-json-without-git", False, ["↳ Using config file `railpack.json`", "install apt packages: ffmpeg",
+                                          "↳ Add `...` to `deploy.aptPackages` to retain Railpack packages"],
+     ["is ignored"]),
+    ("apt-variable-ignored", False, ["⚠ RAILPACK_DEPLOY_APT_PACKAGES is ignored: `railpack.json` sets that list "
+                                     "too", "install apt packages: ffmpeg"], ["retain Railpack packages"]),
+    # No "...": only the Python provider's own packages go (none for psycopg[binary]), git stays.
+    ("railpack-json-without-spread", True, ["install apt packages: git",
+                                            "↳ Add `...` to `deploy.aptPackages` to retain Railpack packages"],
+     ["is ignored"]),
+    (None, True, ["install apt packages: git"], ["is ignored", "retain Railpack"]),  # the base sets only the file
+])
+def test_a_railpack_json_overlay_decides_git_and_the_build_log_says_which_list_won(plan, variant, git, lines,
+                                                                                    absent):
+    worker = plan(variant)["worker"]
+    assert (probe(worker)["git"] != "-") is git
+    log = "\n".join(worker.build_log)
+    for line in lines:
+        assert line in log, log
+    for text in absent:
+        assert text not in log, log
+
+
+def test_a_files_overlay_changes_only_that_services_snapshot(plan, repo):
+    plans = plan("railpack-json-without-git")
+    assert "ffmpeg" in (plans["worker"].cwd / "railpack.json").read_text()
+    assert (plans["web"].cwd / "railpack.json").read_text() == (repo / "railpack.json").read_text()
+    assert probe(plans["web"])["git"] != "-"  # web still builds from the repository's railpack.json
+
+
 def test_the_nixpacks_login_shell_keeps_the_modelled_path(plan):
     worker = plan("nixpacks-worker")["worker"]
     assert worker.argv[:3] == ("/bin/bash", "-l", "-c")
@@ -182,22 +213,59 @@ def test_the_dockerfile_worker_has_what_its_dockerfile_installs(plan, repo):
 
 
 @pytest.mark.parametrize("variant", [None, "gitless-worker", "nixpacks-worker", "worker-runs-web"])
-def test_no_package_manager_is_ever_on_path(plan, variant):
+def test_no_package_manager_of_the_host_is_ever_on_path(plan, variant, state):
     for name, service in plan(variant).items():
         if service.kind == "app":
             found = probe(service)
-            assert [found[tool] for tool in ("apt-get", "apt", "dpkg", "sudo")] == ["-"] * 4, name
+            assert [found[tool] for tool in ("dpkg", "sudo")] == ["-"] * 2, name
+            # apt-get and apt are the deployment's own stand-ins (emulator/runtime/apt.py), never the host's.
+            for tool in ("apt-get", "apt"):
+                assert Path(found[tool]).is_relative_to(Path(service.env["HOME"])), (name, found[tool])
             assert found["vault-ingest"].endswith("/bin/vault-ingest")
 
 
-def test_path_puts_the_images_venv_first(plan):
+def test_path_puts_the_images_venv_first_then_the_deployments_own_bin(plan):
     worker = plan()["worker"]
-    first, runtime = worker.env["PATH"].split(":")
+    first, own, runtime = worker.env["PATH"].split(":")
     assert (Path(first) / "vault-ingest").is_file() and (worker.cwd / ".venv" / "bin").resolve() == Path(first)
+    assert Path(own).is_relative_to(Path(worker.env["HOME"])) and (Path(own) / "apt-get").is_file()
     assert (Path(runtime) / "bash").exists() and not (Path(runtime) / "apt-get").exists()
-    assert Path(runtime) == Path(plan()["worker"].env["PATH"].split(":")[1])  # identical images share one
+    assert Path(runtime) == Path(plan()["worker"].env["PATH"].split(":")[2])  # identical images share one
     assert worker.env["HOME"] != plan()["worker"].env["HOME"]  # a fresh container filesystem per deploy
     assert f"export PATH={worker.env['PATH']}" in (Path(worker.env["HOME"]) / ".bash_profile").read_text()
+
+
+INSTALL_GIT = "apt-get update -qq && apt-get install -y -qq --no-install-recommends git && git --version"
+
+
+def test_apt_get_in_a_root_image_installs_git_for_that_deployment_only(plan, repo):
+    """Railpack's runtime runs the start command as root with apt (railway.md §1.2): a start-time install
+    works there, and the next deployment's fresh filesystem has no git again."""
+    worker = plan("gitless-worker")["worker"]
+    assert probe(worker)["git"] == "-"
+    installed = run_in(worker, INSTALL_GIT)
+    assert installed.returncode == 0, installed.stderr
+    assert installed.stdout.startswith("git version ")
+    assert Path(probe(worker)["git"]).parent == Path(worker.env["PATH"].split(":")[1])
+    assert probe(plan("gitless-worker")["worker"])["git"] == "-"  # the redeploy does not keep it
+
+
+def test_apt_get_in_a_non_root_dockerfile_image_is_refused_as_debian_refuses_it(plan, repo):
+    """Dockerfile.worker ends with `USER worker`: apt-get cannot take dpkg's lock there."""
+    (repo / "Dockerfile.worker").write_text(
+        "FROM python:3.12-slim\nRUN useradd worker\nUSER worker\nCMD [\"bash\", \"start_worker.sh\"]\n")
+    worker = plan("dockerfile-worker")["worker"]
+    refused = run_in(worker, "apt-get install -y git")
+    assert refused.returncode == 100
+    assert refused.stderr.splitlines() == [
+        "E: Could not open lock file /var/lib/dpkg/lock-frontend - open (13: Permission denied)",
+        "E: Unable to acquire the dpkg frontend lock (/var/lib/dpkg/lock-frontend), are you root?"]
+    assert run_in(worker, "command -v git").returncode == 1
+
+
+def run_in(service: ServicePlan, script: str) -> subprocess.CompletedProcess:
+    return subprocess.run(("/bin/bash", "-c", script), env=service.env, cwd=service.cwd, capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
 def test_replicas_get_their_own_port_and_replica_id(plan):

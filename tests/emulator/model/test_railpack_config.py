@@ -58,6 +58,12 @@ def test_the_file_beats_the_variables(tmp_path):
     assert (merged.config.start_cmd, merged.config.deploy_apt_packages, merged.config_file) == ("file", ["..."],
                                                                                                 "railpack.json")
     assert resolve(tmp_path / "nowhere", {"RAILPACK_START_CMD": " env "}).config.start_cmd == "env"  # trimmed
+    # Railpack drops the overridden variables without a word; the emulator names them for the build log.
+    assert merged.ignored == ("RAILPACK_START_CMD", "RAILPACK_DEPLOY_APT_PACKAGES")
+    (tmp_path / "railpack.json").write_text(json.dumps({"deploy": {"aptPackages": []}}))  # an empty list replaces too
+    assert resolve(tmp_path, {"RAILPACK_DEPLOY_APT_PACKAGES": "git"}).ignored == ("RAILPACK_DEPLOY_APT_PACKAGES",)
+    (tmp_path / "railpack.json").write_text("{}")
+    assert resolve(tmp_path, {"RAILPACK_DEPLOY_APT_PACKAGES": "git"}).ignored == ()
 
 
 def test_railpack_config_file_names_another_file_and_a_missing_one_fails(tmp_path):

@@ -7,7 +7,9 @@ from emulator.model.stack import StackError, list_variants, load_stack
 
 SHIPPED = Path(__file__).resolve().parents[3] / "railway.stack.toml"
 VARIANTS = ("gitless-worker", "gitless-worker-script", "worker-runs-web", "no-worker", "ui-api-url-missing",
-            "ui-api-url-no-scheme", "raw-database-url", "nixpacks-worker", "dockerfile-worker", "worker-replicas")
+            "ui-api-url-no-scheme", "raw-database-url", "nixpacks-worker", "dockerfile-worker", "worker-replicas",
+            "gitless-worker-apt", "railpack-json-without-git", "apt-variable-ignored", "railpack-json-without-spread",
+            "as-documented")
 
 
 def stack_file(tmp_path, text):
@@ -27,7 +29,7 @@ def test_the_shipped_base_is_the_documented_production_setup():
     assert web.variables["PREFECT_API_DATABASE_CONNECTION_URL"].endswith("/prefect")  # not the app's database
     assert (worker.builder, worker.start_command, worker.public_domain) == ("railpack", "bash start_worker.sh", False)
     assert worker.variables["PREFECT_API_URL"] == "https://${{web.RAILWAY_PUBLIC_DOMAIN}}/api"
-    assert worker.variables["RAILPACK_DEPLOY_APT_PACKAGES"] == "git"
+    assert "RAILPACK_DEPLOY_APT_PACKAGES" not in worker.variables  # railpack.json's list would win over it
     assert (worker.restart_policy, worker.restart_max_retries, worker.replicas) == ("ON_FAILURE", 10, 1)
     assert stack.private_network == "dual-stack"  # what a new Railway environment gets
 
@@ -35,12 +37,12 @@ def test_the_shipped_base_is_the_documented_production_setup():
 # What the base sets beyond docs/railway.md, or leaves out of it, and why. The lead turns each into a variant.
 NOT_IN_THE_GUIDE = {
     ("web", "PREFECT_SERVER_ANALYTICS_ENABLED"),  # the emulated stacks run offline
-    ("worker", "RAILPACK_DEPLOY_APT_PACKAGES"),  # ignored while railpack.json sets the list; variants remove it
     ("worker", "HYPERLIQUID_API_URL"), ("worker", "HYPERLIQUID_STATS_URL"),  # the local Hyperliquid stand-in
 }
+# The as-documented variant adds them back (tests/scenarios/test_auth.py deploys it).
 LEFT_OUT_OF_THE_BASE = {
     ("web", "PREFECT_SERVER_API_AUTH_STRING"), ("worker", "PREFECT_API_AUTH_STRING"),  # scenarios talk without auth
-    ("worker", "RAILWAY_DEPLOYMENT_DRAINING_SECONDS"),  # 600 s would hold every local `down` of a busy worker
+    ("worker", "RAILWAY_DEPLOYMENT_DRAINING_SECONDS"),  # an hour would hold every local `down` of a busy worker
 }
 
 
@@ -65,6 +67,22 @@ def test_the_shipped_base_has_the_guides_variables():
     assert set(guide) - set(base) == LEFT_OUT_OF_THE_BASE
     for key in set(guide) & set(base):
         assert base[key] == guide[key], key
+
+
+def test_the_as_documented_variant_is_the_guides_setup_to_the_letter():
+    stack = load_stack(SHIPPED, "as-documented")
+    guide = guide_variables()
+    documented = {(name, var): value for name in ("web", "worker")
+                  for var, value in stack.services[name].variables.items()}
+    assert set(guide) - set(documented) == set()
+    assert set(documented) - set(guide) == NOT_IN_THE_GUIDE
+    for key in set(guide) & set(documented) - {("web", "PREFECT_SERVER_API_AUTH_STRING")}:
+        assert documented[key] == guide[key], key
+    assert documented[("web", "PREFECT_SERVER_API_AUTH_STRING")].startswith("admin:${{secret(")  # "admin:<...>"
+    # `railway run` from a laptop needs the credentials too: every step that talks to Prefect carries them.
+    steps = {step.name: step for step in stack.steps}
+    for name in ("deploy", "first-run"):
+        assert steps[name].variables["PREFECT_API_AUTH_STRING"] == "${{web.PREFECT_SERVER_API_AUTH_STRING}}"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -140,6 +158,9 @@ def test_an_unknown_variant_lists_the_known_ones():
     ("[services.web]\nvolume = '/data'\nreplicas = 2\n", "services.web: a service with a volume cannot have replicas"),
     ("[services.db]\nsource = 'postgres'\nvolume = '/data'\n", "services.db.volume: a postgres service is not built"),
     ("[services.web]\nwithout_files = ['../x']\n", "services.web.without_files: '../x' must be a path inside"),
+    ("[services.web]\nfiles = {'/etc/x' = 'y'}\n", "services.web.files: '/etc/x' must be a path inside the repo"),
+    ("[services.web]\nfiles = {'railpack.json' = 1}\n", "with the file's text as a string"),
+    ("[services.web]\nfiles = ['railpack.json']\n", "services.web.files"),
     ("[variants.v]\nremove = ['services.nope']\n", "variants.v.remove: 'services.nope' is not in the base stack"),
     ("[variants.v]\nextends = 'x'\n", "variants.v.extends: unknown key; known keys: description, remove"),
 ])

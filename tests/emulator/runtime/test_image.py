@@ -130,7 +130,10 @@ def test_a_build_is_cached_by_what_it_depends_on(tmp_path, cache):
     (repo / "main.py").write_text(PROBE + "print('changed')\n")  # the app, not what the venv is built from
     second = plan_app(tmp_path, repo)
     assert any(line.startswith("Using cached image") for line in second.build_log)
-    assert second.env["PATH"] == first.env["PATH"] and run(second).stdout.split()[-1] == "changed"
+    # The same venv and runtime bin; only the deployment's own bin (under its fresh HOME) differs.
+    image_dirs = [first.env["PATH"].split(":")[i] for i in (0, 2)]
+    assert [second.env["PATH"].split(":")[i] for i in (0, 2)] == image_dirs
+    assert run(second).stdout.split()[-1] == "changed"
     (repo / "pyproject.toml").write_text(pyproject(pin("idna"), pin("h11")))
     lock(repo)
     third = plan_app(tmp_path, repo)
