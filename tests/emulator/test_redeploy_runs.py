@@ -2,14 +2,16 @@
 
 On Railway a push redeploys the worker unless its Watch Paths exclude the change; the old deployment gets
 SIGTERM and, after RAILWAY_DEPLOYMENT_DRAINING_SECONDS (default 0), SIGKILL (railwayapp/docs c2a634f,
-deployments/deployment-teardown.md, variables/reference.md, builds/build-configuration.md). Prefect's
-worker turns the first SIGTERM into a graceful stop that waits for its runs (prefect
-utilities/processutils, see /work/shared/reference/prefect.md §1.2). So with the default a run dies with
-its worker (nothing reports it; the heartbeat automation `vault-ingest deploy` ships marks it Crashed); with
-draining longer than the run it completes; and a change the Watch Paths exclude (the flow's code, which
-runs pull through git_clone) leaves the worker, and the run, alone.
+deployments/deployment-teardown.md, variables/reference.md, builds/build-configuration.md). So with the
+default a run dies with its worker (nothing reports it; the heartbeat automation `vault-ingest deploy`
+ships marks it Crashed), and a change the Watch Paths exclude (the flow's code, which runs pull through
+git_clone) leaves the worker, and the run, alone. Draining longer than the run is not enough on its own:
+Prefect 3.9.1's worker turns SIGTERM into SIGINT to itself (prefect/utilities/processutils
+forward_signal_handler), whose KeyboardInterrupt ends the worker and its runs at once, and the container
+ends with its main process. A start script that waits for the worker's runs before stopping it does get
+the window, and the run completes.
 
-A throwaway repository of the test's own (a sleep flow), one stack for all three.
+A throwaway repository of the test's own (a sleep flow), one stack for all four.
 """
 
 from __future__ import annotations
@@ -228,6 +230,7 @@ def test_draining_alone_does_not_save_a_run_from_a_worker_that_stops_at_sigterm(
 def test_with_a_start_script_that_waits_for_its_runs_draining_lets_a_run_complete(world):
     """The wrapper keeps the worker (and so its runs) alive after SIGTERM until its runs are done, inside the
     draining window; a change to it is in the worker's watch paths, so a push redeploys the worker."""
+    world.configure('RAILWAY_DEPLOYMENT_DRAINING_SECONDS = "180"')  # as the test before left it
     (world.repo / "start_worker.sh").write_text(WAITING_START)
     pushed = world.deploy()
     assert pushed.returncode == 0, pushed.stdout
@@ -239,7 +242,9 @@ def test_with_a_start_script_that_waits_for_its_runs_draining_lets_a_run_complet
         done = wait_run(api, run, ["COMPLETED", "FAILED", "CRASHED"], timeout=180)
         assert done["state"]["type"] == "COMPLETED", (done["state"], world.worker_log()[-3000:])
     assert "start_worker.sh: SIGTERM: waiting for this worker's flow runs" in world.worker_log()
-    assert world.status()["services"]["worker"]["state"] == "Active"
+    # With its run done the old worker goes, long before its 180 s are up.
+    wait_until(lambda: world.status()["services"]["worker"]["state"] == "Active", timeout=60,
+               what="the old worker removed once its run is done")
 
 
 def wait_run(api: httpx.Client, run: str, states: list[str], timeout: float) -> dict:
