@@ -21,6 +21,7 @@ from emulator.model.stack import list_variants
 from emulator.state import STACK_FILE
 
 _DETACH_TIMEOUT = 900.0
+_DEPLOY_TIMEOUT = 900.0
 
 
 def build_parser(stack_file: Path | None = None) -> argparse.ArgumentParser:
@@ -63,6 +64,20 @@ def build_parser(stack_file: Path | None = None) -> argparse.ArgumentParser:
     up.add_argument("-d", "--detach", action="store_true",
                     help="run in the background; return once the steps are done (output in logs/console.log)")
 
+    deploy = sub.add_parser("deploy", help="redeploy repo services of the running stack, as a push does on Railway",
+                            description="Snapshot the working tree and redeploy, in the running `up`: build, "
+                                        "start the new deployment beside the old one, switch once it is Active, "
+                                        "then SIGTERM the old one and SIGKILL it after its "
+                                        "RAILWAY_DEPLOYMENT_DRAINING_SECONDS (Railway's default: 0). Without "
+                                        "SERVICE: every repo service whose watch_paths match a changed file. "
+                                        "Exits 1 if a build or deploy fails; the old deployment then stays.")
+    deploy.add_argument("services", nargs="*", metavar="SERVICE", help="redeploy these whatever changed")
+    deploy.add_argument("--watch", action="store_true",
+                        help="keep watching the working tree and deploy each change, until Ctrl-C")
+    deploy.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                        help="with --watch: how often to look for changes (default 2)")
+    deploy.add_argument("--timeout", type=float, default=_DEPLOY_TIMEOUT, metavar="SECONDS",
+                        help=f"give up waiting for the running `up` after this long (default {_DEPLOY_TIMEOUT:g})")
     sub.add_parser("down", help="stop every service (SIGTERM, SIGKILL after draining); the data stays")
     status = sub.add_parser("status", help="services, states, URLs and the work pool")
     status.add_argument("--json", action="store_true", help="as JSON")
@@ -109,6 +124,14 @@ def _up(project: Project, args, argv: list[str]) -> int:
         child = subprocess.Popen([sys.executable, "-m", "emulator", *foreground], stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return project.wait_detached(child, _DETACH_TIMEOUT)
+
+
+def _deploy(project: Project, args, argv) -> int:
+    if not args.watch:
+        return project.deploy(args.services, args.timeout)
+    if args.services:
+        raise EmulatorError("--watch deploys what each change triggers; drop the SERVICE names, or drop --watch")
+    return project.watch(args.interval, args.timeout)
 
 
 def _down(project: Project, args, argv) -> int:
@@ -161,7 +184,7 @@ def _run(project: Project, args, argv) -> int:
     return project.run(args.service, command, args.variant)
 
 
-_COMMANDS = {"up": _up, "down": _down, "status": _status, "logs": _logs, "run": _run, "reset": _reset}
+_COMMANDS = {"up": _up, "deploy": _deploy, "down": _down, "status": _status, "logs": _logs, "run": _run, "reset": _reset}
 
 
 def _format_status(status: dict) -> str:

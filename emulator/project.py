@@ -7,21 +7,25 @@ the stack file may live elsewhere, and the state dir (emulator/state.py) sits be
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, TextIO
 
 from emulator.runtime import steps
 from emulator.errors import EmulatorError, StepError
 from emulator.runtime.logs import LogSink
 from emulator.model.plan import BuildError, ServicePlan
 from emulator.model.planner import plan_stack, remove_homes
+from emulator.runtime.control import RequestWatcher, submit
 from emulator.runtime.process import ACTIVE, FINISHED
+from emulator.runtime.redeploy import Redeployer
 from emulator.runtime.snapshot import snapshot
 from emulator.model.stack import Stack, load_stack
 from emulator.state import STACK_FILE, StateDir
@@ -100,10 +104,21 @@ class Project:
         sink.system(f"{stack.project} ({stack.environment}), variant {stack.variant or 'base'}{only}, "
                     f"repository {self.repo_dir}, state in {self.state_dir}")
         supervisor = Supervisor(plans, self.state_dir, sink, restart_delay=LOCAL_RESTART_DELAY)
+        redeployer = Redeployer(self, options, supervisor)
+        redeployer.remember_deployed(stack)
+
+        def then(stopped: Callable[[], bool]) -> None:
+            RequestWatcher(self.state, redeployer.handle).start(stopped)  # `python -m emulator deploy`
+            self._after_start(supervisor, stack, plans, records, stopped)
+
         try:
-            return supervisor.serve(then=lambda stopped: self._after_start(supervisor, stack, plans, records, stopped))
+            return supervisor.serve(then=then)
         finally:
             remove_homes(self.state_dir, plans)
+
+    def record_addresses(self, stack: Stack, plans: Mapping[str, ServicePlan | BuildError]) -> None:
+        """The Prefect server's addresses and the [urls] in project.json, after a redeploy moved a service."""
+        self.state.update_project(**_addresses(stack, plans, secret_store(self.state_dir)))
 
     def stack(self, options: UpOptions) -> Stack:
         stack = load_stack(self.stack_file, options.variant, options.variables)
@@ -212,6 +227,31 @@ class Project:
         print(f"running in the background (pid {child.pid}); logs: {console} or `python -m emulator logs`; "
               "stop it with `python -m emulator down`")
         return 0 if project["phase"] == "ready" else 1
+
+    # -- deploy
+
+    def deploy(self, services: list[str], timeout: float, out: TextIO | None = None) -> int:
+        """Have the running `up` redeploy `services` (none: those a push of the tree would), printing its
+        progress; 0 once each is Active, 1 if a build or deploy failed (the previous deployment stays)."""
+        runtime = self.state.read_runtime()
+        if not (runtime and supervisor_alive(runtime)):
+            raise EmulatorError(f"no emulator is running from {self.state_dir}; `python -m emulator up` deploys "
+                                "the stack first, then `deploy` redeploys it")
+        return submit(self.state, {"services": services}, out or sys.stdout, lambda: supervisor_alive(runtime),
+                      timeout)
+
+    def watch(self, interval: float, timeout: float) -> int:
+        """`deploy --watch`: every `interval` seconds, what a push of the tree would redeploy, until Ctrl-C."""
+        print(f"watching {self.repo_dir}; each change is deployed as a push would be (Ctrl-C stops)", flush=True)
+        try:
+            while True:
+                heard = io.StringIO()
+                self.deploy([], timeout, out=heard)
+                if "nothing to deploy" not in heard.getvalue():
+                    print(heard.getvalue(), end="", flush=True)
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            return 0
 
     # -- down, reset
 

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from emulator.errors import StackError
 from emulator.model.variables import PRIVATE_NETWORKS
+from emulator.model.watch_paths import compile_watch_paths
 
 SOURCES = ("repo", "postgres", "replay")
 BUILDERS = ("railpack", "nixpacks", "dockerfile")
@@ -34,10 +35,10 @@ STEP_ACTIONS = ("run", "flow_run", "sql", "http")
 _SERVICE_KEYS = (
     "source", "builder", "dockerfile_path", "start_command", "variables", "healthcheck_path",
     "healthcheck_timeout", "restart_policy", "restart_max_retries", "replicas", "public_domain", "volume",
-    "without_files", "files",
+    "without_files", "files", "watch_paths",
 )
 # Only a service built from the repo has these (Postgres has its own volume).
-_BUILD_KEYS = ("builder", "dockerfile_path", "start_command", "volume", "without_files", "files")
+_BUILD_KEYS = ("builder", "dockerfile_path", "start_command", "volume", "without_files", "files", "watch_paths")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Service:
     volume: str | None = None  # the volume's mount path, e.g. "/data"; Railway allows one per service
     without_files: tuple[str, ...] = ()  # files left out of the service's snapshot (a repo without them)
     files: Mapping[str, str] = field(default_factory=dict)  # path -> text replacing it in the snapshot
+    watch_paths: tuple[str, ...] = ()  # gitignore-style; a change none of them matches does not redeploy
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,9 @@ def _service(path: Path, name: str, body: Any) -> Service:
         if not file or file.startswith("/") or ".." in file.split("/") or not isinstance(text, str):
             raise StackError(f"{path.name}: {where}.files: {file!r} must be a path inside the repository with "
                              "the file's text as a string, e.g. files = {\"railpack.json\" = '{}'}")
+    watch_paths = body.get("watch_paths", [])
+    _expect(path, f"{where}.watch_paths", watch_paths, list)
+    compile_watch_paths(watch_paths, f"{path.name}: {where}.watch_paths")
     return Service(
         name=name,
         source=source,
@@ -307,6 +312,7 @@ def _service(path: Path, name: str, body: Any) -> Service:
         volume=volume.rstrip("/") if volume else None,
         without_files=tuple(without_files),
         files=dict(files),
+        watch_paths=tuple(watch_paths),
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,15 @@ class Snapshot:
     tree: str = ""  # the commit's tree id: the same files give the same id
 
 
+_ONE_AT_A_TIME = threading.Lock()  # `up`'s steps and a `deploy` share the index file
+
+
 def snapshot(repo_dir: Path, bare_dir: Path, branch: str = BRANCH) -> Snapshot:
+    with _ONE_AT_A_TIME:
+        return _snapshot(repo_dir, bare_dir, branch)
+
+
+def _snapshot(repo_dir: Path, bare_dir: Path, branch: str) -> Snapshot:
     repo_dir, bare_dir = Path(repo_dir).resolve(), Path(bare_dir).resolve()
     if not (bare_dir / "HEAD").is_file():
         bare_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -96,8 +96,10 @@ class Supervisor:
         self._halt.set()
         draining = max((d.plan.draining_seconds for d in self.deployments.values()), default=0)
         self.sink.system(f"stopping all services (SIGTERM, SIGKILL after up to {draining:g}s)")
-        apps = [d for d in self.deployments.values() if d.plan.kind not in BUILTIN_KINDS]
-        for batch in (apps, [d for d in self.deployments.values() if d not in apps]):
+        with self._lock:  # a redeploy may be adding or removing one
+            deployments = list(self.deployments.values())
+        apps = [d for d in deployments if d.plan.kind not in BUILTIN_KINDS]
+        for batch in (apps, [d for d in deployments if d not in apps]):
             threads = [threading.Thread(target=d.stop) for d in batch]
             for thread in threads:
                 thread.start()
@@ -165,6 +167,49 @@ class Supervisor:
     def url(self, service: str) -> str | None:
         edge = self.edges.get(service)
         return edge.url if edge else None
+
+    # -- redeploys (emulator/runtime/redeploy.py)
+
+    def deploy_beside(self, key: str, plan: ServicePlan) -> Deployment:
+        """Start a new deployment of `plan.name` under `key`, beside the one that serves the service now."""
+        with self._lock:
+            if self._halt.is_set():
+                raise SupervisorError("the emulator is stopping; nothing is deployed")
+            deployment = self._deployment(plan)
+            self.plans[key], self.deployments[key] = plan, deployment
+            self.sink.add_secrets(plan.secrets)
+            self._write_runtime()
+        return deployment.start()
+
+    def switch(self, key: str) -> Deployment | None:
+        """Make the deployment under `key` the service's own (its edge forwards to it); the one it replaces
+        moves to `key` until `remove(key)`, and is returned (None if the service had none)."""
+        with self._lock:
+            new = self.deployments.pop(key)
+            name = new.plan.name
+            old, old_plan = self.deployments.get(name), self.plans.get(name)
+            self.deployments[name], self.plans[name] = new, new.plan
+            self.build_errors.pop(name, None)
+            if old is not None:
+                self.deployments[key], self.plans[key] = old, old_plan
+            else:
+                self.plans.pop(key, None)
+            if name in self.edges:
+                self.edges[name].target_port = new.plan.port
+            self._write_runtime()
+        return old
+
+    def wait_stopping(self, seconds: float) -> bool:
+        """Wait up to `seconds`; True as soon as the whole stack is being stopped."""
+        return self._halt.wait(seconds)
+
+    def remove(self, key: str) -> None:
+        """Forget a deployment that has stopped (a replaced one, or a new one that failed)."""
+        with self._lock:
+            self.deployments.pop(key, None)
+            self.plans.pop(key, None)
+            if not self._stopped:
+                self._write_runtime()
 
     # -- internals
 
@@ -237,7 +282,7 @@ class Supervisor:
                     "public_domain": plan.public_domain,
                     "url": edge.url if edge else None,
                     "edge_port": edge.port if edge else None,
-                    "logs": {stream: str(self.sink.path(name, stream)) for stream in ("build", "deploy")},
+                    "logs": {stream: str(self.sink.path(plan.name, stream)) for stream in ("build", "deploy")},
                 }
             me = psutil.Process()
             runtime = {

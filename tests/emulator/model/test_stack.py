@@ -43,7 +43,7 @@ NOT_IN_THE_GUIDE = {
 # The as-documented variant adds them back (tests/scenarios/test_auth.py deploys it).
 LEFT_OUT_OF_THE_BASE = {
     ("web", "PREFECT_SERVER_API_AUTH_STRING"), ("worker", "PREFECT_API_AUTH_STRING"),  # scenarios talk without auth
-    ("worker", "RAILWAY_DEPLOYMENT_DRAINING_SECONDS"),  # 600 s would hold every local `down` of a busy worker
+    ("worker", "RAILWAY_DEPLOYMENT_DRAINING_SECONDS"),  # an hour would hold every local `down` of a busy worker
 }
 
 
