@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from vault_ingest.serve import mask_url
+from vault_ingest.urls import mask_url
 
 TIMEOUT_SECONDS = 10.0
 

@@ -17,7 +17,7 @@ import httpx
 
 from vault_ingest.doctor.client import APIError, PrefectAPI
 from vault_ingest.doctor.report import Check, Status, failed, passed, skipped, warned
-from vault_ingest.serve import mask_url
+from vault_ingest.urls import mask_url
 
 API_CHECKS = ("api", "ui-api-url", "auth", "work-pool", "workers", "deployments")
 TERMINAL_STATES = ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]
