@@ -19,9 +19,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
+    import os
+
     from vault_ingest import deploy
 
-    return deploy.run(args)
+    options = deploy.DeployOptions(
+        work_pool=args.work_pool, source=args.source, ref=args.ref,
+        unresponsive_seconds=deploy.unresponsive_seconds(os.environ),
+    )
+    if args.dry_run:
+        print(json.dumps([spec.to_dict() for spec in deploy.specs_for(options)], indent=2))
+        return 0
+    for line in deploy.deploy(options).lines():
+        print(line)
+    return 0
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:

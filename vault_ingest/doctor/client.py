@@ -12,13 +12,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from vault_ingest.errors import APIError
 from vault_ingest.urls import mask_url
 
 TIMEOUT_SECONDS = 10.0
-
-
-class APIError(Exception):
-    """A request got no answer or an unexpected one; the message names the request, secrets masked."""
 
 
 class PrefectAPI:
