@@ -202,7 +202,8 @@ def test_deploy_keeps_one_automation_that_crashes_unresponsive_runs(server, sour
     assert automation["trigger"]["posture"] == "Proactive"
     assert set(automation["trigger"]["after"]) == {
         "prefect.flow-run.Pending", "prefect.flow-run.Submitting", "prefect.flow-run.Running",
-        "prefect.flow-run.Retrying", "prefect.flow-run.Cancelling", "prefect.flow-run.heartbeat"}
+        "prefect.flow-run.Retrying", "prefect.flow-run.Cancelling", "prefect.flow-run.heartbeat",
+        "prefect.flow-run.pull-step.*"}
     assert automation["trigger"]["within"] == deploy.DEFAULT_UNRESPONSIVE_SECONDS
     assert [action["state"] for action in automation["actions"]] == ["CRASHED"]
 

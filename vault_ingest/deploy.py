@@ -38,12 +38,15 @@ DETAILS_MAX_VAULTS = 2400
 # the end of its runs: they stay Pending or Running and, under the concurrency limit, keep the deployment's slot.
 # Prefect Cloud crashes such runs ("unresponsive run detection"); a self-hosted server does not, so `deploy` keeps
 # an automation that does: after any event that says a run's process is at work (it entered Pending, Running or
-# Cancelling, or sent a heartbeat), another event of that run must follow within UNRESPONSIVE_RUN_SECONDS, or the
+# Cancelling, ran a pull step, or sent a heartbeat), another event of that run must follow within UNRESPONSIVE_RUN_SECONDS, or the
 # run is marked Crashed, which releases its slot (prefect/server/orchestration/core_policy.py,
 # ReleaseFlowConcurrencySlots). Scheduled states (Late, AwaitingConcurrencySlot, AwaitingRetry) wait by design.
 UNRESPONSIVE_AUTOMATION = "vault-ingest: crash unresponsive flow runs"
 LIVE_RUN_EVENTS = frozenset({
     "prefect.flow-run.Pending", "prefect.flow-run.Submitting",  # the worker claims the run, runs the pull steps
+    # Each pull step's event (prefect/deployments/steps/core.py); were it only expected, the first one would
+    # close the window, and a run killed after cloning its code would never be crashed.
+    "prefect.flow-run.pull-step.*",
     "prefect.flow-run.Running", "prefect.flow-run.Retrying",
     "prefect.flow-run.Cancelling",
     "prefect.flow-run.heartbeat",  # every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds while the flow runs

@@ -1,0 +1,146 @@
+"""The fault matrix: a stop, crash or redeploy at any moment of a run never wedges its deployment.
+
+Moments: the run is Scheduled, Pending after its pull steps, or Running. Faults: the worker's process tree
+SIGKILLed (Railway's redeploy with 0 s draining, an out-of-memory kill), web restarted with a fresh filesystem
+(a redeploy of web), or both at once (the whole stack stopped and started). Each cell has its own deployment
+(concurrency limit 1). After the fault the next run of the deployment must complete within BOUND seconds,
+every run must end (none left Pending or Running), a run that survived the fault completes, and the app table
+holds exactly one row per completed run, none overlapping: nothing lost, nothing doubled.
+
+The shipped configuration (`vault-ingest serve`: leases in the Prefect database; deploy's automation) passes
+every cell. Prefect's defaults with the old automation (leases in memory, crashed only after a heartbeat) fail
+the Pending row under every fault, as issue 13 found on a real stack.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from tests.support.fault_stack import FaultStack
+from tests.support.prefect_server import wait_until
+from vault_ingest import deploy
+
+pytestmark = pytest.mark.e2e
+
+UNRESPONSIVE_SECONDS = 45  # deploy's window, at its minimum: heartbeats every 30 s
+# From the end of a fault to the next run Completed: the dead run is Crashed after the window (plus the
+# triggers service's 5 s loop), the next run gets the slot at its next try (1 s here), then starts a Python.
+BOUND = UNRESPONSIVE_SECONDS + 75
+MOMENTS = ["scheduled", "pending", "running"]
+FAULTS = ["worker-sigkill", "web-restart", "stack-restart"]
+
+
+def automation(*, covers_pending: bool) -> dict:
+    shipped = deploy.unresponsive_automation(UNRESPONSIVE_SECONDS)
+    if not covers_pending:  # what deploy kept before issue 13: only runs that had sent a heartbeat
+        shipped.trigger.after = {"prefect.flow-run.heartbeat"}
+    return shipped.model_dump(mode="json")
+
+
+def create_database(admin_url: str) -> str:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{admin_url.rpartition('/')[0]}/{name}"
+
+
+@pytest.fixture(scope="module", params=["shipped", "prefect-defaults"])
+def stack(request, postgres_admin_url, tmp_path_factory):
+    shipped = request.param == "shipped"
+    stack = FaultStack(
+        workdir=tmp_path_factory.mktemp(request.param),
+        prefect_database_url=create_database(postgres_admin_url),
+        app_database_url=create_database(postgres_admin_url),
+        database_leases=shipped,
+    )
+    try:
+        stack.start_web()
+        stack.setup(automation(covers_pending=shipped))
+        stack.start_worker()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def running_marker(gate):
+    return lambda: any(gate.glob("running-*"))
+
+
+def fault(stack: FaultStack, kind: str, *, before_worker=lambda: None) -> None:
+    """Apply `kind`; `before_worker` runs once web is back, before the worker is (the pull step's gate)."""
+    if kind in ("worker-sigkill", "stack-restart"):
+        stack.kill_worker()
+    if kind in ("web-restart", "stack-restart"):
+        stack.stop_web()
+        stack.start_web()
+    before_worker()
+    if stack.worker is None:
+        stack.start_worker()
+
+
+def play(stack: FaultStack, moment: str, kind: str) -> dict:
+    """One cell: a run caught at `moment`, the fault, then the next run. What happened, for the assertions."""
+    cell = f"{moment}-{kind}"
+    deployment = stack.deploy_cell(cell)
+    gate = stack.hold_dir / cell
+    if moment == "scheduled":
+        first = stack.create_run(deployment, delay=8)  # Scheduled, due soon, when the fault hits
+        if kind == "worker-sigkill":
+            stack.kill_worker()
+            time.sleep(10)  # past its time, with no worker: Late
+            stack.start_worker()
+        else:
+            fault(stack, kind)
+    elif moment == "pending":
+        (gate / "hold-pending").touch()
+        first = stack.create_run(deployment)
+        stack.wait_for(gate / "pulled", timeout=120, what="the first run's pull steps")
+        fault(stack, kind, before_worker=lambda: (gate / "hold-pending").unlink())
+    else:
+        (gate / "hold-running").touch()
+        first = stack.create_run(deployment)
+        wait_until(running_marker(gate), timeout=120, what="the first run's flow to start")
+        fault(stack, kind, before_worker=lambda: (gate / "hold-running").unlink())
+    recovered = time.monotonic()
+    following = stack.create_run(deployment)
+    following_state = stack.wait_terminal(following, timeout=BOUND)
+    seconds = time.monotonic() - recovered
+    first_state = stack.wait_terminal(first, timeout=max(5.0, BOUND - seconds))
+    return {
+        "first_events": stack.events(first),
+        "first": first_state, "following": following_state, "seconds": seconds,
+        "rows": stack.rows(cell), "completed": {run for run, state in ((first, first_state),
+                                                                       (following, following_state))
+                                                if state == "COMPLETED"},
+    }
+
+
+@pytest.mark.parametrize("fault_kind", FAULTS)
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_a_fault_at_any_moment_never_wedges_the_deployment(stack, moment, fault_kind, record_property):
+    outcome = play(stack, moment, fault_kind)
+    record_property("seconds_to_next_completed", round(outcome["seconds"]))
+    killed = fault_kind != "web-restart" and moment != "scheduled"
+    expected_first = "CRASHED" if killed else "COMPLETED"
+    failures = []
+    if outcome["following"] != "COMPLETED":
+        failures.append(f"the next run is {outcome['following']} after {BOUND} s")
+    if outcome["first"] != expected_first:
+        failures.append(f"the run caught by the fault is {outcome['first']}, not {expected_first}")
+    rows = outcome["rows"]
+    if {row[0] for row in rows} != outcome["completed"] or len(rows) != len(outcome["completed"]):
+        failures.append(f"rows {[row[0] for row in rows]} are not one per completed run {outcome['completed']}")
+    if any(later[1] < earlier[2] for earlier, later in zip(rows, rows[1:])):
+        failures.append("two runs of the deployment overlapped")
+    if stack.database_leases:
+        assert not failures, (failures, outcome)
+    elif moment == "pending":
+        assert failures, f"Prefect's defaults survived {fault_kind} in Pending: {outcome}"
+        print(f"prefect-defaults {moment} x {fault_kind}: " + "; ".join(failures))
+    else:
+        assert not failures, failures
+
