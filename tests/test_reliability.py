@@ -14,6 +14,8 @@ the Pending row under every fault, as issue 13 found on a real stack.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 
@@ -23,13 +25,19 @@ import pytest
 from tests.support.fault_stack import FaultStack
 from tests.support.prefect_server import wait_until
 from vault_ingest import deploy
+from vault_ingest.doctor.client import PrefectAPI
+from vault_ingest.doctor.live import check_slots
+from vault_ingest.doctor.report import Status
+from vault_ingest.doctor.slots import read_deployment
 
 pytestmark = pytest.mark.e2e
 
 UNRESPONSIVE_SECONDS = 45  # deploy's window, at its minimum: heartbeats every 30 s
 # From the end of a fault to the next run Completed: the dead run is Crashed after the window (plus the
-# triggers service's 5 s loop), the next run gets the slot at its next try (1 s here), then starts a Python.
-BOUND = UNRESPONSIVE_SECONDS + 75
+# triggers service's 5 s loop), the next run gets the slot at its next try (1 s here) and runs. A deadline, not
+# a measure: on a machine shared by six test sessions one run took 60-90 s from Pending to Completed, and in
+# the Scheduled cells the next run waits for the first. The measured times are in the README.
+BOUND = UNRESPONSIVE_SECONDS + 255
 MOMENTS = ["scheduled", "pending", "running"]
 FAULTS = ["worker-sigkill", "web-restart", "stack-restart"]
 
@@ -48,22 +56,31 @@ def create_database(admin_url: str) -> str:
     return f"{admin_url.rpartition('/')[0]}/{name}"
 
 
-@pytest.fixture(scope="module", params=["shipped", "prefect-defaults"])
-def stack(request, postgres_admin_url, tmp_path_factory):
-    shipped = request.param == "shipped"
+def fault_stack(request, name: str, *, shipped: bool):
+    admin_url = request.getfixturevalue("postgres_admin_url")
     stack = FaultStack(
-        workdir=tmp_path_factory.mktemp(request.param),
-        prefect_database_url=create_database(postgres_admin_url),
-        app_database_url=create_database(postgres_admin_url),
+        workdir=request.getfixturevalue("tmp_path_factory").mktemp(name),
+        prefect_database_url=create_database(admin_url),
+        app_database_url=create_database(admin_url),
         database_leases=shipped,
     )
-    try:
-        stack.start_web()
-        stack.setup(automation(covers_pending=shipped))
-        stack.start_worker()
-        yield stack
-    finally:
-        stack.stop()
+    request.addfinalizer(stack.stop)
+    stack.start_web()
+    stack.setup(automation(covers_pending=shipped))
+    stack.start_worker()
+    return stack
+
+
+@pytest.fixture(scope="module")
+def shipped(request):
+    """`vault-ingest serve` (leases in the Prefect database) and deploy's automation."""
+    return fault_stack(request, "shipped", shipped=True)
+
+
+@pytest.fixture(scope="module")
+def prefect_defaults(request):
+    """`prefect server start` (leases in memory) and the automation as it was: crashed after a heartbeat only."""
+    return fault_stack(request, "prefect-defaults", shipped=False)
 
 
 def running_marker(gate):
@@ -111,6 +128,7 @@ def play(stack: FaultStack, moment: str, kind: str) -> dict:
     seconds = time.monotonic() - recovered
     first_state = stack.wait_terminal(first, timeout=max(5.0, BOUND - seconds))
     return {
+        "following_id": following,
         "first_events": stack.events(first),
         "first": first_state, "following": following_state, "seconds": seconds,
         "rows": stack.rows(cell), "completed": {run for run, state in ((first, first_state),
@@ -119,28 +137,64 @@ def play(stack: FaultStack, moment: str, kind: str) -> dict:
     }
 
 
-@pytest.mark.parametrize("fault_kind", FAULTS)
-@pytest.mark.parametrize("moment", MOMENTS)
-def test_a_fault_at_any_moment_never_wedges_the_deployment(stack, moment, fault_kind, record_property):
+def failures(stack: FaultStack, moment: str, fault_kind: str, record_property) -> tuple[list[str], dict]:
+    """What went wrong in one cell, in words (empty when the deployment came through), and what happened."""
     outcome = play(stack, moment, fault_kind)
     record_property("seconds_to_next_completed", round(outcome["seconds"]))
     killed = fault_kind != "web-restart" and moment != "scheduled"
     expected_first = "CRASHED" if killed else "COMPLETED"
-    failures = []
+    found = []
     if outcome["following"] != "COMPLETED":
-        failures.append(f"the next run is {outcome['following']} after {BOUND} s")
+        found.append(f"the next run is {outcome['following']} after {BOUND} s")
     if outcome["first"] != expected_first:
-        failures.append(f"the run caught by the fault is {outcome['first']}, not {expected_first}")
+        found.append(f"the run caught by the fault is {outcome['first']}, not {expected_first}")
     rows = outcome["rows"]
     if {row[0] for row in rows} != outcome["completed"] or len(rows) != len(outcome["completed"]):
-        failures.append(f"rows {[row[0] for row in rows]} are not one per completed run {outcome['completed']}")
+        found.append(f"rows {[row[0] for row in rows]} are not one per completed run {outcome['completed']}")
     if any(later[1] < earlier[2] for earlier, later in zip(rows, rows[1:])):
-        failures.append("two runs of the deployment overlapped")
-    if stack.database_leases:
-        assert not failures, (failures, outcome)
-    elif moment == "pending":
-        assert failures, f"Prefect's defaults survived {fault_kind} in Pending: {outcome}"
-        print(f"prefect-defaults {moment} x {fault_kind}: " + "; ".join(failures))
-    else:
-        assert not failures, failures
+        found.append("two runs of the deployment overlapped")
+    print(f"{moment} x {fault_kind}: {round(outcome['seconds'])} s to the next run's end; "
+          f"events of the run caught: {outcome['first_events']}; {found or 'fine'}")
+    return found, outcome
 
+
+@pytest.mark.parametrize("fault_kind", FAULTS)
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_a_fault_at_any_moment_never_wedges_the_deployment(shipped, moment, fault_kind, record_property):
+    assert failures(shipped, moment, fault_kind, record_property)[0] == []
+
+
+@pytest.mark.parametrize("fault_kind", FAULTS)
+def test_with_prefects_defaults_a_fault_in_pending_wedges_or_strands_runs(prefect_defaults, fault_kind,
+                                                                         record_property):
+    found, outcome = failures(prefect_defaults, "pending", fault_kind, record_property)
+    assert found, f"Prefect's defaults came through {fault_kind} in Pending"
+    if fault_kind == "stack-restart":  # the wedge of issue 13: the doctor names it, release-slots frees it
+        doctor_finds_and_releases(prefect_defaults, "hold/pending-stack-restart", outcome["following_id"])
+
+
+def release_slots(stack: FaultStack, label: str, *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "vault_ingest.cli", "release-slots", label, *args],
+                            env=stack.client_env(stack.workdir / "cli-home"), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def doctor_finds_and_releases(stack: FaultStack, label: str, waiting_run: str) -> None:
+    with PrefectAPI(stack.api_url, None) as api:
+        deployment = read_deployment(api, label)
+        check = check_slots(api, label, deployment)
+        assert check.status is Status.FAIL, check
+        assert "silent for" in check.detail and "its worker is gone" in check.detail
+        assert "1 run(s) waiting in AwaitingConcurrencySlot" in check.detail
+        assert f"vault-ingest release-slots {label} --apply" in check.fix
+
+    dry = release_slots(stack, label)
+    assert "would mark run" in dry and "dry run: nothing changed" in dry
+    assert stack.state(waiting_run) == "SCHEDULED"  # still waiting: the dry run touched nothing
+
+    applied = release_slots(stack, label, "--apply")
+    assert "done: mark run" in applied and "Crashed" in applied
+    assert stack.wait_terminal(waiting_run, timeout=BOUND) == "COMPLETED"
+    assert release_slots(stack, label).splitlines()[-1].startswith("nothing to release")

@@ -47,6 +47,8 @@ class PrefectAPI:
     def call(self, method: str, path: str, body: Any = None) -> Any:
         """The JSON of a successful authenticated request; APIError naming the request otherwise."""
         response = self.request(method, path, body=body)
+        if response.status_code == 204:
+            return None
         if response.is_success:
             try:
                 return response.json()
