@@ -18,6 +18,7 @@ from prefect.server.concurrency.lease_storage import (
     get_concurrency_lease_storage,
 )
 from prefect.server.concurrency.lease_storage import filesystem, memory
+from prefect.server.database import provide_database_interface
 from prefect.server.database.dependencies import MODELS_DEPENDENCIES
 from prefect.settings import (
     PREFECT_API_DATABASE_CONNECTION_URL,
@@ -138,3 +139,46 @@ def test_tombstones_are_forgotten_after_a_day(database_url, monkeypatch):
 
         kept, forgotten = run(scenario())
         assert kept is not None and forgotten is None
+
+
+@pytest.mark.parametrize("kind", ["memory", "postgres"])
+def test_a_late_release_of_a_repossessed_lease_frees_no_other_runs_slot(kind, database_url):
+    """Prefect's own code paths, on Prefect's own tables: the repossessor revokes dead run A's expired lease
+    (`revoke_expired_lease`), run B takes the freed slot, then A is marked Crashed and its lease released
+    (`_release_concurrency_lease`, as ReleaseFlowConcurrencySlots calls it). With Prefect's storage the lease is
+    gone, so the fallback frees B's slot and a third run could start beside B; the tombstone frees nothing."""
+    from prefect.server.models import concurrency_limits_v2 as limits
+    from prefect.server.orchestration.core_policy import _release_concurrency_lease
+    from prefect.server.schemas.actions import ConcurrencyLimitV2Create
+    from prefect.server.services.repossessor import revoke_expired_lease
+
+    module = "prefect.server.concurrency.lease_storage.memory" if kind == "memory" else "vault_ingest.leases"
+    with prefect_database(asyncpg(database_url), {PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE: module}):
+        db = provide_database_interface()
+        store = get_concurrency_lease_storage()  # what _release_concurrency_lease gets too
+        if kind == "memory":
+            store.leases.clear()
+            store.expirations.clear()
+
+        async def take_slot(limit_id, ttl: float):
+            async with db.session_context(begin_transaction=True) as session:
+                assert await limits.bulk_increment_active_slots(session=session, concurrency_limit_ids=[limit_id],
+                                                                slots=1)
+            return await store.create_lease([limit_id], timedelta(seconds=ttl), ConcurrencyLimitLeaseMetadata(slots=1))
+
+        async def scenario() -> int:
+            await db.create_db()
+            async with db.session_context(begin_transaction=True) as session:
+                limit = await limits.create_concurrency_limit(
+                    session=session, concurrency_limit=ConcurrencyLimitV2Create(name="deployment:x", limit=1))
+                limit_id = limit.id
+            dead = await take_slot(limit_id, ttl=-1)  # run A, whose worker died: its lease has run out
+            await revoke_expired_lease(dead.id, db=db, lease_storage=store)
+            await take_slot(limit_id, ttl=300)  # run B
+            async with db.session_context(begin_transaction=True) as session:
+                await _release_concurrency_lease(session, dead.id, fallback_concurrency_limit_ids=[limit_id])
+            async with db.session_context() as session:
+                return (await limits.read_concurrency_limit(session=session, concurrency_limit_id=limit_id)).active_slots
+
+        taken = run(scenario())
+    assert taken == (0 if kind == "memory" else 1)  # memory: B runs on a slot the count no longer has
