@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmarks import p1_list_ingest, p2_budget, p3_emulate
+from benchmarks import p1_list_ingest, p2_budget, p3_emulate, p_leases
 from emulator.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +24,8 @@ def main() -> None:
         try:
             results["P1 list ingest"] = p1_list_ingest.run(admin_url, Path(tmp))
             print("P1", json.dumps(results["P1 list ingest"]), flush=True)
+            results["Lease storage"] = p_leases.run(admin_url, Path(tmp))
+            print("Leases", json.dumps(results["Lease storage"]), flush=True)
         finally:
             if server:
                 server.stop()
