@@ -36,9 +36,19 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from vault_ingest.doctor import command
+    import os
 
-    return command.run(args)
+    from vault_ingest.doctor import DEFAULT_POOL, run_checks
+
+    env = os.environ
+    report = run_checks(
+        args.api_url or env.get("PREFECT_API_URL", ""),
+        pool=args.pool or env.get("PREFECT_WORK_POOL") or DEFAULT_POOL,
+        auth=args.auth or env.get("PREFECT_API_AUTH_STRING") or None,
+        inside_service=args.inside,
+    )
+    print(report.to_json() if args.json else report.text())
+    return 0 if report.ok else 1
 
 
 def _cmd_release_slots(args: argparse.Namespace) -> int:

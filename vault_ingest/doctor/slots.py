@@ -18,11 +18,11 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
+from vault_ingest.deploy import UNRESPONSIVE_AUTOMATION
 from vault_ingest.doctor.client import PrefectAPI
 from vault_ingest.errors import APIError
 
 HOLDING_STATES = ["PENDING", "RUNNING", "CANCELLING"]
-AUTOMATION = "vault-ingest: crash unresponsive flow runs"  # vault_ingest.deploy.UNRESPONSIVE_AUTOMATION
 NO_AUTOMATION_SILENCE = 3 * 180  # three of Prefect's default heartbeats, when deploy's automation is missing
 
 
@@ -71,7 +71,7 @@ class Slots:
 def unresponsive_window(api: PrefectAPI) -> float:
     """The automation's window (`within`), which is what the deployments' heartbeats are sized to."""
     for automation in api.call("POST", "/automations/filter", {}):
-        if automation.get("name") == AUTOMATION and automation.get("enabled", True):
+        if automation.get("name") == UNRESPONSIVE_AUTOMATION and automation.get("enabled", True):
             return float(automation["trigger"]["within"])
     return float(NO_AUTOMATION_SILENCE)
 
