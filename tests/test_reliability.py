@@ -39,6 +39,8 @@ UNRESPONSIVE_SECONDS = 45  # deploy's window, at its minimum: heartbeats every 3
 # the Scheduled cells the next run waits for the first. The measured times are in the README.
 BOUND = UNRESPONSIVE_SECONDS + 255
 MOMENTS = ["scheduled", "pending", "running"]
+MEMORY = "prefect.server.concurrency.lease_storage.memory"
+FILESYSTEM = "prefect.server.concurrency.lease_storage.filesystem"
 FAULTS = ["worker-sigkill", "web-restart", "stack-restart"]
 
 
@@ -56,17 +58,19 @@ def create_database(admin_url: str) -> str:
     return f"{admin_url.rpartition('/')[0]}/{name}"
 
 
-def fault_stack(request, name: str, *, shipped: bool):
+def fault_stack(request, name: str, *, shipped: bool, covers_pending: bool | None = None,
+                lease_storage: str = MEMORY):
     admin_url = request.getfixturevalue("postgres_admin_url")
     stack = FaultStack(
         workdir=request.getfixturevalue("tmp_path_factory").mktemp(name),
         prefect_database_url=create_database(admin_url),
         app_database_url=create_database(admin_url),
         database_leases=shipped,
+        lease_storage=lease_storage,
     )
     request.addfinalizer(stack.stop)
     stack.start_web()
-    stack.setup(automation(covers_pending=shipped))
+    stack.setup(automation(covers_pending=shipped if covers_pending is None else covers_pending))
     stack.start_worker()
     return stack
 
@@ -198,3 +202,20 @@ def doctor_finds_and_releases(stack: FaultStack, label: str, waiting_run: str) -
     assert "done: mark run" in applied and "Crashed" in applied
     assert stack.wait_terminal(waiting_run, timeout=BOUND) == "COMPLETED"
     assert release_slots(stack, label).splitlines()[-1].startswith("nothing to release")
+
+
+@pytest.fixture(scope="module", params=[MEMORY, FILESYSTEM], ids=["memory", "filesystem-off-volume"])
+def automation_only(request):
+    """deploy's automation, but the leases where a restart or a redeploy loses them: in memory, or in a
+    PREFECT_HOME that each start of web gets fresh (Railway's filesystem without a volume)."""
+    return fault_stack(request, f"automation-only-{request.param_index}", shipped=False, covers_pending=True,
+                       lease_storage=request.param)
+
+
+def test_the_automation_alone_loses_a_live_run_when_web_restarts(automation_only, record_property):
+    """Why the leases must survive too: a run in Pending when web restarts has lost its lease, and its move to
+    Running finds the slot it holds taken (by itself) and is Cancelled (ValidateDeploymentConcurrencyAtRunning,
+    prefect/server/orchestration/core_policy.py). The deployment goes on; that run's work is lost."""
+    found, outcome = failures(automation_only, "pending", "web-restart", record_property)
+    assert outcome["following"] == "COMPLETED"
+    assert found == ["the run caught by the fault is CANCELLED, not COMPLETED"], found

@@ -69,7 +69,8 @@ class FaultStack:
     workdir: Path
     prefect_database_url: str  # postgresql://, as Railway hands it out
     app_database_url: str
-    database_leases: bool  # False: Prefect's default, leases in memory
+    database_leases: bool  # False: a plain `prefect server start`, with `lease_storage`
+    lease_storage: str = "prefect.server.concurrency.lease_storage.memory"  # Prefect's default
     port: int = field(default_factory=lambda: free_port(HOST))
     server: PrefectServer | None = None
     worker: subprocess.Popen | None = None
@@ -89,9 +90,10 @@ class FaultStack:
     def start_web(self) -> None:
         self._starts += 1
         env = {**SERVER_SETTINGS, "PREFECT_API_DATABASE_CONNECTION_URL": self.prefect_database_url}
-        if not self.database_leases:  # a plain `prefect server start`: asyncpg URL, Prefect's default leases
+        if not self.database_leases:  # a plain `prefect server start`: asyncpg URL, leases where it is told
             env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.prefect_database_url.replace(
                 "postgresql://", "postgresql+asyncpg://", 1)
+            env["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"] = self.lease_storage
         self._server_stack = ExitStack()
         self.server = self._server_stack.enter_context(prefect_server(
             self.workdir / "web", env=env, launcher=self.database_leases, port=self.port,
