@@ -30,7 +30,7 @@ from vault_ingest.doctor.live import check_slots
 from vault_ingest.doctor.report import Status
 from vault_ingest.doctor.slots import read_deployment
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # the broken cells wait out their deadline
 
 UNRESPONSIVE_SECONDS = 45  # deploy's window, at its minimum: heartbeats every 30 s
 # From the end of a fault to the next run Completed: the dead run is Crashed after the window (plus the
@@ -134,7 +134,8 @@ def play(stack: FaultStack, moment: str, kind: str) -> dict:
     return {
         "following_id": following,
         "first_events": stack.events(first),
-        "first": first_state, "following": following_state, "seconds": seconds,
+        "first": first_state,
+        "first_message": stack.run(first)["state"].get("message") or "", "following": following_state, "seconds": seconds,
         "rows": stack.rows(cell), "completed": {run for run, state in ((first, first_state),
                                                                        (following, following_state))
                                                 if state == "COMPLETED"},
@@ -219,3 +220,4 @@ def test_the_automation_alone_loses_a_live_run_when_web_restarts(automation_only
     found, outcome = failures(automation_only, "pending", "web-restart", record_property)
     assert outcome["following"] == "COMPLETED"
     assert found == ["the run caught by the fault is CANCELLED, not COMPLETED"], found
+    assert "Deployment concurrency slot lost during provisioning" in outcome["first_message"]
