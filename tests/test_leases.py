@@ -178,7 +178,8 @@ def test_a_late_release_of_a_repossessed_lease_frees_no_other_runs_slot(kind, da
             async with db.session_context(begin_transaction=True) as session:
                 await _release_concurrency_lease(session, dead.id, fallback_concurrency_limit_ids=[limit_id])
             async with db.session_context() as session:
-                return (await limits.read_concurrency_limit(session=session, concurrency_limit_id=limit_id)).active_slots
+                limit = await limits.read_concurrency_limit(session=session, concurrency_limit_id=limit_id)
+                return limit.active_slots
 
         taken = run(scenario())
     assert taken == (0 if kind == "memory" else 1)  # memory: B runs on a slot the count no longer has

@@ -131,14 +131,16 @@ def play(stack: FaultStack, moment: str, kind: str) -> dict:
     following_state = stack.wait_terminal(following, timeout=BOUND)
     seconds = time.monotonic() - recovered
     first_state = stack.wait_terminal(first, timeout=max(5.0, BOUND - seconds))
+    completed = {run for run, state in ((first, first_state), (following, following_state)) if state == "COMPLETED"}
     return {
         "following_id": following,
         "first_events": stack.events(first),
         "first": first_state,
-        "first_message": stack.run(first)["state"].get("message") or "", "following": following_state, "seconds": seconds,
-        "rows": stack.rows(cell), "completed": {run for run, state in ((first, first_state),
-                                                                       (following, following_state))
-                                                if state == "COMPLETED"},
+        "first_message": stack.run(first)["state"].get("message") or "",
+        "following": following_state,
+        "seconds": seconds,
+        "rows": stack.rows(cell),
+        "completed": completed,
     }
 
 

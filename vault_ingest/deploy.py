@@ -38,9 +38,10 @@ DETAILS_MAX_VAULTS = 2400
 # the end of its runs: they stay Pending or Running and, under the concurrency limit, keep the deployment's slot.
 # Prefect Cloud crashes such runs ("unresponsive run detection"); a self-hosted server does not, so `deploy` keeps
 # an automation that does: after any event that says a run's process is at work (it entered Pending, Running or
-# Cancelling, ran a pull step, or sent a heartbeat), another event of that run must follow within UNRESPONSIVE_RUN_SECONDS, or the
-# run is marked Crashed, which releases its slot (prefect/server/orchestration/core_policy.py,
-# ReleaseFlowConcurrencySlots). Scheduled states (Late, AwaitingConcurrencySlot, AwaitingRetry) wait by design.
+# Cancelling, ran a pull step, or sent a heartbeat), another event of that run must follow within
+# UNRESPONSIVE_RUN_SECONDS, or the run is marked Crashed, which releases its slot
+# (prefect/server/orchestration/core_policy.py, ReleaseFlowConcurrencySlots). Scheduled states (Late,
+# AwaitingConcurrencySlot, AwaitingRetry) wait by design.
 UNRESPONSIVE_AUTOMATION = "vault-ingest: crash unresponsive flow runs"
 LIVE_RUN_EVENTS = frozenset({
     "prefect.flow-run.Pending", "prefect.flow-run.Submitting",  # the worker claims the run, runs the pull steps
@@ -187,7 +188,8 @@ def unresponsive_seconds(env: Mapping[str, str]) -> int:
     raw = env.get(UNRESPONSIVE_SECONDS_VAR) or str(DEFAULT_UNRESPONSIVE_SECONDS)
     if not raw.isdigit() or int(raw) < MIN_UNRESPONSIVE_SECONDS:
         raise ConfigError(
-            f"{UNRESPONSIVE_SECONDS_VAR}={raw!r} must be a whole number of seconds, at least {MIN_UNRESPONSIVE_SECONDS}: "
+            f"{UNRESPONSIVE_SECONDS_VAR}={raw!r} must be a whole number of seconds, at least "
+            f"{MIN_UNRESPONSIVE_SECONDS}: "
             f"runs send a heartbeat every third of it, and Prefect's shortest heartbeat is {MIN_HEARTBEAT_SECONDS} s, "
             f"so less would mark healthy runs Crashed; the default is {DEFAULT_UNRESPONSIVE_SECONDS}"
         )
