@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmarks import p1_list_ingest, p2_budget, p3_emulate, p6_queries
+from benchmarks import p1_list_ingest, p2_budget, p3_emulate, p6_queries, p_leases
 from emulator.runtime.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +26,8 @@ def main() -> None:
             print("P1", json.dumps(results["P1 list ingest"]), flush=True)
             results["P6 dashboard queries"] = p6_queries.run(admin_url)
             print("P6", json.dumps(results["P6 dashboard queries"]), flush=True)
+            results["Lease storage"] = p_leases.run(admin_url, Path(tmp))
+            print("Leases", json.dumps(results["Lease storage"]), flush=True)
         finally:
             if server:
                 server.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -47,10 +46,6 @@ def run_script(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Complet
                           timeout=120)
 
 
-def cli_args(**kwargs) -> argparse.Namespace:
-    return argparse.Namespace(**{"work_pool": POOL, "source": None, "ref": None, "dry_run": False, **kwargs})
-
-
 # --- specs, no server --------------------------------------------------------------------------------------
 
 
@@ -85,12 +80,11 @@ def test_credentials_in_the_url_are_refused():
         deploy.git_url("https://ghp_token@github.com/o/r.git")
 
 
-def test_source_defaults_to_origin(tmp_path, capsys):
+def test_source_defaults_to_origin(tmp_path):
     git("init", "-q", cwd=tmp_path)
     git("remote", "add", "origin", "https://github.com/o/r.git", cwd=tmp_path)
-    assert deploy.run(cli_args(dry_run=True), repo_dir=tmp_path) == 0
-    specs = json.loads(capsys.readouterr().out)
-    assert {spec["pull_steps"][0][GIT_CLONE]["repository"] for spec in specs} == {"https://github.com/o/r.git"}
+    specs = deploy.specs_for(deploy.DeployOptions(work_pool=POOL), repo_dir=tmp_path)
+    assert {spec.repository for spec in specs} == {"https://github.com/o/r.git"}
 
 
 def test_ssh_origin_is_refused_with_https_suggestion(tmp_path):
@@ -121,14 +115,16 @@ def test_dry_run_prints_specs_without_a_server(tmp_path):
     assert specs["sync-vault-details/hourly"]["parameters"] == {"min_tvl": 0, "max_vaults": deploy.DETAILS_MAX_VAULTS}
 
 
-def test_the_unresponsive_run_window_defaults_to_three_missed_heartbeats():
-    assert deploy.unresponsive_seconds({}) == deploy.DEFAULT_UNRESPONSIVE_SECONDS == 3 * 180
+def test_the_unresponsive_run_window_fits_three_heartbeats():
+    assert deploy.unresponsive_seconds({}) == deploy.DEFAULT_UNRESPONSIVE_SECONDS == 180
+    assert deploy.heartbeat_seconds(180) == 60
     assert deploy.unresponsive_seconds({deploy.UNRESPONSIVE_SECONDS_VAR: "45"}) == 45
+    assert deploy.heartbeat_seconds(45) == 30  # Prefect's shortest
 
 
-@pytest.mark.parametrize("value", ["30", "10", "1.5", "soon"])
-def test_an_unresponsive_run_window_within_a_heartbeat_is_refused(value):
-    with pytest.raises(ConfigError, match="above the workers' PREFECT_FLOWS_HEARTBEAT_FREQUENCY"):
+@pytest.mark.parametrize("value", ["44", "30", "1.5", "soon"])
+def test_an_unresponsive_run_window_shorter_than_prefects_heartbeats_allow_is_refused(value):
+    with pytest.raises(ConfigError, match="at least 45: runs send a heartbeat every third of it"):
         deploy.unresponsive_seconds({deploy.UNRESPONSIVE_SECONDS_VAR: value})
 
 
@@ -180,6 +176,7 @@ def test_deploy_creates_the_pool_and_both_deployments(server, source, first_depl
         assert [s["schedule"]["cron"] for s in deployment["schedules"]] == [spec.cron]
         assert deployment["parameters"] == spec.parameters
         assert deployment["global_concurrency_limit"]["limit"] == 1
+        assert deployment["job_variables"] == {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "60"}}
 
 
 def test_rerun_updates_in_place(server, source, first_deploy, tmp_path):
@@ -203,7 +200,10 @@ def test_deploy_keeps_one_automation_that_crashes_unresponsive_runs(server, sour
     assert first_deploy.returncode == 0, first_deploy.stderr
     [automation] = unresponsive_automations(server)
     assert automation["trigger"]["posture"] == "Proactive"
-    assert automation["trigger"]["after"] == ["prefect.flow-run.heartbeat"]
+    assert set(automation["trigger"]["after"]) == {
+        "prefect.flow-run.Pending", "prefect.flow-run.Submitting", "prefect.flow-run.Running",
+        "prefect.flow-run.Retrying", "prefect.flow-run.Cancelling", "prefect.flow-run.heartbeat",
+        "prefect.flow-run.pull-step.*"}
     assert automation["trigger"]["within"] == deploy.DEFAULT_UNRESPONSIVE_SECONDS
     assert [action["state"] for action in automation["actions"]] == ["CRASHED"]
 

@@ -13,6 +13,7 @@ import pytest
 from tests.support.prefect_server import WEB_AUTH, WEB_DOMAIN, clean_environ, railway_web_service
 
 from vault_ingest import serve
+from vault_ingest.urls import DATABASE_URL_VARS
 from vault_ingest.errors import ConfigError
 
 
@@ -64,7 +65,7 @@ def test_domain_with_scheme_is_refused():
 
 
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg", "postgresql+asyncpg"])
-@pytest.mark.parametrize("name", serve.DATABASE_URL_VARS)
+@pytest.mark.parametrize("name", DATABASE_URL_VARS)
 def test_database_url_becomes_asyncpg(scheme, name):
     launch = plan(**{name: f"{scheme}://u:pw@db.railway.internal:5432/prefect"})
     assert launch.env[name] == "postgresql+asyncpg://u:pw@db.railway.internal:5432/prefect"
@@ -103,6 +104,34 @@ def test_notes_mask_secrets():
 def test_bad_values_are_refused(bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):
         plan(**bad)
+
+
+def test_leases_live_where_the_slot_counters_do():
+    postgres = plan(PREFECT_API_DATABASE_CONNECTION_URL="postgresql://u:pw@h/prefect")
+    assert postgres.env[serve.LEASE_STORAGE_VAR] == "vault_ingest.leases"
+    assert plan().env[serve.LEASE_STORAGE_VAR] == serve.FILESYSTEM_LEASES  # SQLite in PREFECT_HOME: files beside it
+
+
+def test_memory_leases_are_refused_with_the_fix():
+    with pytest.raises(ConfigError, match="AwaitingConcurrencySlot; unset it"):
+        plan(**{serve.LEASE_STORAGE_VAR: serve.MEMORY_LEASES})
+
+
+@pytest.mark.parametrize("home, volume", [("/app/.prefect", None), ("/app/.prefect", "/data"), (None, "/data")])
+def test_filesystem_leases_off_a_volume_on_railway_are_refused(home, volume):
+    env = {serve.LEASE_STORAGE_VAR: serve.FILESYSTEM_LEASES, "RAILWAY_SERVICE_ID": "s"}
+    env.update({"PREFECT_HOME": home} if home else {})
+    env.update({"RAILWAY_VOLUME_MOUNT_PATH": volume} if volume else {})
+    with pytest.raises(ConfigError, match="fresh filesystem, so a redeploy loses them"):
+        plan(**env)
+
+
+def test_filesystem_leases_on_a_volume_or_off_railway_are_kept():
+    on_volume = plan(**{serve.LEASE_STORAGE_VAR: serve.FILESYSTEM_LEASES, "RAILWAY_SERVICE_ID": "s",
+                        "PREFECT_HOME": "/data/prefect", "RAILWAY_VOLUME_MOUNT_PATH": "/data"})
+    assert on_volume.env[serve.LEASE_STORAGE_VAR] == serve.FILESYSTEM_LEASES
+    assert plan(**{serve.LEASE_STORAGE_VAR: "prefect_redis.lease_storage"}).env[serve.LEASE_STORAGE_VAR] == (
+        "prefect_redis.lease_storage")
 
 
 def test_host_and_port_arguments_are_refused():

@@ -9,7 +9,7 @@ import logging
 import sys
 from decimal import Decimal, InvalidOperation
 
-from vault_ingest.errors import VaultIngestError
+from vault_ingest.errors import ConfigError, VaultIngestError
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -19,15 +19,58 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
+    import os
+
     from vault_ingest import deploy
 
-    return deploy.run(args)
+    options = deploy.DeployOptions(
+        work_pool=args.work_pool, source=args.source, ref=args.ref,
+        unresponsive_seconds=deploy.unresponsive_seconds(os.environ),
+    )
+    if args.dry_run:
+        print(json.dumps([spec.to_dict() for spec in deploy.specs_for(options)], indent=2))
+        return 0
+    for line in deploy.deploy(options).lines():
+        print(line)
+    return 0
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from vault_ingest.doctor import command
+    import os
 
-    return command.run(args)
+    from vault_ingest.doctor import DEFAULT_POOL, run_checks
+
+    env = os.environ
+    report = run_checks(
+        args.api_url or env.get("PREFECT_API_URL", ""),
+        pool=args.pool or env.get("PREFECT_WORK_POOL") or DEFAULT_POOL,
+        auth=args.auth or env.get("PREFECT_API_AUTH_STRING") or None,
+        inside_service=args.inside,
+    )
+    print(report.to_json() if args.json else report.text())
+    return 0 if report.ok else 1
+
+
+def _cmd_release_slots(args: argparse.Namespace) -> int:
+    import os
+
+    from vault_ingest.doctor.client import PrefectAPI
+    from vault_ingest.doctor.slots import read_deployment, release
+
+    api_url = args.api_url or os.environ.get("PREFECT_API_URL", "")
+    if not api_url:
+        raise ConfigError("no API URL: pass --api-url https://<web domain>/api, or export PREFECT_API_URL")
+    with PrefectAPI(api_url, args.auth or os.environ.get("PREFECT_API_AUTH_STRING") or None) as api:
+        result = release(api, read_deployment(api, args.deployment), args.deployment, apply=args.apply)
+    print(result.before.describe())
+    if not result.actions:
+        print("nothing to release: every taken slot is held by a live run")
+        return 0
+    for action in result.actions:
+        print(("done: " if result.applied else "would ") + action)
+    if not result.applied:
+        print("dry run: nothing changed; rerun with --apply to do it")
+    return 0
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -97,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also check this service's git and database URLs (default: if RAILWAY_SERVICE_NAME)")
     where.add_argument("--outside", dest="inside", action="store_false", default=None, help="only the API checks")
     doctor_p.set_defaults(func=_cmd_doctor)
+
+    release_p = sub.add_parser(
+        "release-slots", help="free a deployment's concurrency slot held by a run whose worker is gone (dry run "
+                              "unless --apply)")
+    release_p.add_argument("deployment", help="flow/deployment, e.g. sync-vaults/hourly")
+    release_p.add_argument("--apply", action="store_true", help="do it; without it, only say what would be done")
+    release_p.add_argument("--api-url", help="the server's API, https://<web domain>/api (default: $PREFECT_API_URL)")
+    release_p.add_argument("--auth", help="user:password (default: $PREFECT_API_AUTH_STRING)")
+    release_p.set_defaults(func=_cmd_release_slots)
 
     db_p = sub.add_parser("db", help="the app database").add_subparsers(dest="db_command", required=True)
     db_p.add_parser("upgrade", help="migrate the app database (DATABASE_URL) to the latest schema").set_defaults(

@@ -1,16 +1,14 @@
 """Deploy the two flows to a Prefect process work pool, their code pulled from git by `git_clone`.
 
-`build_specs` says what will be deployed and touches neither the server nor git, so `--dry-run` can print it
-anywhere. `apply` makes the server match: it creates the pool if missing, then creates or updates each
-deployment in place under its fixed name, so a rerun changes nothing but what changed. It also keeps the
-automation that marks unresponsive runs Crashed (`UNRESPONSIVE_AUTOMATION`).
+`deploy(DeployOptions)` returns a `DeployResult`; only the CLI prints. `build_specs` says what will be deployed
+and touches neither the server nor git, so `--dry-run` can print it anywhere. `apply` makes the server match:
+it creates the pool if missing, then creates or updates each deployment in place under its fixed name, so a
+rerun changes nothing but what changed. It also keeps the automation that marks runs whose worker died
+Crashed, in any state that holds the deployment's concurrency slot (`UNRESPONSIVE_AUTOMATION`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import re
 import subprocess
 from collections.abc import Sequence
@@ -20,7 +18,14 @@ from datetime import timedelta
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from vault_ingest.errors import ConfigError, VaultIngestError
+from vault_ingest.errors import (
+    AuthRefusedError,
+    ConfigError,
+    DeployError,
+    EntrypointNotFoundError,
+    ServerUnreachableError,
+    SourceError,
+)
 
 TIMEZONE = "UTC"
 CONCURRENCY_LIMIT = 1  # a run that overruns its hour delays the next instead of doubling the request rate
@@ -29,35 +34,32 @@ CONCURRENCY_LIMIT = 1  # a run that overruns its hour delays the next instead of
 # 2,400 vaults take 40 minutes and leave a third of the hour for retries before the next run at :15.
 DETAILS_MAX_VAULTS = 2400
 
-# When a worker's container dies mid-run (a redeploy with Railway's 0 s draining, an out-of-memory kill) nothing
-# reports the end of its runs: they stay Running and, under the concurrency limit, keep the deployment's slot, so
-# no later run starts. Flow runs send a heartbeat event every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (180 by
-# default, 30 at least); this automation marks a run Crashed when no event of it arrives for longer, as Prefect
-# Cloud's managed "unresponsive run detection" does and the self-hosted server does not.
+# When a worker's container dies (a redeploy with Railway's 0 s draining, an out-of-memory kill) nothing reports
+# the end of its runs: they stay Pending or Running and, under the concurrency limit, keep the deployment's slot.
+# Prefect Cloud crashes such runs ("unresponsive run detection"); a self-hosted server does not, so `deploy` keeps
+# an automation that does: after any event that says a run's process is at work (it entered Pending, Running or
+# Cancelling, ran a pull step, or sent a heartbeat), another event of that run must follow within
+# UNRESPONSIVE_RUN_SECONDS, or the run is marked Crashed, which releases its slot
+# (prefect/server/orchestration/core_policy.py, ReleaseFlowConcurrencySlots). Scheduled states (Late,
+# AwaitingConcurrencySlot, AwaitingRetry) wait by design.
 UNRESPONSIVE_AUTOMATION = "vault-ingest: crash unresponsive flow runs"
+LIVE_RUN_EVENTS = frozenset({
+    "prefect.flow-run.Pending", "prefect.flow-run.Submitting",  # the worker claims the run, runs the pull steps
+    # Each pull step's event (prefect/deployments/steps/core.py); were it only expected, the first one would
+    # close the window, and a run killed after cloning its code would never be crashed.
+    "prefect.flow-run.pull-step.*",
+    "prefect.flow-run.Running", "prefect.flow-run.Retrying",
+    "prefect.flow-run.Cancelling",
+    "prefect.flow-run.heartbeat",  # every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds while the flow runs
+})
 UNRESPONSIVE_SECONDS_VAR = "UNRESPONSIVE_RUN_SECONDS"
-DEFAULT_UNRESPONSIVE_SECONDS = 540  # three missed heartbeats at the default frequency
-MIN_HEARTBEAT_SECONDS = 30
-
-
-class DeployError(VaultIngestError):
-    """Deploying the flows failed."""
-
-
-class ServerUnreachableError(DeployError):
-    """The Prefect API did not answer."""
-
-
-class AuthRefusedError(DeployError):
-    """The Prefect API answered 401/403: basic auth is on and the credentials are missing or wrong."""
-
-
-class SourceError(DeployError):
-    """The source is not a git URL, or cannot be cloned at the ref."""
-
-
-class EntrypointNotFoundError(DeployError):
-    """The cloned source has no flow at an entrypoint."""
+# Three missed heartbeats at the frequency the deployments set (HEARTBEAT_ENV); also the longest a run may take
+# to clone its code and start. A slot whose holder died is free again within this plus the triggers service's
+# 5 s evaluation loop.
+DEFAULT_UNRESPONSIVE_SECONDS = 180
+MIN_HEARTBEAT_SECONDS = 30  # Prefect refuses a lower PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+MIN_UNRESPONSIVE_SECONDS = 45
+HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
 
 
 @dataclass(frozen=True)
@@ -184,13 +186,19 @@ def _api_url() -> str:
 def unresponsive_seconds(env: Mapping[str, str]) -> int:
     """How long a run may send no event before the automation marks it Crashed ($UNRESPONSIVE_RUN_SECONDS)."""
     raw = env.get(UNRESPONSIVE_SECONDS_VAR) or str(DEFAULT_UNRESPONSIVE_SECONDS)
-    if not raw.isdigit() or int(raw) <= MIN_HEARTBEAT_SECONDS:
+    if not raw.isdigit() or int(raw) < MIN_UNRESPONSIVE_SECONDS:
         raise ConfigError(
-            f"{UNRESPONSIVE_SECONDS_VAR}={raw!r} must be a whole number of seconds above the workers' "
-            f"PREFECT_FLOWS_HEARTBEAT_FREQUENCY (180 by default, {MIN_HEARTBEAT_SECONDS} at least), or healthy runs "
-            f"would be marked Crashed; the default is {DEFAULT_UNRESPONSIVE_SECONDS}, three missed heartbeats"
+            f"{UNRESPONSIVE_SECONDS_VAR}={raw!r} must be a whole number of seconds, at least "
+            f"{MIN_UNRESPONSIVE_SECONDS}: "
+            f"runs send a heartbeat every third of it, and Prefect's shortest heartbeat is {MIN_HEARTBEAT_SECONDS} s, "
+            f"so less would mark healthy runs Crashed; the default is {DEFAULT_UNRESPONSIVE_SECONDS}"
         )
     return int(raw)
+
+
+def heartbeat_seconds(unresponsive: int) -> int:
+    """The heartbeat frequency the deployments give their runs: three fit in the unresponsive window."""
+    return max(MIN_HEARTBEAT_SECONDS, unresponsive // 3)
 
 
 def unresponsive_automation(seconds: int):
@@ -202,11 +210,12 @@ def unresponsive_automation(seconds: int):
 
     return AutomationCore(
         name=UNRESPONSIVE_AUTOMATION,
-        description=f"Marks a flow run Crashed after {seconds} s without a heartbeat or state change: its worker "
-                    "died mid-run. Kept by `vault-ingest deploy`.",
+        description=f"Marks a flow run Crashed after {seconds} s in Pending, Running or Cancelling without a "
+                    "heartbeat or state change: its worker died. Kept by `vault-ingest deploy`.",
         trigger=EventTrigger(
-            # The heartbeats say the process lives; "prefect.flow-run.*" also matches the final state's event.
-            after={"prefect.flow-run.heartbeat"},
+            # Each live event restarts the window; "prefect.flow-run.*" also matches the final state's event,
+            # which ends it, as do the Scheduled states, which start none.
+            after=set(LIVE_RUN_EVENTS),
             expect={"prefect.flow-run.*"},
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
             for_each={"prefect.resource.id"},
@@ -216,7 +225,8 @@ def unresponsive_automation(seconds: int):
         ),
         actions=[ChangeFlowRunState(
             state=StateType.CRASHED,
-            message=f"No heartbeat for {seconds} s: the worker running it stopped (marked by {UNRESPONSIVE_AUTOMATION!r})",
+            message=f"No heartbeat for {seconds} s, nor any state change: the worker running it stopped "
+                    f"(marked by {UNRESPONSIVE_AUTOMATION!r})",
         )],
     )
 
@@ -283,14 +293,43 @@ def _load(spec: DeploymentSpec):
     )
 
 
-def apply(specs: Sequence[DeploymentSpec]) -> dict[str, str]:
-    """Make the server match `specs`; returns deployment name -> id."""
+@dataclass(frozen=True)
+class DeployOptions:
+    """What `vault-ingest deploy` takes: the pool, the git source (None: this checkout's origin) and ref."""
+
+    work_pool: str
+    source: str | None = None
+    ref: str | None = None  # None: the repository's default branch
+    unresponsive_seconds: int = DEFAULT_UNRESPONSIVE_SECONDS
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    work_pools: dict[str, bool]  # name -> created now
+    deployments: dict[str, str]  # flow/deployment -> id
+    automation: str  # "created" or "updated"
+    unresponsive_seconds: int
+
+    def lines(self) -> list[str]:
+        out = [f"work pool {name!r}: {'created' if created else 'exists'}" for name, created in self.work_pools.items()]
+        out += [f"deployment {name}: {deployment_id}" for name, deployment_id in self.deployments.items()]
+        out.append(f"automation {UNRESPONSIVE_AUTOMATION!r}: {self.automation} (runs silent for "
+                   f"{self.unresponsive_seconds} s in Pending, Running or Cancelling become Crashed)")
+        return out
+
+
+def specs_for(options: DeployOptions, repo_dir: Path | None = None) -> list[DeploymentSpec]:
+    source = options.source or default_source(repo_dir or Path.cwd())
+    return build_specs(options.work_pool, source, options.ref)
+
+
+def apply(specs: Sequence[DeploymentSpec], unresponsive: int = DEFAULT_UNRESPONSIVE_SECONDS) -> DeployResult:
+    """Make the server match `specs`; the automation crashes runs silent for `unresponsive` seconds."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import PrefectHTTPStatusError
     from prefect.schedules import Cron
 
     api_url = _api_url()
-    unresponsive = unresponsive_seconds(os.environ)
     with get_client(sync_client=True) as client:
         problem = client.api_healthcheck()
         if problem is not None:
@@ -300,9 +339,7 @@ def apply(specs: Sequence[DeploymentSpec]) -> dict[str, str]:
             )
         flows = [_load(spec) for spec in specs]  # source problems surface before anything changes on the server
         try:
-            for pool in dict.fromkeys(spec.work_pool for spec in specs):
-                created = ensure_work_pool(client, pool)
-                print(f"work pool {pool!r}: {'created' if created else 'exists'}")
+            pools = {pool: ensure_work_pool(client, pool) for pool in dict.fromkeys(spec.work_pool for spec in specs)}
             deployed = {}
             for spec, flow in zip(specs, flows):
                 deployment = flow.to_deployment(
@@ -312,11 +349,11 @@ def apply(specs: Sequence[DeploymentSpec]) -> dict[str, str]:
                     parameters=spec.flow.parameters,
                     description=spec.flow.description,
                     concurrency_limit=CONCURRENCY_LIMIT,
+                    # Heartbeats often enough that three fit in the window the automation waits.
+                    job_variables={"env": {HEARTBEAT_ENV: str(heartbeat_seconds(unresponsive))}},
                 )
                 deployed[spec.full_name] = str(deployment.apply())
-                print(f"deployment {spec.full_name}: {deployed[spec.full_name]}")
             done = ensure_unresponsive_automation(client, unresponsive)
-            print(f"automation {UNRESPONSIVE_AUTOMATION!r}: {done} (runs silent for {unresponsive} s become Crashed)")
         except PrefectHTTPStatusError as exc:
             if exc.response.status_code not in (401, 403):
                 raise
@@ -324,15 +361,9 @@ def apply(specs: Sequence[DeploymentSpec]) -> dict[str, str]:
                 f"the Prefect server at {api_url} refused the credentials (HTTP {exc.response.status_code}); set "
                 "PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING (user:password)"
             ) from None
-    return deployed
+    return DeployResult(pools, deployed, done, unresponsive)
 
 
-def run(args: argparse.Namespace, repo_dir: Path | None = None) -> int:
-    """`vault-ingest deploy`: args has work_pool, source, ref and dry_run."""
-    source = args.source or default_source(repo_dir or Path.cwd())
-    specs = build_specs(args.work_pool, source, args.ref)
-    if args.dry_run:
-        print(json.dumps([spec.to_dict() for spec in specs], indent=2))
-        return 0
-    apply(specs)
-    return 0
+def deploy(options: DeployOptions, repo_dir: Path | None = None) -> DeployResult:
+    """`vault-ingest deploy`: the flows from `options.source` at `options.ref` onto the server."""
+    return apply(specs_for(options, repo_dir), options.unresponsive_seconds)

@@ -96,3 +96,31 @@ class DataQualityError(VaultIngestError):
 
 class StorageError(VaultIngestError):
     """The app database rejected or could not take a write."""
+
+
+# --- deploying and checking a deployment (vault_ingest.deploy, vault_ingest.doctor, release-slots) -----------
+
+
+class DeployError(VaultIngestError):
+    """Deploying the flows failed."""
+
+
+class ServerUnreachableError(DeployError):
+    """The Prefect API did not answer."""
+
+
+class AuthRefusedError(DeployError):
+    """The Prefect API answered 401/403: basic auth is on and the credentials are missing or wrong."""
+
+
+class SourceError(DeployError):
+    """The source is not a git URL, or cannot be cloned at the ref."""
+
+
+class EntrypointNotFoundError(DeployError):
+    """The cloned source has no flow at an entrypoint."""
+
+
+class APIError(VaultIngestError):
+    """A request to the Prefect API got no answer or an unexpected one; the message names the request, secrets
+    masked."""

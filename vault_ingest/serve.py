@@ -13,19 +13,27 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import NoReturn
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from vault_ingest.errors import ConfigError
+from vault_ingest.urls import DATABASE_URL_VARS, asyncpg_url, libpq_url, mask_url
 
 DEFAULT_PORT = 4200
 # Not `::`: uvicorn listens through asyncio, which makes an IPv6 socket IPv6-only, so Railway's healthcheck
 # and edge, which reach $PORT over IPv4, get "connection refused". Legacy environments whose private network
 # is IPv6-only need PREFECT_SERVER_API_HOST=:: and the worker pointed at the public domain.
 DEFAULT_HOST = "0.0.0.0"
-DATABASE_URL_VARS = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
 UI_API_URL_VARS = ("PREFECT_UI_API_URL", "PREFECT_SERVER_UI_API_URL")
-_POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "postgresql+asyncpg")
+
+# Where the server keeps its concurrency leases (docs/railway.md, "Concurrency slots"). They must live as long
+# as the slot counters in the Prefect database: in it when it is PostgreSQL, beside it (PREFECT_HOME) with SQLite.
+LEASE_STORAGE_VAR = "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"
+MEMORY_LEASES = "prefect.server.concurrency.lease_storage.memory"
+FILESYSTEM_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
+DATABASE_LEASES = "vault_ingest.leases"
+_RAILWAY_MARKERS = ("RAILWAY_SERVICE_ID", "RAILWAY_ENVIRONMENT_ID", "RAILWAY_PROJECT_ID")
 
 
 @dataclass(frozen=True)
@@ -34,42 +42,6 @@ class Launch:
     env: dict[str, str]
     database_url: str | None = None  # the Prefect database as libpq takes it, when it is PostgreSQL
     notes: list[str] = field(default_factory=list)  # what was decided, secrets masked
-
-
-def mask_url(url: str) -> str:
-    """`url` with its password replaced by `***`, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def asyncpg_url(name: str, value: str) -> str:
-    """A PostgreSQL URL as Prefect's SQLAlchemy/asyncpg engine takes it.
-
-    Railway hands out `postgresql://`, Heroku-style tools `postgres://`; either makes Prefect exit at startup.
-    asyncpg spells libpq's `sslmode=` as `ssl=`.
-    """
-    scheme, sep, _ = value.partition("://")
-    if not sep:
-        raise ConfigError(f"{name} has no scheme; set it like postgresql://user:password@host:5432/prefect")
-    if scheme.startswith("sqlite"):
-        return value
-    if scheme not in _POSTGRES_SCHEMES:
-        raise ConfigError(
-            f"{name} uses {scheme}://, which Prefect cannot store its data in; "
-            "use a PostgreSQL URL (postgresql://...) or leave it unset for SQLite in PREFECT_HOME"
-        )
-    parts = urlsplit(value)
-    query = [("ssl" if key == "sslmode" else key, val) for key, val in parse_qsl(parts.query, keep_blank_values=True)]
-    return urlunsplit(parts._replace(scheme="postgresql+asyncpg", query=urlencode(query)))
-
-
-def _libpq_url(asyncpg_form: str) -> str:
-    parts = urlsplit(asyncpg_form)
-    query = [("sslmode" if key == "ssl" else key, val) for key, val in parse_qsl(parts.query, keep_blank_values=True)]
-    return urlunsplit(parts._replace(scheme="postgresql", query=urlencode(query)))
 
 
 def _port(env: Mapping[str, str]) -> tuple[int, str]:
@@ -108,6 +80,33 @@ def _ui_api_url(env: Mapping[str, str]) -> tuple[str | None, str]:
     return "/api", "UI API URL /api (no RAILWAY_PUBLIC_DOMAIN: relative to the page)"
 
 
+def _lease_storage(env: Mapping[str, str], postgres: bool) -> tuple[str, str]:
+    """The lease storage module and a note; ConfigError for one that a restart or a redeploy would empty."""
+    chosen = env.get(LEASE_STORAGE_VAR, "").strip()
+    if not chosen:
+        if postgres:
+            return DATABASE_LEASES, f"concurrency leases in the Prefect database ({DATABASE_LEASES})"
+        return FILESYSTEM_LEASES, "concurrency leases in PREFECT_HOME, beside the SQLite database"
+    if chosen == MEMORY_LEASES:
+        raise ConfigError(
+            f"{LEASE_STORAGE_VAR}={chosen} forgets every lease when web restarts or redeploys, so a run that dies "
+            "then keeps its deployment's concurrency slot for good and later runs wait in AwaitingConcurrencySlot; "
+            f"unset it (`vault-ingest serve` keeps leases in the Prefect database)"
+        )
+    if chosen == FILESYSTEM_LEASES and any(env.get(name) for name in _RAILWAY_MARKERS):
+        home = str(PurePosixPath(env.get("PREFECT_HOME") or "~/.prefect"))
+        volume = env.get("RAILWAY_VOLUME_MOUNT_PATH", "").rstrip("/")
+        if not volume or not (home == volume or home.startswith(volume + "/")):
+            raise ConfigError(
+                f"{LEASE_STORAGE_VAR}={chosen} keeps leases in PREFECT_HOME ({home}), which "
+                + (f"is outside web's volume ({volume})" if volume else "is on no volume")
+                + ": Railway starts every deployment with a fresh filesystem, so a redeploy loses them. Unset "
+                f"{LEASE_STORAGE_VAR} (`vault-ingest serve` keeps leases in the Prefect database), or set "
+                "PREFECT_HOME to a path under a volume mounted on web"
+            )
+    return chosen, f"concurrency leases in {chosen} (from {LEASE_STORAGE_VAR})"
+
+
 def plan(
     env: Mapping[str, str],
     extra_args: Sequence[str] = (),
@@ -144,10 +143,13 @@ def plan(
         if env.get(name):
             out[name] = asyncpg_url(name, env[name])
             if out[name].startswith("postgresql+asyncpg://"):
-                database_url = _libpq_url(out[name])
+                database_url = libpq_url(out[name])
             notes.append(f"database {mask_url(out[name])} (from {name})")
     if not any(env.get(name) for name in DATABASE_URL_VARS):
         notes.append("database: SQLite in PREFECT_HOME (set PREFECT_API_DATABASE_CONNECTION_URL for PostgreSQL)")
+
+    out[LEASE_STORAGE_VAR], lease_note = _lease_storage(env, postgres=database_url is not None)
+    notes.append(lease_note)
 
     if "PREFECT_SERVER_API_AUTH_STRING" in env:
         if not env["PREFECT_SERVER_API_AUTH_STRING"].strip():

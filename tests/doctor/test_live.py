@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, unquote
 import httpx
 import pytest
 from prefect.client.schemas.objects import Flow, FlowRun, State, Worker, WorkPool
-from prefect.client.schemas.responses import DeploymentResponse
+from prefect.client.schemas.responses import DeploymentResponse, GlobalConcurrencyLimitResponse
 
 from vault_ingest.doctor import Status, run_checks
 
@@ -101,8 +101,11 @@ class FakePrefect:
     def add_deployment(self, flow: str, status: str = "READY", pull_steps: list | None = None) -> dict:
         flow_model = Flow(name=flow)
         self.flows.append(dump(flow_model))
+        limit = GlobalConcurrencyLimitResponse(name=f"deployment:{uuid.uuid4()}", limit=1, active=True,
+                                               active_slots=0, slot_decay_per_second=0.0)
         deployment = dump(DeploymentResponse(name="hourly", flow_id=flow_model.id, work_pool_name=POOL, status=status,
-                                             work_queue_name="default", pull_steps=pull_steps or [GIT_STEP]))
+                                             work_queue_name="default", pull_steps=pull_steps or [GIT_STEP],
+                                             global_concurrency_limit=limit))
         self.deployments.append(deployment)
         return deployment
 
@@ -148,9 +151,10 @@ def test_shipped_configuration_passes_cleanly():
         "workers": Status.PASS,
         "deployment:sync-vaults/hourly": Status.PASS, "last-run:sync-vaults/hourly": Status.PASS,
         "deployment:sync-vault-details/hourly": Status.PASS, "last-run:sync-vault-details/hourly": Status.PASS,
+        "slots:sync-vaults/hourly": Status.PASS, "slots:sync-vault-details/hourly": Status.PASS,
         "service": Status.SKIP,
     }
-    assert report.text().splitlines()[-1].startswith("OK: 9 passed, 0 warnings")
+    assert report.text().splitlines()[-1].startswith("OK: 11 passed, 0 warnings")
 
 
 # --- (1) no worker polls the pool ----------------------------------------------------------------------

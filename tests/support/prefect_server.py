@@ -143,6 +143,8 @@ def prefect_server(
     launcher: bool = False,
     timeout: float = 90.0,
     stop_grace: float = 3.0,
+    port: int | None = None,
+    home: Path | None = None,
 ) -> Iterator[PrefectServer]:
     """Run a Prefect server until the block exits; yield it once `/api/health` answers.
 
@@ -150,10 +152,11 @@ def prefect_server(
     otherwise `prefect server start` runs directly. `env` is added on top of the fast settings, so a test
     can set `PREFECT_API_DATABASE_CONNECTION_URL`, `PREFECT_SERVER_API_AUTH_STRING`, `RAILWAY_*` and so on.
     Teardown gives the server `stop_grace` seconds after SIGTERM; tests of graceful shutdown raise it.
+    A restarted server keeps its clients by taking the `port` it had; a new `home` is a fresh filesystem.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port(HOST)
-    home = workdir / "prefect-home"
+    port = port or free_port(HOST)
+    home = home or workdir / "prefect-home"
     full_env = clean_environ(
         PREFECT_HOME=str(home),
         PREFECT_SERVER_API_HOST=HOST,
@@ -167,7 +170,7 @@ def prefect_server(
     else:
         command = [PREFECT, "server", "start", "--host", HOST, "--port", str(port)]
     log_path = workdir / "server.log"
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             command, env=full_env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,

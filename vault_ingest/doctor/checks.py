@@ -11,7 +11,7 @@ from vault_ingest.doctor.live import run_live
 from vault_ingest.doctor.local import inside_service as detect_inside_service
 from vault_ingest.doctor.local import run_local
 from vault_ingest.doctor.report import Report, Status, skipped
-from vault_ingest.serve import mask_url
+from vault_ingest.urls import mask_url
 
 DEFAULT_POOL = "hyperliquid-vault-ingestion"
 

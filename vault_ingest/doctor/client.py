@@ -12,13 +12,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from vault_ingest.serve import mask_url
+from vault_ingest.errors import APIError
+from vault_ingest.urls import mask_url
 
 TIMEOUT_SECONDS = 10.0
-
-
-class APIError(Exception):
-    """A request got no answer or an unexpected one; the message names the request, secrets masked."""
 
 
 class PrefectAPI:
@@ -50,6 +47,8 @@ class PrefectAPI:
     def call(self, method: str, path: str, body: Any = None) -> Any:
         """The JSON of a successful authenticated request; APIError naming the request otherwise."""
         response = self.request(method, path, body=body)
+        if response.status_code == 204:
+            return None
         if response.is_success:
             try:
                 return response.json()

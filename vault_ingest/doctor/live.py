@@ -17,7 +17,8 @@ import httpx
 
 from vault_ingest.doctor.client import APIError, PrefectAPI
 from vault_ingest.doctor.report import Check, Status, failed, passed, skipped, warned
-from vault_ingest.serve import mask_url
+from vault_ingest.doctor.slots import inspect as inspect_slots
+from vault_ingest.urls import mask_url
 
 API_CHECKS = ("api", "ui-api-url", "auth", "work-pool", "workers", "deployments")
 TERMINAL_STATES = ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]
@@ -299,6 +300,29 @@ def check_last_run(api: PrefectAPI, label: str, deployment: dict[str, Any]) -> C
                   "The worker's log has the traceback of the step that failed.")
 
 
+RELEASE_FIX = (
+    "See what would be released: vault-ingest release-slots {label}\n"
+    "Then release it: vault-ingest release-slots {label} --apply (it only touches runs silent past the window, "
+    "and slots no run holds).\n"
+    "So it does not happen again: start web with `vault-ingest serve` (leases kept in the Prefect database) and "
+    "deploy with `vault-ingest deploy` (its automation crashes runs whose worker died, in any state)."
+)
+
+
+def check_slots(api: PrefectAPI, label: str, deployment: dict[str, Any]) -> Check:
+    """Whether the deployment's concurrency slot is held by a run with no live worker behind it."""
+    name = f"slots:{label}"
+    limit = deployment.get("global_concurrency_limit")
+    if not limit:
+        return skipped(name, f"{label} has no concurrency limit")
+    if not limit.get("active_slots"):
+        return passed(name, f"{label}: no slot taken")
+    slots = inspect_slots(api, deployment, label)
+    if not slots.wedged:
+        return passed(name, slots.describe())
+    return failed(name, slots.describe(), RELEASE_FIX.format(label=label))
+
+
 # Generators, so that when a later request fails the checks already answered are still reported.
 def _deployment_checks(api: PrefectAPI, pool: str, workers_online: bool) -> Iterator[Check]:
     deployments = api.call("POST", "/deployments/filter", {"work_pools": {"name": {"any_": [pool]}}, "limit": 200})
@@ -313,6 +337,7 @@ def _deployment_checks(api: PrefectAPI, pool: str, workers_online: bool) -> Iter
         label = f"{flow_names.get(deployment['flow_id'], deployment['flow_id'])}/{deployment['name']}"
         yield check_deployment(label, deployment, workers_online)
         yield check_last_run(api, label, deployment)
+        yield check_slots(api, label, deployment)
 
 
 def _pool_checks(api: PrefectAPI, pool: str) -> Iterator[Check]:

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from vault_ingest.config import app_database_url
 from vault_ingest.doctor.report import Check, failed, passed, skipped, warned
 from vault_ingest.errors import ConfigError
-from vault_ingest.serve import DATABASE_URL_VARS, asyncpg_url, mask_url
+from vault_ingest.urls import DATABASE_URL_VARS, asyncpg_url, mask_url
 
 CONNECT_TIMEOUT_SECONDS = 5
 
