@@ -63,12 +63,15 @@ def run(repeats: int = 1) -> dict:
     }
 
 
-def _emulate(state: Path, idle: list[float] | None = None) -> float:
-    """Seconds to the first Completed run; with `idle`, then the stack's idle share of a core added to it."""
+def _emulate(state: Path | None, idle: list[float] | None = None, argv: list[str] | None = None, cwd: Path = ROOT,
+             env: dict[str, str] | None = None) -> float:
+    """Seconds to the first Completed run; with `idle`, then the stack's idle share of a core added to it.
+    `argv` (default: `python -m emulator --state-dir STATE up`) runs in `cwd` as its own process group."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "emulator", "--state-dir", str(state), "up"], cwd=ROOT,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "NO_COLOR": "1"}, start_new_session=True)
+    argv = argv or [sys.executable, "-m", "emulator", "--state-dir", str(state), "up"]
+    proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**(env or os.environ), "NO_COLOR": "1"},
+                            start_new_session=True)
     seen = []
     try:
         for line in proc.stdout:
@@ -81,15 +84,18 @@ def _emulate(state: Path, idle: list[float] | None = None) -> float:
                 return took
             if "problem:" in line or time.perf_counter() - start > _TIMEOUT:
                 break
-        raise RuntimeError("P3: `python -m emulator up` did not complete its first run:\n" + "".join(seen[-40:]))
+        raise RuntimeError(f"P3: `{' '.join(argv)}` did not complete its first run:\n" + "".join(seen[-40:]))
     finally:
-        proc.send_signal(signal.SIGINT)  # Ctrl-C, as a developer ends `make emulate`
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a developer ends `make emulate`
         proc.communicate(timeout=120)
 
 
-def _baseline(workdir: Path, idle: list[float]) -> float:
+def _baseline(workdir: Path, idle: list[float] | None, repo: Path = ROOT, bin_dir: Path | None = None,
+              install=None) -> float:
+    """Seconds from `install()` (if any: it is timed too) to the by-hand stack's first Completed run, with the
+    Prefect and vault-ingest of `bin_dir` (default: this interpreter's)."""
     workdir.mkdir(parents=True)
-    source = snapshot(ROOT, workdir / "source.git")
+    source = snapshot(repo, workdir / "source.git")
     app = PostgresServer(workdir / "app-pg").start()
     replay = ReplayServer(ROOT / "cassettes").start()
     port = free_port()
@@ -99,7 +105,8 @@ def _baseline(workdir: Path, idle: list[float]) -> float:
     env.update(PREFECT_HOME=str(workdir / "prefect-home"), PREFECT_API_URL=api, DO_NOT_TRACK="1",
                PREFECT_SERVER_ANALYTICS_ENABLED="false", DATABASE_URL=app.create_database("railway"),
                HYPERLIQUID_API_URL=replay.url, HYPERLIQUID_STATS_URL=f"{replay.url}/Mainnet/vaults")
-    prefect = str(Path(sys.executable).with_name("prefect"))
+    bin_dir = bin_dir or Path(sys.executable).parent
+    prefect = str(bin_dir / "prefect")
     processes = []
 
     def spawn(*argv: str) -> subprocess.Popen:
@@ -111,10 +118,12 @@ def _baseline(workdir: Path, idle: list[float]) -> float:
 
     try:
         start = time.perf_counter()
+        if install is not None:
+            install()
         spawn("server", "start", "--host", "127.0.0.1", "--port", str(port))
         _until(lambda: _healthy(api), "the bare Prefect server's health")
         spawn("worker", "start", "--pool", POOL, "--type", "process")
-        subprocess.run([sys.executable, "-m", "vault_ingest.cli", "deploy", "--work-pool", POOL, "--source",
+        subprocess.run([str(bin_dir / "python"), "-m", "vault_ingest.cli", "deploy", "--work-pool", POOL, "--source",
                         source.url, "--ref", source.branch], env=env, cwd=workdir, check=True, capture_output=True)
         with httpx.Client(base_url=api, timeout=30) as http:
             deployment = http.get("/deployments/name/sync-vaults/hourly").json()["id"]
@@ -122,8 +131,9 @@ def _baseline(workdir: Path, idle: list[float]) -> float:
             _until(lambda: http.get(f"/flow_runs/{flow_run}").json()["state"]["type"] == "COMPLETED",
                    "the baseline's sync-vaults run")
         took = time.perf_counter() - start
-        postmaster = int((app.data_dir / "postmaster.pid").read_text().split()[0])
-        idle.append(_idle_core_pct([proc.pid for proc in processes] + [postmaster]))
+        if idle is not None:
+            postmaster = int((app.data_dir / "postmaster.pid").read_text().split()[0])
+            idle.append(_idle_core_pct([proc.pid for proc in processes] + [postmaster]))
         return took
     finally:
         for proc in reversed(processes):
