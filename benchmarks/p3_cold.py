@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from benchmarks.p3_emulate import _baseline, _emulate
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # What the clones must not inherit from the environment that runs the benchmark.
 _DROP = ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "UV_CACHE_DIR", "PIP_CACHE_DIR", "EMULATOR_CACHE_DIR",
          "PYTHONPATH")
+_UP = "python -m emulator up"  # make's echo of the command it runs once the install is done
 
 
 def run() -> dict:
@@ -35,8 +37,8 @@ def run() -> dict:
         tmp = Path(tmp)
         figures = {}
         for cache in ("empty", "warm"):  # the second pass finds what the first left in each side's cache
-            figures[f"by_hand_{cache}_s"] = _by_hand(tmp, cache)
-            figures[f"emulate_{cache}_s"] = _make_emulate(tmp, cache)
+            figures[f"by_hand_{cache}_s"], figures[f"by_hand_{cache}_install_s"] = _by_hand(tmp, cache)
+            figures[f"emulate_{cache}_s"], figures[f"emulate_{cache}_install_s"] = _make_emulate(tmp, cache)
     result = {name: round(seconds, 1) for name, seconds in figures.items()}
     for cache in ("empty", "warm"):
         result[f"ratio_{cache}"] = round(figures[f"emulate_{cache}_s"] / figures[f"by_hand_{cache}_s"], 2)
@@ -56,18 +58,25 @@ def _clone(dest: Path) -> Path:
     return dest
 
 
-def _make_emulate(tmp: Path, cache: str) -> float:
+def _make_emulate(tmp: Path, cache: str) -> tuple[float, float]:
+    """Seconds to the first Completed run, and of them the install's (until make runs the emulator)."""
     clone = _clone(tmp / f"emulate-{cache}")
-    return _emulate(None, argv=["make", "emulate"], cwd=clone, env=_env(tmp / "caches-emulate"))
+    marks = {_UP: None}
+    took = _emulate(None, argv=["make", "emulate"], cwd=clone, env=_env(tmp / "caches-emulate"), marks=marks)
+    return took, marks[_UP]
 
 
-def _by_hand(tmp: Path, cache: str) -> float:
+def _by_hand(tmp: Path, cache: str) -> tuple[float, float]:
     clone = _clone(tmp / f"by-hand-{cache}")
     env = _env(tmp / "caches-by-hand")
+    installed = []
 
     def install() -> None:
+        start = time.perf_counter()
         subprocess.run([uv_binary(), "sync", "--locked", "--quiet"], cwd=clone, env=env, check=True,
                        stdin=subprocess.DEVNULL)
+        installed.append(time.perf_counter() - start)
 
-    return _baseline(tmp / f"by-hand-{cache}-work", None, repo=clone, bin_dir=clone / ".venv" / "bin",
+    took = _baseline(tmp / f"by-hand-{cache}-work", None, repo=clone, bin_dir=clone / ".venv" / "bin",
                      install=install)
+    return took, installed[0]

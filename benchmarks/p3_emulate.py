@@ -64,9 +64,10 @@ def run(repeats: int = 1) -> dict:
 
 
 def _emulate(state: Path | None, idle: list[float] | None = None, argv: list[str] | None = None, cwd: Path = ROOT,
-             env: dict[str, str] | None = None) -> float:
+             env: dict[str, str] | None = None, marks: dict[str, float | None] | None = None) -> float:
     """Seconds to the first Completed run; with `idle`, then the stack's idle share of a core added to it.
-    `argv` (default: `python -m emulator --state-dir STATE up`) runs in `cwd` as its own process group."""
+    `argv` (default: `python -m emulator --state-dir STATE up`) runs in `cwd` as its own process group;
+    each key of `marks` gets the seconds to the first output line that holds it."""
     start = time.perf_counter()
     argv = argv or [sys.executable, "-m", "emulator", "--state-dir", str(state), "up"]
     proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -76,6 +77,9 @@ def _emulate(state: Path | None, idle: list[float] | None = None, argv: list[str
     try:
         for line in proc.stdout:
             seen.append(line)
+            for text, at in (marks or {}).items():
+                if at is None and text in line:
+                    marks[text] = time.perf_counter() - start
             if "step vaults: done" in line:  # the stack file's last step: the first run's rows are there
                 took = time.perf_counter() - start
                 if idle is not None:
