@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test bench emulate clean
+.PHONY: install test test-reliability bench emulate clean
 
 # uv.lock is the one source of installed versions (here, CI, the emulator's images, Railway). uv itself is in
 # the lock (the emulator builds images with it); its locked version bootstraps the venv with pip.
@@ -21,6 +21,10 @@ install: $(STAMP)
 PYTEST_ARGS ?= -n 2
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The whole fault matrix of tests/test_reliability.py, the broken configurations' cells included.
+test-reliability: $(STAMP)
+	$(BIN)/python -m pytest -n 0 -m "broken_config or not broken_config" tests/test_reliability.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

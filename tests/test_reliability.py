@@ -171,6 +171,7 @@ def test_a_fault_at_any_moment_never_wedges_the_deployment(shipped, moment, faul
     assert failures(shipped, moment, fault_kind, record_property)[0] == []
 
 
+@pytest.mark.broken_config
 @pytest.mark.parametrize("fault_kind", FAULTS)
 def test_with_prefects_defaults_a_fault_in_pending_wedges_or_strands_runs(prefect_defaults, fault_kind,
                                                                          record_property):
@@ -215,6 +216,7 @@ def automation_only(request):
                        lease_storage=request.param)
 
 
+@pytest.mark.broken_config
 @pytest.mark.xfail(strict=False, reason="not deterministic: of 4 runs, 3 Cancelled the caught run as the source "
                                        "predicts and 1 let it complete; the cause is not found yet")
 def test_the_automation_alone_loses_a_live_run_when_web_restarts(automation_only, record_property):
