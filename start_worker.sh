@@ -4,7 +4,9 @@
 # Flow runs pull the code with Prefect's `git_clone` step, and a worker without git makes every run Crash
 # ("Process exited with status code: 1") with the real cause only in these logs, so check git first.
 # Then wait for the server, because Railway starts `web` and `worker` together. Finally `exec` the worker:
-# it becomes the process Railway's SIGTERM reaches, and it stops taking runs and drains the ones it has.
+# it becomes the process Railway's SIGTERM reaches, and it stops taking runs. Prefect 3.9's worker does not
+# wait for the runs it has (it turns SIGTERM into SIGINT and stops within a second, its runs with it; shown
+# in tests/emulator/test_redeploy_runs.py), so draining seconds alone do not save a running flow run.
 #
 #   PREFECT_API_URL            required: https://${{web.RAILWAY_PUBLIC_DOMAIN}}/api (http:// only for the private
 #                              domain, *.railway.internal, or localhost)
