@@ -6,27 +6,16 @@ from datetime import timedelta
 from decimal import Decimal
 from itertools import combinations
 
-import pytest
 from sqlalchemy import select
 
 from tests.db.factories import summary
 from tests.portfolio_sample import ADDRESS, details_body, fetch_later, portfolio
-from vault_ingest.db.engine import make_engine
-from vault_ingest.db.migrate import upgrade
 from vault_ingest.db.schema import vault_history
 from vault_ingest.db.writer import write_vault_details, write_vault_list
 from vault_ingest.hyperliquid.models import EPOCH, parse_vault_details
 from vault_ingest.history import PLAIN
 
 NOISE = Decimal("1e-6")  # windows disagree in the API's last float digits (~1e-10), see vault_ingest.history
-
-
-@pytest.fixture
-def engine(database_url):
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def write(engine, raw):
