@@ -10,10 +10,12 @@ old one Active (deployments/reference.md); Watch Paths decide what a push redepl
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,16 +225,22 @@ def test_a_deploy_goes_on_when_its_client_is_interrupted(world):
 def test_watch_deploys_each_change_until_interrupted(world):
     watcher = subprocess.Popen([sys.executable, "-m", "emulator", "--state-dir", str(world.state), "deploy",
                                 "--watch", "--interval", "0.5"], cwd=world.repo, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(watcher.stdout), daemon=True)
     try:
         assert "watching" in watcher.stdout.readline()
+        reader.start()
         (world.repo / "VERSION").write_text("four\n")
         wait_until(lambda: world.page()[0] == "four", timeout=60, what="the watched change deployed")
+        # The watcher reports the deploy once the supervisor has finished it, which may be after the switch.
+        wait_until(lambda: any("web: 1 changed file(s) match its watch paths: VERSION" in line for line in lines),
+                   timeout=60, what="the watcher to report the deploy")
     finally:
         watcher.send_signal(signal.SIGINT)
-        output, _ = watcher.communicate(timeout=60)
+        watcher.wait(timeout=60)
+        reader.join(timeout=10)
     assert watcher.returncode == 0
-    assert "web: 1 changed file(s) match its watch paths: VERSION" in output
 
 
 def _alive(pid: int) -> bool:
