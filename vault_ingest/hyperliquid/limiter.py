@@ -74,7 +74,23 @@ class Throttle:
         return max(0.0, self.paused_until - self._clock())
 
 
-class WeightLimiter:
+class ThrottledUnderLock:
+    """What both limiters do with a 429 and an answer: their `throttle`, under their `_state` lock."""
+
+    throttle: Throttle
+    _state: threading.Lock
+
+    def throttled(self, retry_after: float | None) -> float:
+        """A 429: pause every request of the run and slow down. Returns the pause in seconds."""
+        with self._state:
+            return self.throttle.throttled(retry_after)
+
+    def answered(self) -> None:
+        with self._state:
+            self.throttle.answered()
+
+
+class WeightLimiter(ThrottledUnderLock):
     """Grants weight at `budget` per `window` seconds, evenly paced; serves waiters first come, first served."""
 
     def __init__(
@@ -114,15 +130,6 @@ class WeightLimiter:
         async with self._queue():
             while (wait := self._try_grant(weight)) > 0:
                 await self._sleep(wait)
-
-    def throttled(self, retry_after: float | None) -> float:
-        """A 429: pause every request of the run and slow down. Returns the pause in seconds."""
-        with self._state:
-            return self.throttle.throttled(retry_after)
-
-    def answered(self) -> None:
-        with self._state:
-            self.throttle.answered()
 
     async def aclose(self) -> None:
         """Nothing to close: the process keeps this limiter for every run (see shared_limiter)."""

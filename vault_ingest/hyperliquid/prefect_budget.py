@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 
 from vault_ingest.errors import RateBudgetError
-from vault_ingest.hyperliquid.limiter import CAPACITY_WEIGHT, PAUSE_CAP, Throttle
+from vault_ingest.hyperliquid.limiter import CAPACITY_WEIGHT, PAUSE_CAP, Throttle, ThrottledUnderLock
 
 log = logging.getLogger("vault_ingest.hyperliquid")
 
@@ -58,7 +58,7 @@ def _prefect_client() -> Any:
     return get_client()
 
 
-class PrefectWeightLimiter:
+class PrefectWeightLimiter(ThrottledUnderLock):
     """Grants weight at `budget` per `window` seconds from the global concurrency limit `name`."""
 
     def __init__(
@@ -146,14 +146,6 @@ class PrefectWeightLimiter:
             await client.__aenter__()
             self._clients[loop] = client
         return client
-
-    def throttled(self, retry_after: float | None) -> float:
-        with self._state:
-            return self.throttle.throttled(retry_after)
-
-    def answered(self) -> None:
-        with self._state:
-            self.throttle.answered()
 
     def _slots(self, weight: int) -> int:
         # Slowing down this process spends more of the shared budget per request, so every process together
