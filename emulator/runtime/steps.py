@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -234,9 +235,48 @@ def _http(step: Step, env: dict[str, str], context: StepContext) -> dict:
 _ACTIONS = {"run": _run, "flow_run": _flow_run, "sql": _sql, "http": _http}
 
 
+class _PrefectRetries(httpx.HTTPTransport):
+    """Retries as Prefect's own client does (prefect/client/base.py, `PrefectHttpxSyncClient.send` and
+    `_send_with_retry`, Prefect 3.9.1): 408, 429, 502 and 503 answers and dropped connections, up to
+    PREFECT_CLIENT_MAX_RETRIES (5) times, waiting `Retry-After` or 2**try seconds. A busy server answers 503
+    when its database is locked; `prefect deployment run` waits that out, so a step must too."""
+
+    CODES = {408, 429, 502, 503}
+    ERRORS = (httpx.TimeoutException, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+    TRIES = 5
+
+    def __init__(self, *args, sleep: Callable[[float], object] = time.sleep, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sleep = sleep
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(1, self.TRIES + 1):
+            try:
+                response = super().handle_request(request)
+            except self.ERRORS:
+                wait = 2.0 ** attempt
+            else:
+                if response.status_code not in self.CODES:
+                    return response
+                response.close()
+                header = _retry_after(response.headers.get("Retry-After"))
+                wait = 2.0 ** attempt if header is None else header
+            self._sleep(wait)
+        return super().handle_request(request)
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(float(value), 0.0) if value else None
+    except ValueError:  # an HTTP date: Prefect's server never sends one
+        return None
+
+
 def _prefect_client(api_url: str, env: Mapping[str, str]) -> httpx.Client:
     user, colon, password = env.get("PREFECT_API_AUTH_STRING", "").partition(":")
-    return httpx.Client(base_url=api_url, timeout=30, verify=_verify(env), auth=(user, password) if colon else None)
+    verify = _verify(env)
+    return httpx.Client(base_url=api_url, timeout=30, auth=(user, password) if colon else None,
+                        transport=_PrefectRetries(verify=verify))
 
 
 def _verify(env: Mapping[str, str]):

@@ -4,6 +4,7 @@ The flow_run step needs a Prefect server and a worker; tests/emulator/test_any_r
 """
 
 import http.server
+import json
 import sys
 import threading
 from pathlib import Path
@@ -104,6 +105,52 @@ def test_http_waits_for_a_200(tmp_path):
         server.shutdown()
     with pytest.raises(StepError, match=r"GET http://127.0.0.1:1/ did not answer 200 within 1s"):
         steps.run_step(Step("h", "http", "http://127.0.0.1:1/", timeout=1), context(tmp_path))
+
+
+def test_a_flow_run_step_waits_out_a_busy_server_as_prefects_client_does(tmp_path):
+    """A Prefect server whose database is locked answers 503; Prefect's client retries 408/429/502/503 up to
+    5 times (prefect/client/base.py), so `prefect deployment run` passes where a single try failed a step."""
+    busy = iter([503, 503])
+    posts = []
+
+    class Prefect(http.server.BaseHTTPRequestHandler):
+        def answer(self, code, body=None, **headers):
+            data = json.dumps(body).encode() if body is not None else b""
+            self.send_response(code)
+            for name, value in headers.items():
+                self.send_header(name.replace("_", "-"), value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            if self.path.endswith("/deployments/name/flow/deployment"):
+                self.answer(200, {"id": "d1"})
+            else:
+                self.answer(200, {"id": "r1", "state": {"type": "COMPLETED", "name": "Completed"}})
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append(self.path)
+            code = next(busy, 201)
+            if code == 503:
+                self.answer(503, {"detail": "Service Unavailable"}, Retry_After="0")
+            else:
+                self.answer(201, {"id": "r1", "name": "busy-run"})
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Prefect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = f"http://127.0.0.1:{server.server_port}/api"
+        step = Step("f", "flow_run", "flow/deployment", timeout=20)
+        record = steps.run_step(step, context(tmp_path, prefect_api=api))
+    finally:
+        server.shutdown()
+    assert record["flow_run"] == {"id": "r1", "name": "busy-run", "state": "Completed"}
+    assert posts == ["/api/deployments/d1/create_flow_run"] * 3
 
 
 def test_a_flow_run_step_without_an_api_says_where_to_name_one(tmp_path):
