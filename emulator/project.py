@@ -489,7 +489,11 @@ def _settle(supervisor: Supervisor, stopped: Callable[[], bool]) -> None:
 
 
 def _free(port: int) -> bool:
+    """Whether a service or the edge could listen on `port` now. Bound as they bind, with SO_REUSEADDR: only
+    another listener stops that, not the connections an edge closed first, which the kernel keeps in
+    TIME_WAIT on its port for a minute after `down` (a plain bind fails on them, and the domain moved)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
