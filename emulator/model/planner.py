@@ -132,13 +132,15 @@ class _Planner:
         self.host_path = host_path
         self.failed: dict[str, BuildError] = {}
         self.instances = {name: _instance_names(service) for name, service in stack.services.items()}
-        self.ports = self._local_ports(ports)
         public = [name for name, service in stack.services.items() if service.public_domain]
         # Only the edge port carries over: the host is always the edge's, also for a state dir written when
         # the domain was still localhost:<port>.
         kept = {name: int(domain.rpartition(":")[2]) for name, domain in edge_domains.items()}
+        # A kept port is free now, but held by nobody until its edge or service starts: no other may take it.
+        self.ports = self._local_ports(ports, avoid=set(kept.values()))
         wanted = [name for name in public if name not in kept]
-        ports_for = {**kept, **dict(zip(wanted, _free_ports(len(wanted))))}
+        taken = {*kept.values(), *self.ports.values()}
+        ports_for = {**kept, **dict(zip(wanted, _free_ports(len(wanted), avoid=taken)))}
         self.domains = {name: edge_domain(ports_for[name]) for name in public}  # a domain only if asked for
         self.endpoints = {
             slug(name): Endpoint(self._railway_port(service), self.ports.get(self.instances[name][0], 0),
@@ -261,7 +263,7 @@ class _Planner:
             return {}
         return {"SSL_CERT_FILE": str(self.state.trust_bundle)}
 
-    def _local_ports(self, given: dict[str, int]) -> dict[str, int]:
+    def _local_ports(self, given: dict[str, int], avoid: set[int]) -> dict[str, int]:
         ports = {}
         for name, service in self.stack.services.items():
             user_port = service.variables.get("PORT")
@@ -276,7 +278,8 @@ class _Planner:
                 ports[name] = int(user_port)
         missing = [instance for names in self.instances.values() for instance in names
                    if instance not in ports and instance not in given]
-        return {**given, **ports, **dict(zip(missing, _free_ports(len(missing))))}
+        taken = {*avoid, *given.values(), *ports.values()}
+        return {**given, **ports, **dict(zip(missing, _free_ports(len(missing), avoid=taken)))}
 
     def _railway_port(self, service: Service) -> int:
         if service.source == "postgres":
@@ -291,16 +294,18 @@ def _instance_names(service: Service) -> list[str]:
     return [f"{service.name}.{n}" for n in range(1, service.replicas + 1)]
 
 
-def _free_ports(count: int) -> list[int]:
-    """Free loopback ports from below the kernel's ephemeral range. A port the kernel hands out for bind(0) is
-    also one it hands out as the source port of any outgoing connection, so between a `down` and the next
-    `up` it could be taken, and the edge's domain (an open browser tab) would change."""
+def _free_ports(count: int, avoid: set[int] = frozenset()) -> list[int]:
+    """Free loopback ports from below the kernel's ephemeral range, none of `avoid`. A port the kernel hands
+    out for bind(0) is also one it hands out as the source port of any outgoing connection, so between a
+    `down` and the next `up` it could be taken, and the edge's domain (an open browser tab) would change."""
     low = _ephemeral_low()
     sockets = []
     try:
         for port in random.sample(range(10000, low), k=min(low - 10000, 200)) if low > 10200 else []:
             if len(sockets) == count:
                 break
+            if port in avoid:
+                continue
             sock = socket.socket()
             try:
                 sock.bind(("127.0.0.1", port))  # held open together so no port is handed out twice
@@ -311,6 +316,9 @@ def _free_ports(count: int) -> list[int]:
         while len(sockets) < count:
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
+            if sock.getsockname()[1] in avoid:
+                sock.close()  # the kernel's next bind(0) hands out another port
+                continue
             sockets.append(sock)
         return [sock.getsockname()[1] for sock in sockets]
     finally:

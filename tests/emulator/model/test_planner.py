@@ -1,6 +1,7 @@
 import builtins
 import io
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -113,6 +114,19 @@ def test_ids_are_stable_deployments_are_new(plan):
     assert first["RAILWAY_SERVICE_ID"] == second["RAILWAY_SERVICE_ID"]
     assert first["RAILWAY_PROJECT_ID"] == second["RAILWAY_PROJECT_ID"]
     assert first["RAILWAY_DEPLOYMENT_ID"] != second["RAILWAY_DEPLOYMENT_ID"]
+
+
+def test_a_kept_port_is_never_handed_to_another_service(repo, state, monkeypatch):
+    """Between `down` and `up` a kept edge port is free, so a fresh pick could land on it; the picks skip it."""
+    sample = random.sample
+    kept = 12345
+    # Every pick tries the kept port first, as an unlucky random draw would.
+    monkeypatch.setattr(random, "sample", lambda population, k: [kept, *sample(population, k)])
+    plans = plan_stack(load_stack(SHIPPED, "worker-replicas"), repo, state, edge_domains={"web": f"127.0.0.1:{kept}"},
+                       secret=lambda namespace, variable, length, alphabet: "x" * length)
+    assert plans["web"].public_domain == f"127.0.0.1:{kept}"
+    ports = [plan.port for plan in plans.values()]
+    assert kept not in ports and len(set(ports)) == len(ports)
 
 
 def test_pinned_ports_and_edge_domains_are_used(plan):
