@@ -26,7 +26,8 @@ def edge_domain(port: int) -> str:
 class ImageBuild:
     """What Railway's Building step does for one replica of a repo service, left to the runtime
     (`emulator.runtime.build`): snapshot and export the repo, detect the builder from those files, install
-    into the image's venv, then give the replica its fresh app directory (the plan's cwd) and HOME."""
+    into the image's venv, then give the replica its fresh app directory (the plan's cwd), HOME and apt-get
+    stand-in (in HOME)."""
 
     service: "Service"
     variables: Mapping[str, str]  # its resolved variables, which Railway also hands to the build
