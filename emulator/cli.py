@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from emulator.errors import EmulatorError, StackError
-from emulator.project import LOCAL_DRAINING_SECONDS, Project, UpOptions, find_stack_file
 from emulator.model.stack import list_variants
+from emulator.project import LOCAL_DRAINING_SECONDS, Project, UpOptions, find_stack_file
 from emulator.state import STACK_FILE
 
 _DETACH_TIMEOUT = 900.0

@@ -18,19 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, TextIO
 
-from emulator.runtime import steps
 from emulator.errors import EmulatorError, StepError
-from emulator.runtime.logs import LogSink
 from emulator.model.plan import BuildError, ServicePlan
-from emulator.model.planner import plan_stack, remove_homes
+from emulator.model.planner import plan_stack
+from emulator.model.stack import Stack, load_stack
+from emulator.model.variables import referenced_services
+from emulator.runtime import steps
+from emulator.runtime.build import build_stack, prepare_stack, remove_homes
 from emulator.runtime.control import RequestWatcher, submit
+from emulator.runtime.logs import LogSink
 from emulator.runtime.process import ACTIVE, FINISHED
 from emulator.runtime.redeploy import Redeployer
+from emulator.runtime.secrets import secret_store
 from emulator.runtime.snapshot import snapshot
-from emulator.model.stack import Stack, load_stack
-from emulator.state import STACK_FILE, StateDir
 from emulator.runtime.supervisor import Supervisor, observed, stop_from_state_file, supervisor_alive
-from emulator.model.variables import referenced_services, secret_store
+from emulator.state import STACK_FILE, StateDir
 from emulator.wait import wait_until
 
 # Railway's draining default is 0 s, which kills a worker's flow runs mid-way; locally services get time
@@ -88,7 +90,7 @@ class Project:
         remove_homes(self.state_dir)
         stack = self.stack(options)
         ports, domains = previous_ports(self.state.read_runtime(), free_only=True)
-        plans = plan_stack(stack, self.repo_dir, self.state_dir, ports, domains)
+        plans = prepare_stack(stack, self.repo_dir, self.state_dir, ports, domains)
         plans = {name: with_draining(plan, options.draining_seconds) for name, plan in plans.items()}
         sink = sink or LogSink(self.state_dir)
         sink.register(plans)
@@ -338,7 +340,10 @@ class Project:
             options.variant = variant
         stack = self.stack(options)
         ports, domains = previous_ports(runtime, free_only=False)
-        plans = plan_stack(stack, self.repo_dir, self.state_dir, ports, domains)
+        planned = plan_stack(stack, self.repo_dir, self.state_dir, ports, domains, secret=secret_store(self.state_dir))
+        # One replica's image and filesystem: the command runs in it, the other services are not touched.
+        first = _instances(planned, service)[0]
+        plans = build_stack({first: planned[first]}, self.repo_dir, self.state_dir)
         try:
             plan = _pick(plans, service)
             env = plan.env if plan.kind == "app" else {**os.environ, **plan.env}
@@ -461,14 +466,19 @@ def app_database_url(plans: Mapping[str, ServicePlan | BuildError]) -> str | Non
     return found[0].env["DATABASE_URL"] if found else None
 
 
-def _pick(plans: Mapping[str, ServicePlan | BuildError], service: str) -> ServicePlan:
+def _instances(plans: Mapping[str, ServicePlan | BuildError], service: str) -> list[str]:
+    """The keys of `service`'s plans: its replicas', or its one BuildError's."""
     names = [name for name, plan in plans.items()
              if name == service or (isinstance(plan, ServicePlan) and plan.env.get("RAILWAY_SERVICE_NAME") == service)]
     if not names:
         services = sorted({p.env.get("RAILWAY_SERVICE_NAME", n) if isinstance(p, ServicePlan) else n
                            for n, p in plans.items()})
         raise EmulatorError(f"no service named {service!r}; services: {', '.join(services)}")
-    plan = plans[names[0]]
+    return names
+
+
+def _pick(plans: Mapping[str, ServicePlan | BuildError], service: str) -> ServicePlan:
+    plan = plans[_instances(plans, service)[0]]
     if isinstance(plan, BuildError):
         raise EmulatorError(f"{service}: its build fails, so it has no environment to run in: {plan}")
     return plan
@@ -489,7 +499,11 @@ def _settle(supervisor: Supervisor, stopped: Callable[[], bool]) -> None:
 
 
 def _free(port: int) -> bool:
+    """Whether a service or the edge could listen on `port` now. Bound as they bind, with SO_REUSEADDR: only
+    another listener stops that, not the connections an edge closed first, which the kernel keeps in
+    TIME_WAIT on its port for a minute after `down` (a plain bind fails on them, and the domain moved)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

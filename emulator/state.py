@@ -35,6 +35,7 @@ class StateDir:
         self.source = self.root / "source.git"
         self.tls = self.root / "tls"
         self.edge_cert = self.tls / "edge.crt"
+        self.trust_bundle = self.tls / "trust.pem"  # SSL_CERT_FILE of the services, beside a public domain
         self.runtimes = self.root / "runtimes"
         self.homes = self.root / "homes"  # each replica's HOME
         self.apps = self.root / "apps"  # each replica's app directory (the image's /app)

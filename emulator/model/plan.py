@@ -8,9 +8,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from emulator.errors import BuildError  # noqa: F401 - where the model's users have always found it
+
+if TYPE_CHECKING:
+    from emulator.model.stack import Service
+
+EDGE_HOST = "127.0.0.1"  # where the edge listens: a public domain is "<EDGE_HOST>:<edge port>"
+
+
+def edge_domain(port: int) -> str:
+    return f"{EDGE_HOST}:{port}"
+
+
+@dataclass(frozen=True)
+class ImageBuild:
+    """What Railway's Building step does for one replica of a repo service, left to the runtime
+    (`emulator.runtime.build`): snapshot and export the repo, detect the builder from those files, install
+    into the image's venv, then give the replica its fresh app directory (the plan's cwd), HOME and apt-get
+    stand-in (in HOME)."""
+
+    service: "Service"
+    variables: Mapping[str, str]  # its resolved variables, which Railway also hands to the build
+    home: Path
+    volume: Path | None = None  # the service's volume directory, mounted into the app directory
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,7 @@ class ServicePlan:
     secrets: frozenset[str] = field(default_factory=frozenset)  # values masked in every log line
     user: str | None = None  # run as this user (PostgreSQL refuses root); None: as the emulator
     depends_on: tuple[str, ...] = ()  # the services its variables reference, which start before it
+    build: ImageBuild | None = None  # a repo service's image, still to build: argv and PATH come from it
 
 
 def start_order(plans: Mapping[str, "ServicePlan | BuildError"]) -> list[list[str]]:

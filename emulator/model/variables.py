@@ -32,15 +32,12 @@ edge answers https:// on the domain's port (plain http:// gets Railway's 301 to 
 from __future__ import annotations
 
 import re
-import secrets
 import string
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Mapping, NoReturn
 
 from emulator.model.plan import BuildError
-from emulator.state import StateDir
 
 REFERENCE = re.compile(r"\$\{\{(.*?)\}\}")
 _TARGET = re.compile(r"^\s*(?:([A-Za-z0-9_-]+)\.)?([A-Za-z_][A-Za-z0-9_]*)\s*$")
@@ -248,20 +245,3 @@ def secret_values(env: Mapping[str, str]) -> frozenset[str]:
         found.update(_URL_PASSWORD.findall(value))
     # A very short value would mask unrelated text in every line.
     return frozenset(value for value in found if len(value) >= 4)
-
-
-def secret_store(state_dir: Path) -> SecretSource:
-    """`secret()` values kept under `state_dir`, so a password stays the same across runs, and changes
-    only when the state (and with it the Postgres volume) is wiped."""
-
-    def secret(namespace: str, variable: str, length: int, alphabet: str) -> str:
-        path = StateDir(state_dir).secrets / f"{namespace}.{variable}"
-        if path.is_file():
-            return path.read_text()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        value = "".join(secrets.choice(alphabet) for _ in range(length))
-        path.write_text(value)
-        path.chmod(0o600)
-        return value
-
-    return secret

@@ -65,8 +65,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from emulator.model.plan import EDGE_HOST, edge_domain
+
 CERT_FILE, KEY_FILE, TRUST_FILE = "edge.crt", "edge.key", "trust.pem"
-EDGE_HOST = "127.0.0.1"
 EDGE_SOURCE = "127.0.0.2"  # the address services see the edge connect from, where the system has it
 POP = "local1"  # X-Railway-Edge
 _TLS_HANDSHAKE = 0x16
@@ -76,10 +77,6 @@ _CHUNK = 64 * 1024
 # Set by the edge; whatever a client sends under these names is dropped, not passed on.
 _EDGE_HEADERS = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "x-request-start",
                  "x-railway-edge", "x-railway-request-id")
-
-
-def edge_domain(port: int) -> str:
-    return f"{EDGE_HOST}:{port}"
 
 
 def ensure_certificate(cert_dir: Path) -> tuple[Path, Path]:

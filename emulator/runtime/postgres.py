@@ -19,6 +19,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
+
+from emulator.errors import BuildError
 
 PG_USER = "postgres"
 _SYSTEM_USER = "pgserver"
@@ -181,3 +184,11 @@ class PostgresServer:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self.log_file.unlink(missing_ok=True)
+
+
+def postgres_server(env: Mapping[str, str], volume: Path, port: int) -> PostgresServer:
+    """The PostgreSQL of a postgres plan: its data where PGDATA points (into the service's volume)."""
+    password = env.get("POSTGRES_PASSWORD") or env.get("PGPASSWORD")
+    if not password:
+        raise BuildError("a postgres service needs POSTGRES_PASSWORD in its variables")
+    return PostgresServer(Path(env.get("PGDATA") or volume / "pgdata"), port=port, password=password)

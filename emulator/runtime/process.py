@@ -24,9 +24,9 @@ from typing import Callable, Iterable
 
 import psutil
 
+from emulator.model.plan import ServicePlan
 from emulator.runtime.healthcheck import wait_healthy
 from emulator.runtime.logs import LogSink
-from emulator.model.plan import ServicePlan
 
 BUILDING, DEPLOYING, ACTIVE = "Building", "Deploying", "Active"
 COMPLETED, CRASHED, FAILED = "Completed", "Crashed", "Failed"

@@ -37,10 +37,12 @@ from typing import TYPE_CHECKING, Callable
 
 from emulator.errors import EmulatorError
 from emulator.model.plan import BuildError, ServicePlan
-from emulator.model.planner import plan_stack, remove_homes
+from emulator.model.planner import plan_stack
 from emulator.model.stack import Stack
 from emulator.model.watch_paths import triggering
+from emulator.runtime.build import build_stack, remove_homes
 from emulator.runtime.process import ACTIVE, FINISHED, Deployment
+from emulator.runtime.secrets import secret_store
 from emulator.runtime.snapshot import snapshot
 from emulator.runtime.supervisor import Supervisor
 
@@ -137,9 +139,11 @@ class Redeployer:
         domains = {_service_of(key, plan): plan.public_domain for key, plan in current.items()
                    if isinstance(plan, ServicePlan) and plan.public_domain}
         say(f"{name}: building")
-        plans = plan_stack(stack, self.project.repo_dir, self.state.root, ports, domains)
-        new = {key: plan for key, plan in plans.items() if _service_of(key, plan) == name}
-        remove_homes(self.state.root, {key: plan for key, plan in plans.items() if key not in new})
+        planned = plan_stack(stack, self.project.repo_dir, self.state.root, ports, domains,
+                             secret=secret_store(self.state.root))
+        # Only this service is built: the others keep running what they were deployed with.
+        new = build_stack({key: plan for key, plan in planned.items() if _service_of(key, plan) == name},
+                          self.project.repo_dir, self.state.root)
         errors = [plan for plan in new.values() if isinstance(plan, BuildError)]
         if errors:
             supervisor.sink.build(name, f"Build failed: {errors[0]}")

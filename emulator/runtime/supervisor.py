@@ -20,12 +20,11 @@ from typing import Callable, Iterable, Mapping
 
 import psutil
 
-from emulator.runtime.edge import EDGE_HOST, Edge
 from emulator.errors import SupervisorError
-from emulator.runtime.logs import LogSink
 from emulator.model.plan import BuildError, ServicePlan, start_order
-from emulator.model.planner import postgres_server
-from emulator.runtime.postgres import UNSAFE_FAST_ENV
+from emulator.runtime.edge import EDGE_HOST, Edge
+from emulator.runtime.logs import LogSink
+from emulator.runtime.postgres import UNSAFE_FAST_ENV, postgres_server
 from emulator.runtime.process import ACTIVE, CRASHED, FAILED, FINISHED, REMOVED, Deployment, ProcessGroup
 from emulator.state import StateDir, write_json
 from emulator.wait import wait_until

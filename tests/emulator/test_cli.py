@@ -9,7 +9,8 @@ import pytest
 
 from emulator.cli import main
 from emulator.project import LOCAL_DRAINING_SECONDS, Project, UpOptions, previous_ports, with_draining
-from emulator.model.planner import plan_stack
+from emulator.runtime.build import prepare_stack
+from emulator.runtime.edge import Edge
 from emulator.runtime.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,13 +74,13 @@ def test_service_means_no_flow_deploy(state, monkeypatch):
 def test_replay_options_become_the_replay_services_variables(state):
     project = Project(STACK, state)
     options = UpOptions(replay={"REPLAY_ERROR_EVERY": "3", "REPLAY_LATENCY_SECONDS": "0.5"})
-    replay = plan_stack(project.stack(options), ROOT, state)["hyperliquid"]
+    replay = prepare_stack(project.stack(options), ROOT, state)["hyperliquid"]
     assert (replay.env["REPLAY_ERROR_EVERY"], replay.env["REPLAY_LATENCY_SECONDS"]) == ("3", "0.5")
     assert replay.env["PYTHONUNBUFFERED"] == "1"
 
 
 def test_the_local_draining_default_applies_only_where_the_stack_sets_none(state):
-    plans = plan_stack(Project(STACK, state).stack(UpOptions()), ROOT, state)
+    plans = prepare_stack(Project(STACK, state).stack(UpOptions()), ROOT, state)
     drained = {name: with_draining(plan, LOCAL_DRAINING_SECONDS).draining_seconds for name, plan in plans.items()}
     assert drained == {"Postgres": 60.0, "web": 10.0, "worker": 10.0, "hyperliquid": 10.0}
     assert with_draining(plans["web"], 0).draining_seconds == 0  # --draining-seconds 0: Railway's default
@@ -99,9 +100,32 @@ def test_a_redeploy_keeps_the_ports_that_are_still_free(state):
     with socket.create_server(("127.0.0.1", taken)):
         ports, domains = previous_ports(json.loads((state / "runtime.json").read_text()), free_only=True)
     assert ports == {"web": web} and domains == {"web": f"localhost:{edge}"}
-    plans = plan_stack(Project(STACK, state).stack(UpOptions()), ROOT, state, ports, domains)
+    plans = prepare_stack(Project(STACK, state).stack(UpOptions()), ROOT, state, ports, domains)
     # The edge keeps its port; its host is 127.0.0.1 now, also for a state dir from when it was localhost.
     assert plans["web"].port == web and plans["web"].public_domain == f"127.0.0.1:{edge}"
+
+
+def test_the_next_up_keeps_an_edge_port_its_closed_connections_still_wait_on(state, tmp_path):
+    """The edge closes first (it answers http:// with a 301 and shuts its side), so for a minute after `down`
+    the kernel keeps those connections in TIME_WAIT on the edge's port. They stop no listener that sets
+    SO_REUSEADDR, as the edge does; a plain bind would fail and the next `up` would move the domain."""
+    backend = free_port()
+    edge = Edge(0, backend, tmp_path / "tls").start()
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while chunk := client.recv(4096):  # the edge's FIN ends it: the edge closed first
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 301")
+    edge.stop()
+    with socket.socket() as plain:  # the situation the test is about: a bind without SO_REUSEADDR fails
+        with pytest.raises(OSError):
+            plain.bind(("127.0.0.1", edge.port))
+    runtime(state, {"web": {"service": "web", "port": backend, "public_domain": edge.domain,
+                            "edge_port": edge.port}})
+    _, domains = previous_ports(json.loads((state / "runtime.json").read_text()), free_only=True)
+    assert domains == {"web": edge.domain}
+    Edge(edge.port, backend, tmp_path / "tls").stop()  # and the edge can listen there again
 
 
 def test_run_passes_the_services_environment_and_the_exit_code(state, capfd):

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from emulator.project import Project
 from emulator.model.stack import load_stack
+from emulator.project import Project
 from tests.support.emulator import kill_service_groups
 from tests.support.prefect_server import clean_environ, stop_process_group
 from tests.support.prefect_server import wait_until as support_wait_until

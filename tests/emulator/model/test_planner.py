@@ -1,3 +1,7 @@
+import builtins
+import io
+import os
+import random
 import re
 import shutil
 import subprocess
@@ -7,8 +11,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from emulator.model.plan import BuildError, ServicePlan
-from emulator.model.planner import plan_stack, remove_homes
+from emulator.model.planner import plan_stack
 from emulator.model.stack import load_stack
+from emulator.runtime.build import prepare_stack, remove_homes
 
 ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = ROOT / "railway.stack.toml"
@@ -40,7 +45,7 @@ def repo(tmp_path):
 @pytest.fixture
 def plan(repo, state):
     def plan(variant=None, **kwargs) -> dict[str, ServicePlan | BuildError]:
-        return plan_stack(load_stack(SHIPPED, variant), repo, state, **kwargs)
+        return prepare_stack(load_stack(SHIPPED, variant), repo, state, **kwargs)
     return plan
 
 
@@ -109,6 +114,19 @@ def test_ids_are_stable_deployments_are_new(plan):
     assert first["RAILWAY_SERVICE_ID"] == second["RAILWAY_SERVICE_ID"]
     assert first["RAILWAY_PROJECT_ID"] == second["RAILWAY_PROJECT_ID"]
     assert first["RAILWAY_DEPLOYMENT_ID"] != second["RAILWAY_DEPLOYMENT_ID"]
+
+
+def test_a_kept_port_is_never_handed_to_another_service(repo, state, monkeypatch):
+    """Between `down` and `up` a kept edge port is free, so a fresh pick could land on it; the picks skip it."""
+    sample = random.sample
+    kept = 12345
+    # Every pick tries the kept port first, as an unlucky random draw would.
+    monkeypatch.setattr(random, "sample", lambda population, k: [kept, *sample(population, k)])
+    plans = plan_stack(load_stack(SHIPPED, "worker-replicas"), repo, state, edge_domains={"web": f"127.0.0.1:{kept}"},
+                       secret=lambda namespace, variable, length, alphabet: "x" * length)
+    assert plans["web"].public_domain == f"127.0.0.1:{kept}"
+    ports = [plan.port for plan in plans.values()]
+    assert kept not in ports and len(set(ports)) == len(ports)
 
 
 def test_pinned_ports_and_edge_domains_are_used(plan):
@@ -293,7 +311,7 @@ start_command = "run"
 API = "${{B}}"
 B = "${{API}}"
 """)
-    plans = plan_stack(stack, repo, state)
+    plans = prepare_stack(stack, repo, state)
     assert isinstance(plans["web"], ServicePlan)
     assert isinstance(plans["worker"], BuildError)
     assert str(plans["worker"]) == (
@@ -311,7 +329,7 @@ start_command = "run"
 API = "http://${{web.RAILWAY_PRIVATE_DOMAIN}}:${{web.PORT}}/api"
 SELF = "${{PORT}}"
 """)
-    plans = plan_stack(stack, repo, state)
+    plans = prepare_stack(stack, repo, state)
     worker = plans["worker"]
     # Deployed anyway, with the URL Railway would give it: an empty port, so port 80 and a refused connection.
     assert worker.env["API"] == "http://127.0.0.1:/api" and worker.env["SELF"] == ""
@@ -346,7 +364,7 @@ HOST = "${{web.RAILWAY_PRIVATE_DOMAIN}}"
 DATABASE_URL = "${{Postgres.DATABASE_URL}}"
 """)
     assert stack.private_network == "ipv6-only"
-    plans = plan_stack(stack, repo, state)
+    plans = prepare_stack(stack, repo, state)
     worker, pg = plans["worker"], plans["Postgres"]
     assert worker.env["API"] == "http://[::1]:45140/api" and worker.env["HOST"] == "::1"
     # Railway's Postgres listens on IPv6 too; only its local stand-in is IPv4-only, so it stays reachable.
@@ -363,7 +381,7 @@ start_command = "run"
 [services.worker.variables]
 PREFECT_API_URL = "http://localhost:4200/api"
 """)
-    worker = plan_stack(stack, repo, state)["worker"]
+    worker = prepare_stack(stack, repo, state)["worker"]
     assert ("⚠ worker: variable PREFECT_API_URL points at localhost:4200, which on Railway is worker's own "
             "container, never another service; use ${{web.RAILWAY_PRIVATE_DOMAIN}} instead of localhost "
             "(or https://${{web.RAILWAY_PUBLIC_DOMAIN}})") in worker.build_log
@@ -371,7 +389,7 @@ PREFECT_API_URL = "http://localhost:4200/api"
 
 def test_a_build_failure_is_railways_message(repo, state, tmp_path):
     (repo / "Procfile").unlink()
-    plans = plan_stack(write_stack(tmp_path, "[services.web]\n"), repo, state)
+    plans = prepare_stack(write_stack(tmp_path, "[services.web]\n"), repo, state)
     assert str(plans["web"]) == (
         "No start command detected. Specify a start command: https://railpack.com/config/file#deploy"
     )
@@ -388,7 +406,7 @@ start_command = "run"
 [services.worker.variables]
 API = "http://${{web.RAILWAY_PRIVATE_DOMAIN}}:45120/api"
 """)
-    plans = plan_stack(stack, repo, state)
+    plans = prepare_stack(stack, repo, state)
     assert plans["web"].port == 45120 and plans["web"].env["PORT"] == "45120"
     assert plans["worker"].env["API"] == "http://127.0.0.1:45120/api"
 
@@ -400,7 +418,7 @@ API = "http://${{web.RAILWAY_PRIVATE_DOMAIN}}:45120/api"
     ('[services.web.variables]\nRAILWAY_DEPLOYMENT_DRAINING_SECONDS = "soon"\n', "must be a number of seconds"),
 ])
 def test_settings_the_emulator_cannot_honour_fail_that_service(repo, state, tmp_path, text, message):
-    plans = plan_stack(write_stack(tmp_path, text), repo, state)
+    plans = prepare_stack(write_stack(tmp_path, text), repo, state)
     assert isinstance(plans["web"], BuildError) and message in str(plans["web"])
 
 
@@ -410,7 +428,7 @@ def test_railway_timing_variables_feed_the_plan(repo, state, tmp_path):
 RAILWAY_DEPLOYMENT_DRAINING_SECONDS = "30"
 RAILWAY_HEALTHCHECK_TIMEOUT_SEC = "60"
 """)
-    web = plan_stack(stack, repo, state)["web"]
+    web = prepare_stack(stack, repo, state)["web"]
     assert (web.draining_seconds, web.healthcheck_timeout) == (30.0, 60.0)
 
 
@@ -425,7 +443,7 @@ start_command = "run"
 [services.worker.variables]
 PREFECT_API_URL = "https://${{web.RAILWAY_PUBLIC_DOMAIN}}/api"
 """)
-    plans = plan_stack(stack, repo, state, edge_domains={"web": "127.0.0.1:45130"})
+    plans = prepare_stack(stack, repo, state, edge_domains={"web": "127.0.0.1:45130"})
     assert plans["web"].env["PREFECT_UI_API_URL"] == "https://127.0.0.1:45130/api"
     assert plans["worker"].env["PREFECT_API_URL"] == "https://127.0.0.1:45130/api"
     bundle = Path(plans["worker"].env["SSL_CERT_FILE"])
@@ -434,7 +452,7 @@ PREFECT_API_URL = "https://${{web.RAILWAY_PUBLIC_DOMAIN}}/api"
 
 
 def test_without_a_public_domain_nothing_changes_the_trust_store(repo, state, tmp_path):
-    assert "SSL_CERT_FILE" not in plan_stack(write_stack(tmp_path, "[services.web]\n"), repo, state)["web"].env
+    assert "SSL_CERT_FILE" not in prepare_stack(write_stack(tmp_path, "[services.web]\n"), repo, state)["web"].env
 
 
 def test_remove_homes_deletes_each_deployments_home(plan, state):
@@ -458,3 +476,58 @@ def test_every_plan_is_finished_with_its_references_for_the_start_order(plan, re
     assert Path(postgres.argv[0]).name == "postgres" and str(postgres.port) in postgres.argv
     assert postgres.argv[postgres.argv.index("-D") + 1] == postgres.env["PGDATA"]
     assert replay.argv[1:] == ("-m", "emulator.runtime.replay", str(repo.resolve() / "cassettes"), str(replay.port))
+
+
+@pytest.fixture
+def nothing_written_nothing_run(monkeypatch):
+    """Fail any process start and any file or directory written, as the model must do neither."""
+    def refuse(what):
+        def refused(*args, **kwargs):
+            raise AssertionError(f"the model {what}: {args[:2]}")
+        return refused
+
+    real_open, real_os_open = builtins.open, os.open
+
+    def read_only_open(file, mode="r", *args, **kwargs):
+        if any(flag in mode for flag in "wax+"):
+            raise AssertionError(f"the model opened {file} to write")
+        return real_open(file, mode, *args, **kwargs)
+
+    def read_only_os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC):
+            raise AssertionError(f"the model opened {path} to write")
+        return real_os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("started a process"))
+    monkeypatch.setattr(builtins, "open", read_only_open)
+    monkeypatch.setattr(io, "open", read_only_open)
+    monkeypatch.setattr(os, "open", read_only_os_open)
+    for name in ("mkdir", "makedirs", "symlink", "link", "rename", "replace", "unlink", "remove", "rmdir", "chmod",
+                 "chown", "truncate", "system", "fork", "posix_spawn", "posix_spawnp", "execv", "execve"):
+        monkeypatch.setattr(os, name, refuse(f"called os.{name}"))
+    for name in ("rmtree", "copytree", "copyfile", "copy", "copy2", "move"):
+        monkeypatch.setattr(shutil, name, refuse(f"called shutil.{name}"))
+
+
+# Every kind of build the shipped stack has: Railpack with its file and a files overlay, Nixpacks, a
+# Dockerfile, apt at start time, replicas.
+@pytest.mark.parametrize("variant", [None, "nixpacks-worker", "gitless-worker", "gitless-worker-apt",
+                                     "railpack-json-without-git", "dockerfile-worker", "worker-replicas"])
+def test_planning_is_pure_every_side_effect_is_left_to_the_build(repo, tmp_path, variant,
+                                                                nothing_written_nothing_run):
+    state = tmp_path / "state"  # never created: planning writes nothing there
+    secrets = {}
+    plans = plan_stack(load_stack(SHIPPED, variant), repo, state, edge_domains={"web": "127.0.0.1:45131"},
+                       secret=lambda namespace, variable, length, alphabet:
+                       secrets.setdefault((namespace, variable), alphabet[0] * length))
+    assert not state.exists()  # not even the snapshot, the secrets or the trust bundle
+    apps = [plan for plan in plans.values() if plan.kind == "app"]
+    assert {plan.env["RAILWAY_SERVICE_NAME"] for plan in apps} == {"web", "worker"}
+    # What the build will do and where, already decided: each replica's app dir and HOME under the state dir.
+    for app in apps:
+        assert app.build is not None and app.argv == ()
+        assert Path(app.cwd).parent == state.resolve() / "apps" and app.build.home.parent == state.resolve() / "homes"
+        assert app.env["SSL_CERT_FILE"] == str(state.resolve() / "tls" / "trust.pem")
+    postgres = plans["Postgres"]
+    assert postgres.argv == () and postgres.env["PGDATA"].startswith(str(postgres.cwd))
+    assert plans["hyperliquid"].argv[1:3] == ("-m", "emulator.runtime.replay")

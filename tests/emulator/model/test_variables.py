@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from emulator.model.plan import BuildError
 from emulator.model.variables import (
     POSTGRES_TEMPLATE, Endpoint, localize, loopback_warnings, railway_variables, referenced_services, resolve,
-    secret_store, secret_values, slug, stable_id,
+    secret_values, slug, stable_id,
 )
+from emulator.runtime.secrets import secret_store
 
 
 def fixed_secret(namespace, variable, length, alphabet):

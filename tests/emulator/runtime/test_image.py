@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from emulator.runtime.image import CACHE_ENV, build_venv, host_python, uv_binary, venv_key
 from emulator.model.installs import railpack
 from emulator.model.plan import BuildError, ServicePlan
-from emulator.model.planner import plan_stack
 from emulator.model.stack import load_stack
+from emulator.runtime.build import prepare_stack
+from emulator.runtime.image import CACHE_ENV, build_venv, host_python, uv_binary, venv_key
 
 ROOT = Path(__file__).resolve().parents[3]
 LOCKED = dict(re.findall(r'^name = "([^"]+)"\nversion = "([^"]+)"', (ROOT / "uv.lock").read_text(), re.M))
@@ -51,7 +51,7 @@ def make_repo(root: Path, files: dict[str, str]) -> Path:
 def plan_app(tmp_path: Path, repo: Path, service: str = "") -> ServicePlan | BuildError:
     stack = tmp_path / "stack.toml"
     stack.write_text(f'[project]\nname = "t"\n[services.app]\n{service}')
-    return plan_stack(load_stack(stack), repo, tmp_path / "state")["app"]
+    return prepare_stack(load_stack(stack), repo, tmp_path / "state")["app"]
 
 
 def run(plan: ServicePlan) -> subprocess.CompletedProcess:

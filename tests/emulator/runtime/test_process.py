@@ -6,8 +6,8 @@ import time
 import psutil
 import pytest
 
-from emulator.runtime.logs import LogSink
 from emulator.model.plan import ServicePlan
+from emulator.runtime.logs import LogSink
 from emulator.runtime.postgres import free_port
 from emulator.runtime.process import ACTIVE, COMPLETED, CRASHED, FAILED, REMOVED, Deployment, ProcessGroup
 

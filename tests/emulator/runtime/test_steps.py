@@ -13,11 +13,11 @@ import psutil
 import psycopg
 import pytest
 
-from emulator.runtime import steps
 from emulator.errors import StepError
 from emulator.model.plan import ServicePlan
 from emulator.model.stack import Step
-from emulator.model.variables import secret_store
+from emulator.runtime import steps
+from emulator.runtime.secrets import secret_store
 
 WEB = ServicePlan(name="web", kind="app", argv=("true",), cwd=Path("/"), port=4321, public_domain="127.0.0.1:4433",
                   env={"RAILWAY_SERVICE_NAME": "web", "PORT": "4321", "RAILWAY_PRIVATE_DOMAIN": "127.0.0.1",

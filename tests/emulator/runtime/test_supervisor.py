@@ -15,10 +15,9 @@ import psycopg
 import pytest
 
 from emulator.errors import SupervisorError
-from emulator.runtime.logs import LogSink
 from emulator.model.plan import BuildError, ServicePlan
-from emulator.model.planner import postgres_command
-from emulator.runtime.postgres import free_port
+from emulator.runtime.logs import LogSink
+from emulator.runtime.postgres import free_port, postgres_server
 from emulator.runtime.process import ACTIVE, COMPLETED, CRASHED, FAILED, REMOVED
 from emulator.runtime.supervisor import Supervisor, observed, read_runtime, stop_from_state_file, supervisor_alive
 
@@ -168,10 +167,10 @@ def test_postgres_and_replay_builtins(pg_state_dir, supervised, tmp_path):  # th
     pg_port, replay_port = free_port(), free_port()
     volume = pg_state_dir / "volumes" / "postgres"
     env = {"POSTGRES_PASSWORD": "pg-secret-pw", "POSTGRES_DB": "railway", "PGDATA": str(volume / "pgdata")}
-    argv, user = postgres_command(env, volume, pg_port)  # the planner finishes every plan, the builtins' too
+    argv, user = postgres_server(env, volume, pg_port).foreground_command()  # what the build step gives the plan
     replay = (sys.executable, "-m", "emulator.runtime.replay", str(REPO / "cassettes"), str(replay_port))
     plans = {
-        "Postgres": ServicePlan(name="Postgres", kind="postgres", argv=argv, user=user, cwd=volume, port=pg_port,
+        "Postgres": ServicePlan(name="Postgres", kind="postgres", argv=tuple(argv), user=user, cwd=volume, port=pg_port,
                                 env=env, secrets=frozenset({"pg-secret-pw"})),
         "hyperliquid": ServicePlan(name="hyperliquid", kind="replay", argv=replay, cwd=REPO, port=replay_port, env={}),
     }

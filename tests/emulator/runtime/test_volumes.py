@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from emulator.model.planner import plan_stack, remove_homes
 from emulator.model.stack import load_stack
-from emulator.runtime.volumes import map_mount_path
+from emulator.model.volumes import map_mount_path
+from emulator.runtime.build import prepare_stack, remove_homes
 from tests.support.emulator import kill_service_groups
 from tests.support.prefect_server import clean_environ, wait_until
 
@@ -37,7 +37,7 @@ def plan_app(tmp_path: Path, volume: str):
     stack = tmp_path / "stack.toml"
     stack.write_text(f'[project]\nname = "t"\n[services.app]\nvolume = "{volume}"\n'
                      '[services.app.variables]\nLEASES = "${{RAILWAY_VOLUME_MOUNT_PATH}}/leases"\n')
-    return plan_stack(load_stack(stack), repo, tmp_path / "state")["app"]
+    return prepare_stack(load_stack(stack), repo, tmp_path / "state")["app"]
 
 
 def test_only_the_volume_survives_a_redeploy(tmp_path):
