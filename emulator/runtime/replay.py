@@ -7,6 +7,10 @@ API it counts request weight per client address and answers 429 past the budget:
 20), and not whether its minute slides, so the replay takes the stricter reading: no more than the budget in
 any window of that length. Faults can be switched on to exercise retries.
 
+`GET /_replay/stats` (a path no recording can have) reports what the replay counted: requests, 429s, the weight
+it admitted and when (`arrivals`, [seconds on its monotonic clock, weight]) and its budget, so a test can judge the
+clients by the server's count instead of their own.
+
 A folder of JSON: `<path>.json` answers `GET /<path>` (e.g. `Mainnet/vaults.json`), and each file under
 `info/` holds one exchange, `{"request": {"type": "vaultDetails", ...}, "response": ...}`, for `POST /info`.
 
@@ -37,6 +41,7 @@ INFO_WEIGHTS = {"userRole": 60, "l2Book": 2, "allMids": 2, "clearinghouseState":
                 "spotClearinghouseState": 2, "exchangeStatus": 2}
 DEFAULT_WEIGHT = 20
 REJECTED = b"Failed to deserialize the JSON body into the target type"
+STATS_PATH = "/_replay/stats"
 
 
 @dataclass
@@ -150,6 +155,11 @@ class ReplayServer(ThreadingHTTPServer):
         self.arrivals: list[tuple[float, int]] = []
         super().__init__((host, port), _Handler)
 
+    def report(self) -> dict:
+        """What `GET /_replay/stats` answers. A stand-in budget (the benchmarks' judges) may lack limit and window."""
+        return {**self.stats, "limit": getattr(self.budget, "limit", None),
+                "window": getattr(self.budget, "window", None), "arrivals": list(self.arrivals)}
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
@@ -189,8 +199,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(recorded.status, recorded.body, ctype, headers)
 
     def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == STATS_PATH:
+            self._send(200, json.dumps(self.server.report()).encode())
+            return
         self.server.stats["requests"] += 1
-        self._replay(("GET", urlsplit(self.path).path, ""))
+        self._replay(("GET", path, ""))
 
     def do_POST(self) -> None:
         server = self.server
