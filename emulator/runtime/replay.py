@@ -8,8 +8,8 @@ API it counts request weight per client address and answers 429 past the budget:
 any window of that length. Faults can be switched on to exercise retries.
 
 `GET /_replay/stats` (a path no recording can have) reports what the replay counted: requests, 429s, the weight
-it admitted and when (`arrivals`, [seconds on its monotonic clock, weight]) and its budget, so a test can judge the
-clients by the server's count instead of their own.
+it admitted and when (`arrivals`, [seconds on its monotonic clock, weight]; `asked`, [the same seconds, the request
+body as canonical JSON]) and its budget, so a test can judge the clients by the server's count instead of their own.
 
 A folder of JSON: `<path>.json` answers `GET /<path>` (e.g. `Mainnet/vaults.json`), and each file under
 `info/` holds one exchange, `{"request": {"type": "vaultDetails", ...}, "response": ...}`, for `POST /info`.
@@ -153,12 +153,14 @@ class ReplayServer(ThreadingHTTPServer):
         self.faults = faults or Faults()
         self.stats = {"requests": 0, "throttled": 0, "admitted_weight": 0}
         self.arrivals: list[tuple[float, int]] = []
+        self.asked: list[tuple[float, str]] = []
         super().__init__((host, port), _Handler)
 
     def report(self) -> dict:
         """What `GET /_replay/stats` answers. A stand-in budget (the benchmarks' judges) may lack limit and window."""
         return {**self.stats, "limit": getattr(self.budget, "limit", None),
-                "window": getattr(self.budget, "window", None), "arrivals": list(self.arrivals)}
+                "window": getattr(self.budget, "window", None), "arrivals": list(self.arrivals),
+                "asked": list(self.asked)}
 
     @property
     def url(self) -> str:
@@ -221,7 +223,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(429, b"null")
             return
         server.stats["admitted_weight"] += weight
-        server.arrivals.append((server.budget.clock(), weight))
+        now = server.budget.clock()
+        server.arrivals.append((now, weight))
+        server.asked.append((now, _canonical(raw)))
         if server.faults.latency:
             time.sleep(server.faults.latency)
         fault = server.faults.next()

@@ -76,7 +76,9 @@ def test_reports_what_it_counted_for_tests_to_judge_clients_by(replay):
     httpx.get(f"{replay.url}/Mainnet/vaults").raise_for_status()
     first = httpx.get(f"{replay.url}/_replay/stats").json()
     assert first == {"requests": 5, "throttled": 1, "admitted_weight": 60, "limit": 60, "window": 10.0,
-                     "arrivals": [[7.5, 20]] * 3}
+                     "arrivals": [[7.5, 20]] * 3,
+                     "asked": [[7.5, json.dumps({"type": "vaultDetails", "vaultAddress": HLP}, sort_keys=True,
+                                                separators=(",", ":"))]] * 3}
     assert httpx.get(f"{replay.url}/_replay/stats").json() == first  # asking is not a request it counts
 
 
