@@ -4,8 +4,10 @@ Serves `GET /Mainnet/vaults` (the stats list) and `POST /info` from vcrpy casset
 folder without any, from JSON files, so the worker's flows and the benchmarks run offline. Like the real
 API it counts request weight per client address and answers 429 past the budget: Hyperliquid documents
 "an aggregated weight limit of 1200 per minute" per IP, with the weights of hyperliquid.md §4 (vaultDetails
-20), and not whether its minute slides, so the replay takes the stricter reading: no more than the budget in
-any window of that length. Faults can be switched on to exercise retries.
+20; docs page "Rate limits and user limits", mirrored in dzmbs/hyperliquid-docs @ 24c1248cc18e
+docs/for-developers/api/rate-limits-and-user-limits.md), and not whether its minute slides, so the replay takes
+the stricter reading: no more than the budget in any window of that length. Faults can be switched on to exercise
+retries.
 
 `GET /_replay/stats` (a path no recording can have) reports what the replay counted: requests, 429s, the weight
 it admitted and when (`arrivals`, [seconds on its monotonic clock, weight]; `asked`, [the same seconds, the request

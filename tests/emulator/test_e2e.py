@@ -284,7 +284,8 @@ def test_two_replicas_run_sync_vault_details_at_once_within_one_shared_budget(st
                     or time.monotonic() > deadline:
                 break
             time.sleep(1)
-    assert [run["state"]["type"] for run in found] == ["COMPLETED"] * 2, emulator(state, "logs", "worker").stdout[-5000:]
+    logs = emulator(state, "logs", "worker").stdout[-5000:]
+    assert [run["state"]["type"] for run in found] == ["COMPLETED"] * 2, logs
     replayed = httpx.get(f"{replay_url}/_replay/stats").json()
     assert (replayed["limit"], replayed["window"]) == (300, REPLAY_WINDOW)
     arrivals = replayed["arrivals"][len(before["arrivals"]):]
@@ -299,6 +300,7 @@ def test_two_replicas_run_sync_vault_details_at_once_within_one_shared_budget(st
     asked: dict[str, list[float]] = {}
     for at, body in replayed["asked"][len(before["asked"]):]:
         asked.setdefault(json.loads(body)["vaultAddress"], []).append(at)
+    assert len(asked) == selected and all(len(times) == 2 for times in asked.values())
     both_sending = min(times[1] for times in asked.values())
     alone = selected * 20 * WINDOW / BUDGET
     assert both_sending - arrivals[0][0] < alone - REPLAY_WINDOW, (both_sending - arrivals[0][0], alone)
