@@ -10,6 +10,13 @@ values, the made-up vaults covering odd names and closed, zero and huge values, 
 
 One real value is changed on purpose: HLP Liquidator 2's tvl is divided by 10 (real: 30000000.0000009984), so that the
 five highest-tvl open vaults of the list are exactly the five that vault_details.yaml answers (DETAILED).
+
+vault_details_open.yaml answers every other open vault of the list, so that a replayed sync-vault-details stores
+every open vault but the Ghost (null on purpose) and passes the default INGEST_MAX_BAD_FRACTION. Each answer has the
+vault's own address, name, leader, relationship and apr from the list and its tvl as the last account value; the rest
+is synthetic, seeded by the address, in the shape of the real answers above: the docs example's keys in its order,
+the real portfolio's 8 periods and point counts (day 13, week 64, month 45; allTime about one point per 11 days of the
+vault's life, as HLP Strategy B's 76 over 835 days), and a short followers list (the cap of ~100 binds big vaults).
 """
 
 from __future__ import annotations
@@ -169,37 +176,39 @@ def vault_list_entries() -> list[dict]:
 # --- vaultDetails -----------------------------------------------------------------------------------------------
 
 
-def series(rng: random.Random, start: int, end: int, count: int, final: Decimal, from_zero: bool) -> tuple[list, list]:
-    """accountValueHistory and pnlHistory of one window: `count` points from `start` to `end` ms, the last at `end`."""
+def series(rng: random.Random, start: int, end: int, count: int, final: Decimal, from_zero: bool,
+           quiet: bool = False) -> tuple[list, list]:
+    """accountValueHistory and pnlHistory of one window: `count` points from `start` to `end` ms, the last at `end`.
+    A quiet vault does not trade: its account value stays put and its PnL at 0."""
     step = (end - start) / (count - 1)
     times = [start + int(i * step) // 60000 * 60000 + rng.randint(0, 130) for i in range(count - 1)] + [end]
     values = [float(final)]
     for _ in range(count - 1):
-        values.append(values[-1] * (1 + rng.gauss(0, 0.004)))
+        values.append(values[-1] * (1 + (0.0 if quiet else rng.gauss(0, 0.004))))
     values.reverse()
     if from_zero:
         values[0] = 0.0
     pnl, total = [], 0.0
     for i, when in enumerate(times):
-        total += rng.gauss(0, float(final) * 0.0007) if i else 0.0
+        total += rng.gauss(0, float(final) * 0.0007) if i and not quiet else 0.0
         pnl.append([when, decimal_text(Decimal(repr(total)), 6)])
     accounts = [[when, decimal_text(Decimal(repr(value)), 10)] for when, value in zip(times, values)]
     accounts[-1][1] = str(final)  # the list's tvl, to the last digit
     return accounts, pnl
 
 
-def portfolio(vault: str, final: Decimal, created: int, all_time_points: int) -> str:
+def portfolio(vault: str, final: Decimal, created: int, all_time_points: int, quiet: bool = False) -> str:
     """8 periods like the real one: day/week/month equal their perp twins; perpAllTime starts later than allTime."""
     rng = random.Random(f"portfolio {vault}")
     end = millis(DETAILS_FETCHED) - 2004
     windows = {}
     for period, count, span in (("day", 13, timedelta(hours=25.2)), ("week", 64, timedelta(days=7, hours=4)),
                                 ("month", 45, timedelta(days=30.5))):
-        windows[period] = series(rng, end - int(span.total_seconds() * 1000), end, count, final, False)
-    windows["allTime"] = series(rng, created, end, all_time_points, final, True)
+        windows[period] = series(rng, end - int(span.total_seconds() * 1000), end, count, final, False, quiet)
+    windows["allTime"] = series(rng, created, end, all_time_points, final, True, quiet)
     perp_start = created + (end - created) // 3
-    windows["perpAllTime"] = series(rng, perp_start, end, all_time_points - 4, final, True)
-    volume = {period: Decimal(repr(rng.uniform(0.2, 3.0) * float(final) * days)) for period, days in
+    windows["perpAllTime"] = series(rng, perp_start, end, all_time_points - 4, final, True, quiet)
+    volume = {period: Decimal(repr(rng.uniform(0.2, 3.0) * float(final) * days * (not quiet))) for period, days in
               (("day", 1), ("week", 7), ("month", 30), ("allTime", 600), ("perpAllTime", 400))}
     result = []
     for period in ("day", "week", "month", "allTime", "perpDay", "perpWeek", "perpMonth", "perpAllTime"):
@@ -276,6 +285,39 @@ def growi_details(tvl: Decimal, apr: float) -> str:
         maxDistributable=float(tvl) * 0.42, maxWithdrawable=float(tvl) * 0.051, isClosed=False,
         relationship={"type": "normal"}, allowDeposits=True, alwaysCloseOnWithdraw=False,
     )
+
+
+def open_vault_details(entry: dict) -> str:
+    """A vaultDetails body for one open vault of the list that the real samples do not cover."""
+    summary_ = entry["summary"]
+    vault, tvl, created = summary_["vaultAddress"], Decimal(summary_["tvl"]), summary_["createTimeMillis"]
+    rng = random.Random(f"details {vault}")
+    age_days = (millis(DETAILS_FETCHED) - created) // 86_400_000
+    # The list's apr of 0 (and no trading to show) makes a quiet vault: a flat account value, PnL 0, no volume.
+    quiet = entry["apr"] == 0 and summary_["relationship"]["type"] == "normal"
+    history = portfolio(vault, tvl, created, max(6, min(90, age_days // 11 + 1)), quiet)
+    if summary_["relationship"]["type"] == "child":
+        return child_details(summary_["name"], vault, history, tvl, entry["apr"])
+    # The leader keeps at least 5 % (hyperliquid.md, vault rules); small vaults are mostly the leader's money.
+    leader_fraction = 1.0 if tvl < 100 else round(rng.uniform(0.05, 0.6), 16)
+    depositors = 0 if leader_fraction == 1.0 else min(100, int(tvl.adjusted() * rng.uniform(2, 5)))
+    return details(
+        summary_["name"], vault, summary_["leader"], rng.choice(DESCRIPTIONS), history,
+        apr=entry["apr"], followerState=None, leaderFraction=leader_fraction, leaderCommission=0.1,
+        followers=followers(vault, tvl, leader_fraction, depositors, timedelta(days=1)),
+        maxDistributable=round(float(tvl) * rng.uniform(0.2, 0.9), 6),
+        maxWithdrawable=round(float(tvl) * rng.uniform(0.0, 0.1), 6), isClosed=False,
+        relationship=summary_["relationship"], allowDeposits=rng.random() < 0.9,
+        alwaysCloseOnWithdraw=rng.random() < 0.2,
+    )
+
+
+DESCRIPTIONS = [
+    "",
+    "Trend following on the majors, one position at a time. Synthetic description for tests.",
+    "Delta-neutral funding capture. Withdrawals may take a day to unwind. Synthetic description for tests.",
+    "Discretionary swing trades on BTC and ETH perps. Synthetic description for tests.",
+]
 
 
 # --- HTTP and YAML ----------------------------------------------------------------------------------------------
@@ -360,6 +402,11 @@ def main() -> None:
         (vault_details_request(MALFORMED_ADDRESS),
          info_response(422, "Unprocessable Entity", REJECTED_BODY, "text/plain; charset=utf-8")),
     ])
+    others = [by_address[vault] for vault in open_by_tvl if vault not in DETAILED]
+    write_cassette("vault_details_open.yaml", [
+        (vault_details_request(entry["summary"]["vaultAddress"]), ok(open_vault_details(entry))) for entry in others
+    ])
+    print(f"vault_details_open.yaml: {len(others)} more open vaults")
     print(f"vault_list.yaml: {len(entries)} vaults, {len(open_by_tvl)} open; top 5 open by tvl: {DETAILED}")
 
 

@@ -31,8 +31,8 @@ def migrated_engine(database_url: str | None) -> tuple[Engine, str]:
 def weight_limiter(settings: Settings) -> Limiter:
     """The budget shared through the Prefect server when there is one, else this process's own."""
     if settings.rate_limit == "prefect":
-        return PrefectWeightLimiter(settings.weight_per_minute, name=settings.rate_limit_name)
-    return shared_limiter(settings.weight_per_minute)
+        return PrefectWeightLimiter(settings.weight_per_minute, settings.weight_window, name=settings.rate_limit_name)
+    return shared_limiter(settings.weight_per_minute, settings.weight_window)
 
 
 @asynccontextmanager

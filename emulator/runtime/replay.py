@@ -4,8 +4,14 @@ Serves `GET /Mainnet/vaults` (the stats list) and `POST /info` from vcrpy casset
 folder without any, from JSON files, so the worker's flows and the benchmarks run offline. Like the real
 API it counts request weight per client address and answers 429 past the budget: Hyperliquid documents
 "an aggregated weight limit of 1200 per minute" per IP, with the weights of hyperliquid.md §4 (vaultDetails
-20), and not whether its minute slides, so the replay takes the stricter reading: no more than the budget in
-any window of that length. Faults can be switched on to exercise retries.
+20; docs page "Rate limits and user limits", mirrored in dzmbs/hyperliquid-docs @ 24c1248cc18e
+docs/for-developers/api/rate-limits-and-user-limits.md), and not whether its minute slides, so the replay takes
+the stricter reading: no more than the budget in any window of that length. Faults can be switched on to exercise
+retries.
+
+`GET /_replay/stats` (a path no recording can have) reports what the replay counted: requests, 429s, the weight
+it admitted and when (`arrivals`, [seconds on its monotonic clock, weight]; `asked`, [the same seconds, the request
+body as canonical JSON]) and its budget, so a test can judge the clients by the server's count instead of their own.
 
 A folder of JSON: `<path>.json` answers `GET /<path>` (e.g. `Mainnet/vaults.json`), and each file under
 `info/` holds one exchange, `{"request": {"type": "vaultDetails", ...}, "response": ...}`, for `POST /info`.
@@ -37,6 +43,7 @@ INFO_WEIGHTS = {"userRole": 60, "l2Book": 2, "allMids": 2, "clearinghouseState":
                 "spotClearinghouseState": 2, "exchangeStatus": 2}
 DEFAULT_WEIGHT = 20
 REJECTED = b"Failed to deserialize the JSON body into the target type"
+STATS_PATH = "/_replay/stats"
 
 
 @dataclass
@@ -148,7 +155,14 @@ class ReplayServer(ThreadingHTTPServer):
         self.faults = faults or Faults()
         self.stats = {"requests": 0, "throttled": 0, "admitted_weight": 0}
         self.arrivals: list[tuple[float, int]] = []
+        self.asked: list[tuple[float, str]] = []
         super().__init__((host, port), _Handler)
+
+    def report(self) -> dict:
+        """What `GET /_replay/stats` answers. A stand-in budget (the benchmarks' judges) may lack limit and window."""
+        return {**self.stats, "limit": getattr(self.budget, "limit", None),
+                "window": getattr(self.budget, "window", None), "arrivals": list(self.arrivals),
+                "asked": list(self.asked)}
 
     @property
     def url(self) -> str:
@@ -189,8 +203,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(recorded.status, recorded.body, ctype, headers)
 
     def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == STATS_PATH:
+            self._send(200, json.dumps(self.server.report()).encode())
+            return
         self.server.stats["requests"] += 1
-        self._replay(("GET", urlsplit(self.path).path, ""))
+        self._replay(("GET", path, ""))
 
     def do_POST(self) -> None:
         server = self.server
@@ -207,7 +225,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(429, b"null")
             return
         server.stats["admitted_weight"] += weight
-        server.arrivals.append((server.budget.clock(), weight))
+        now = server.budget.clock()
+        server.arrivals.append((now, weight))
+        server.asked.append((now, _canonical(raw)))
         if server.faults.latency:
             time.sleep(server.faults.latency)
         fault = server.faults.next()

@@ -2,14 +2,17 @@
 
 One stack (one state dir, its own ports) goes through a deployment's life in order: `up` with the base
 stack file runs the first sync-vaults to Completed; `down` leaves no process; `up` again (`--no-deploy`), now
-with two worker replicas, still has the data and the deployments and runs a burst of flow runs exactly once
-each; `reset` wipes it.
+with two worker replicas, still has the data and the deployments, runs a burst of flow runs exactly once
+each, and runs sync-vault-details on both replicas at once within one shared Hyperliquid budget (issue 12 §4);
+`reset` wipes it.
 Fast Prefect settings come in through `--set`, never by editing the shipped stack file.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +26,9 @@ import pytest
 
 from tests.support.emulator import kill_service_groups
 from tests.support.prefect_server import wait_until
+from vault_ingest.db.engine import make_engine
+from vault_ingest.db.reads import vaults_for_details
+from vault_ingest.deploy import DETAILS_MAX_VAULTS
 
 pytestmark = pytest.mark.e2e
 
@@ -39,6 +45,19 @@ FAST = [
     "--draining-seconds", "5",
 ]
 BURST = 4  # runs at once on two replicas; each run is a Prefect engine process (~8 CPU-s)
+# Issue 12 §4's budget test, time scaled as P2 does: Hyperliquid's minute is WINDOW seconds, with the same
+# weights. The workers' runs share BUDGET per WINDOW through the Prefect server; the replay admits 1200 per
+# WINDOW, counted over any REPLAY_WINDOW (stricter than the documented minute), so that the few requests of two
+# runs tell one budget from two: shared, at most BUDGET/4 + 40 (the bucket) + 20 reach the replay in any
+# REPLAY_WINDOW, under its 300; two budgets kept apart would send twice that, and draw 429s within seconds.
+# BUDGET is below the default 1080 so that two runs' 56 vaultDetails (28 open vaults each) outlast a full window.
+WINDOW, REPLAY_WINDOW, BUDGET = 30, 7.5, 900
+SCALED_BUDGET = [
+    "--set", f"hyperliquid.REPLAY_WEIGHT_PER_MINUTE={1200 * 60 // WINDOW}",
+    "--set", f"hyperliquid.REPLAY_WINDOW_SECONDS={REPLAY_WINDOW}",
+    "--set", f"worker.HYPERLIQUID_WEIGHT_PER_MINUTE={BUDGET}",
+    "--set", f"worker.HYPERLIQUID_WEIGHT_WINDOW_SECONDS={WINDOW}",
+]
 
 
 def emulator(state: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -131,7 +150,7 @@ def replicas_up(state, first_up):
     if before["running"]:
         emulator(state, "down")
     # Nothing to redeploy: the flows' deployments are in Prefect's database, on the Postgres volume.
-    result = up(state, "--variant", "worker-replicas", "--no-deploy")
+    result = up(state, "--variant", "worker-replicas", "--no-deploy", *SCALED_BUDGET)
     return before, result
 
 
@@ -182,6 +201,104 @@ def test_worker_replicas_run_every_flow_run_exactly_once(state, replicas_up):
     replica_ids = {psutil.Process(r["pid"]).environ()["RAILWAY_REPLICA_ID"] for r in worker["replicas"].values()}
     assert {path.name.split(".")[1] for path in marks.iterdir()} <= replica_ids
     api.close()
+
+
+def worker_process(replica: dict) -> psutil.Process:
+    """The `prefect worker start` of one replica (its pid may be the start script's or the launcher's)."""
+    root = psutil.Process(replica["pid"])
+    for process in (root, *root.children(recursive=True)):
+        if {"worker", "start"} <= set(process.cmdline()):
+            return process
+    raise AssertionError(f"no `prefect worker start` under pid {replica['pid']}")
+
+
+def runs_under(worker: psutil.Process) -> set[str]:
+    """The flow runs whose processes this worker started (the process worker gives each PREFECT__FLOW_RUN_ID)."""
+    found = set()
+    for child in worker.children(recursive=True):
+        try:
+            found.add(child.environ().get("PREFECT__FLOW_RUN_ID"))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found - {None}
+
+
+def claimed_by(worker: psutil.Process, paused: psutil.Process, api: httpx.Client, deployment: str) -> str:
+    """A run of `deployment` that `worker` takes: `paused` stops polling (SIGSTOP) until the run is claimed, as a
+    replica busy elsewhere would; either replica would otherwise take both runs in one poll."""
+    os.kill(paused.pid, signal.SIGSTOP)
+    try:
+        run = api.post(f"/deployments/{deployment}/create_flow_run", json={}).raise_for_status().json()["id"]
+        wait_until(lambda: run in runs_under(worker), timeout=90, what=f"flow run {run} under pid {worker.pid}")
+    finally:
+        os.kill(paused.pid, signal.SIGCONT)
+    return run
+
+
+def details_selection(state: Path) -> int:
+    """How many vaults a sync-vault-details run with the deployment's parameters asks for now."""
+    engine = make_engine(app_database(state))
+    try:
+        return len(vaults_for_details(engine, 0, DETAILS_MAX_VAULTS))
+    finally:
+        engine.dispose()
+
+
+def full_windows(arrivals: list[list[float]], window: float) -> list[int]:
+    """Weight admitted in each whole window from the first arrival; the last, cut short by the end, is left out."""
+    start, end = arrivals[0][0], arrivals[-1][0]
+    return [sum(w for t, w in arrivals if start + k * window <= t < start + (k + 1) * window)
+            for k in range(int((end - start) // window))]
+
+
+def test_two_replicas_run_sync_vault_details_at_once_within_one_shared_budget(state, replicas_up):
+    """Issue 12 §4: two worker replicas, one sync-vault-details run each, against the replay enforcing 1200 weight
+    per (scaled) minute: no 429, and together at least 95 % of the configured budget in every full window, both
+    counted by the replay. The deployment's concurrency limit of 1 keeps a second run of it waiting, so the second
+    run is of a second deployment of the same flow, as a backfill beside the hourly one would be."""
+    now = wait_until(lambda: (found := status(state))["pool"]["workers_online"] == 2 and found, timeout=60,
+                     what="both worker replicas online")
+    first, second = (worker_process(r) for _, r in sorted(now["services"]["worker"]["replicas"].items()))
+    [replay] = now["services"]["hyperliquid"]["replicas"].values()
+    replay_url = f"http://127.0.0.1:{replay['port']}"
+    with httpx.Client(base_url=now["api_url"], verify=str(state / "tls" / "edge.crt"), timeout=30) as api:
+        hourly = api.get("/deployments/name/sync-vault-details/hourly").raise_for_status().json()
+        assert hourly["global_concurrency_limit"]["limit"] == 1
+        copied = ("flow_id", "entrypoint", "path", "pull_steps", "work_pool_name", "work_queue_name", "parameters",
+                  "parameter_openapi_schema", "job_variables", "enforce_parameter_schema")
+        backfill = api.post("/deployments/", json={**{key: hourly[key] for key in copied},
+                                                   "name": "backfill"}).raise_for_status().json()["id"]
+        selected = details_selection(state)
+        before = httpx.get(f"{replay_url}/_replay/stats").json()
+        runs = [claimed_by(first, second, api, hourly["id"]), claimed_by(second, first, api, backfill)]
+
+        deadline = time.monotonic() + 240
+        while True:
+            found = [api.get(f"/flow_runs/{run}").raise_for_status().json() for run in runs]
+            if all(run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for run in found) \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    logs = emulator(state, "logs", "worker").stdout[-5000:]
+    assert [run["state"]["type"] for run in found] == ["COMPLETED"] * 2, logs
+    replayed = httpx.get(f"{replay_url}/_replay/stats").json()
+    assert (replayed["limit"], replayed["window"]) == (300, REPLAY_WINDOW)
+    arrivals = replayed["arrivals"][len(before["arrivals"]):]
+    assert replayed["throttled"] == before["throttled"] == 0
+    # each run asked for every selected vault once (all 28 open ones on a fresh stack, the Ghost's null included)
+    assert len(arrivals) == 2 * selected and {weight for _, weight in arrivals} == {20}
+    used = full_windows(arrivals, WINDOW)
+    assert used and min(used) >= 0.95 * BUDGET, used
+    # No 429 proves one shared budget only if the runs sent at the same time: by the first vault asked twice,
+    # both runs were sending, and that was early enough that the first run, alone with a budget of its own,
+    # would still have been sending for a whole REPLAY_WINDOW, so two budgets would have met at the replay.
+    asked: dict[str, list[float]] = {}
+    for at, body in replayed["asked"][len(before["asked"]):]:
+        asked.setdefault(json.loads(body)["vaultAddress"], []).append(at)
+    assert len(asked) == selected and all(len(times) == 2 for times in asked.values())
+    both_sending = min(times[1] for times in asked.values())
+    alone = selected * 20 * WINDOW / BUDGET
+    assert both_sending - arrivals[0][0] < alone - REPLAY_WINDOW, (both_sending - arrivals[0][0], alone)
 
 
 def test_reset_wipes_the_data(state, replicas_up):

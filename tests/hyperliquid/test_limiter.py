@@ -132,3 +132,4 @@ def test_shared_limiter_is_one_per_budget():
     assert shared_limiter(1200) is shared_limiter(1200)
     assert shared_limiter(600) is not shared_limiter(1200)
     assert shared_limiter(600).budget == 600
+    assert shared_limiter(600, 20.0) is not shared_limiter(600) and shared_limiter(600, 20.0).window == 20.0

@@ -161,13 +161,14 @@ class WeightLimiter(ThrottledUnderLock):
             return 0.0
 
 
-_shared: dict[int, WeightLimiter] = {}
+_shared: dict[tuple[int, float], WeightLimiter] = {}
 _shared_guard = threading.Lock()
 
 
-def shared_limiter(weight_per_minute: int) -> WeightLimiter:
+def shared_limiter(weight_per_minute: int, window: float = 60.0) -> WeightLimiter:
     """The process-wide limiter for this budget: Hyperliquid counts weight per IP, not per client."""
     with _shared_guard:
-        if weight_per_minute not in _shared:
-            _shared[weight_per_minute] = WeightLimiter(weight_per_minute, 60.0)
-        return _shared[weight_per_minute]
+        key = (weight_per_minute, window)
+        if key not in _shared:
+            _shared[key] = WeightLimiter(weight_per_minute, window)
+        return _shared[key]

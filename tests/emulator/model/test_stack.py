@@ -38,7 +38,6 @@ def test_the_shipped_base_is_the_documented_production_setup():
 NOT_IN_THE_GUIDE = {
     ("web", "PREFECT_SERVER_ANALYTICS_ENABLED"),  # the emulated stacks run offline
     ("worker", "HYPERLIQUID_API_URL"), ("worker", "HYPERLIQUID_STATS_URL"),  # the local Hyperliquid stand-in
-    ("worker", "INGEST_MAX_BAD_FRACTION"),  # the stand-in has details for 4 of 28 open vaults, null for the rest
 }
 # The as-documented variant adds them back (tests/scenarios/test_auth.py deploys it).
 LEFT_OUT_OF_THE_BASE = {

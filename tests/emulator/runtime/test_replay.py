@@ -69,6 +69,19 @@ def test_enforces_the_weight_budget_in_a_sliding_window(replay):
     assert replay.stats["throttled"] == 2
 
 
+@pytest.mark.parametrize("replay", [{"budget": Budget(60, 10.0, clock=FakeClock())}], indirect=True)
+def test_reports_what_it_counted_for_tests_to_judge_clients_by(replay):
+    replay.budget.clock.now = 7.5
+    assert [details(replay.url, HLP).status_code for _ in range(4)] == [200, 200, 200, 429]
+    httpx.get(f"{replay.url}/Mainnet/vaults").raise_for_status()
+    first = httpx.get(f"{replay.url}/_replay/stats").json()
+    assert first == {"requests": 5, "throttled": 1, "admitted_weight": 60, "limit": 60, "window": 10.0,
+                     "arrivals": [[7.5, 20]] * 3,
+                     "asked": [[7.5, json.dumps({"type": "vaultDetails", "vaultAddress": HLP}, sort_keys=True,
+                                                separators=(",", ":"))]] * 3}
+    assert httpx.get(f"{replay.url}/_replay/stats").json() == first  # asking is not a request it counts
+
+
 @pytest.mark.parametrize("replay", [{"faults": Faults(error_every=2, malformed_every=3)}], indirect=True)
 def test_injects_faults_on_request(replay):
     answers = [details(replay.url, HLP) for _ in range(6)]
