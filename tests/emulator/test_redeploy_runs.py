@@ -135,7 +135,8 @@ class World:
             when = datetime.now(timezone.utc) + timedelta(seconds=start_in)
             body["state"] = {"type": "SCHEDULED", "state_details": {"scheduled_time": when.isoformat()}}
         created = api.post(f"/deployments/{deployment['id']}/create_flow_run", json=body)
-        return created.raise_for_status().json()["id"]
+        assert created.is_success, (created.status_code, created.text, _tail(self.state / "logs" / "web.deploy.log"))
+        return created.json()["id"]
 
     def start_run(self, api: httpx.Client, seconds: float) -> str:
         run = self.create_run(api, seconds)
