@@ -23,6 +23,10 @@ the first SIGTERM:
 - once no run is being submitted or running, it stops and exits 0. Whatever is still running when the draining
   window ends is SIGKILLed by Railway, worker and runs alike.
 
+The runs never see the SIGTERM: Railway sends it to the container's main process only, this one once
+start_worker.sh has `exec`ed it, and Prefect starts each flow run in a session of its own
+(runner/_workspace_starter.py, `isolate_process_group`).
+
 A second SIGTERM, or SIGINT (Ctrl-C), stops at once the way Prefect's worker does, its runs with it.
 """
 
@@ -33,7 +37,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from vault_ingest.errors import ConfigError
@@ -97,7 +101,7 @@ class Drain:
         return bool(self._polls or self._submitted or self.worker._submitting_flow_run_ids)
 
 
-def draining_seconds(env: dict[str, str] | os._Environ) -> float | None:
+def draining_seconds(env: Mapping[str, str]) -> float | None:
     """Railway's draining window as the service sets it; None when unset or not a number."""
     raw = env.get(DRAINING_VAR, "").strip()
     try:
