@@ -134,7 +134,13 @@ class World:
         if start_in:
             when = datetime.now(timezone.utc) + timedelta(seconds=start_in)
             body["state"] = {"type": "SCHEDULED", "state_details": {"scheduled_time": when.isoformat()}}
-        created = api.post(f"/deployments/{deployment['id']}/create_flow_run", json=body)
+
+        def create() -> httpx.Response | None:
+            # A server whose SQLite database is busy answers 503; Prefect's own client retries it (client/base.py).
+            answer = api.post(f"/deployments/{deployment['id']}/create_flow_run", json=body)
+            return None if answer.status_code == 503 else answer
+
+        created = wait_until(create, timeout=60, what="create_flow_run to answer other than 503", interval=1)
         assert created.is_success, (created.status_code, created.text, _tail(self.state / "logs" / "web.deploy.log"))
         return created.json()["id"]
 
