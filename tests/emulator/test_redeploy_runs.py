@@ -217,20 +217,24 @@ def test_with_the_shipped_worker_and_draining_longer_than_the_run_a_redeploy_let
     applied = world.deploy("worker")
     assert applied.returncode == 0, applied.stdout
     with world.api() as api:
-        run = world.start_run(api, seconds=UNRESPONSIVE + 45)
+        # Long enough to outlast the redeploy by more than a heartbeat interval (30 s).
+        run = world.start_run(api, seconds=120)
         old = worker_name(api, run)
         result = world.deploy("worker")
         assert result.returncode == 0, result.stdout
         assert "SIGKILL after 180s (RAILWAY_DEPLOYMENT_DRAINING_SECONDS)" in result.stdout
         wait_until(lambda: "SIGTERM: taking no more flow runs; waiting for the 1 in progress" in world.worker_log(),
                    timeout=60, what="the old worker to take SIGTERM")
+        sigterm = datetime.now(timezone.utc)
         # Due a few seconds into the drain, after any poll the old worker had under way at the SIGTERM.
         later = world.create_run(api, seconds=1, start_in=5)
-        done = wait_run(api, run, ["COMPLETED", "FAILED", "CRASHED"], timeout=UNRESPONSIVE + 180)
+        done = wait_run(api, run, ["COMPLETED", "FAILED", "CRASHED"], timeout=180)
         assert done["state"]["type"] == "COMPLETED", (done["state"], world.worker_log()[-3000:])
         taken = wait_run(api, later, ["COMPLETED", "FAILED", "CRASHED"], timeout=180)
         assert taken["state"]["type"] == "COMPLETED", taken["state"]
         assert worker_name(api, later) not in (None, old)
+        # The run kept sending its own heartbeats while its worker drained.
+        assert any(datetime.fromisoformat(event["occurred"]) > sigterm for event in heartbeats(api, run))
     # With its run done the old worker goes by itself, long before its 180 s are up.
     wait_until(lambda: world.status()["services"]["worker"]["state"] == "Active", timeout=60,
                what="the old worker removed once its run is done")
