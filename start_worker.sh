@@ -3,10 +3,11 @@
 #
 # Flow runs pull the code with Prefect's `git_clone` step, and a worker without git makes every run Crash
 # ("Process exited with status code: 1") with the real cause only in these logs, so check git first.
-# Then wait for the server, because Railway starts `web` and `worker` together. Finally `exec` the worker:
-# it becomes the process Railway's SIGTERM reaches, and it stops taking runs. Prefect 3.9's worker does not
-# wait for the runs it has (it turns SIGTERM into SIGINT and stops within a second, its runs with it; shown
-# in tests/emulator/test_redeploy_runs.py), so draining seconds alone do not save a running flow run.
+# Then wait for the server, because Railway starts `web` and `worker` together. Finally `exec` the worker, so it
+# is the process Railway's SIGTERM reaches: `vault-ingest worker`, Prefect's process worker that, on SIGTERM,
+# takes no more flow runs and stops once the ones it has are done. Prefect 3.9's own `prefect worker start`
+# stops within a second and its runs with it (vault_ingest/worker.py), so set RAILWAY_DEPLOYMENT_DRAINING_SECONDS
+# to the longest run: Railway SIGKILLs whatever is left when it ends (default 0: at once).
 #
 #   PREFECT_API_URL            required: https://${{web.RAILWAY_PUBLIC_DOMAIN}}/api (http:// only for the private
 #                              domain, *.railway.internal, or localhost)
@@ -15,7 +16,8 @@
 #   PREFECT_SERVER_WAIT_SECONDS  how long to wait for the server, default 120
 #   WORKER_INSTALL_GIT=1       install git with apt-get at start when it is missing (root images only, as
 #                              Railpack's and Nixpacks' are; slow, and again at every deployment, so off)
-# Extra arguments go to `prefect worker start`.
+#   RAILWAY_DEPLOYMENT_DRAINING_SECONDS  Railway's SIGTERM-to-SIGKILL window: the longest run's seconds
+# Extra arguments go to `vault-ingest worker`: --name, --work-queue, --limit, --prefetch-seconds, as Prefect's.
 set -euo pipefail
 
 pool="${PREFECT_WORK_POOL:-hyperliquid-vault-ingestion}"
@@ -142,4 +144,4 @@ PY
 
 ensure_git
 wait_for_server
-exec prefect worker start --pool "$pool" --type process "$@"
+exec vault-ingest worker --pool "$pool" "$@"

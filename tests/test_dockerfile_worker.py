@@ -64,7 +64,7 @@ def test_start_worker_is_execed():
     assert cmd == ["bash", "/app/start_worker.sh"]
     assert any("start_worker.sh" in copy for copy in instructions("COPY"))
     last_line = (ROOT / "start_worker.sh").read_text().strip().splitlines()[-1]
-    assert last_line.startswith("exec prefect worker start")
+    assert last_line.startswith("exec vault-ingest worker")
 
 
 # --- the image itself, through pytest-docker (tests/docker-compose.worker.yml) ----------------------------

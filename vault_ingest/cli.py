@@ -10,12 +10,19 @@ import sys
 from decimal import Decimal, InvalidOperation
 
 from vault_ingest.errors import ConfigError, VaultIngestError
+from vault_ingest.worker import add_arguments as add_worker_arguments
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from vault_ingest import serve
 
     return serve.main(args.extra)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from vault_ingest import worker
+
+    return worker.main(args)
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
@@ -121,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p = sub.add_parser("serve", help="start the Prefect server as Railway's web service")
     serve_p.add_argument("extra", nargs=argparse.REMAINDER, help="passed on to `prefect server start`")
     serve_p.set_defaults(func=_cmd_serve)
+
+    worker_p = sub.add_parser("worker", help="start Prefect's process worker as Railway's worker service; on SIGTERM "
+                                             "it takes no more runs and stops once its runs are done")
+    add_worker_arguments(worker_p)
+    worker_p.set_defaults(func=_cmd_worker)
 
     deploy_p = sub.add_parser("deploy", help="deploy the flows to a Prefect process work pool, code cloned from git")
     deploy_p.add_argument("--work-pool", required=True, help="process work pool, created if missing")

@@ -1,11 +1,13 @@
 """The database and API URLs that `vault-ingest serve` and `vault-ingest doctor` both read and print.
 
 Railway hands out `postgresql://` URLs; Prefect's server takes only `postgresql+asyncpg://`; psycopg and libpq
-take the first. And no URL with a password reaches a log line unmasked.
+take the first. And no URL with a password reaches a log line unmasked. Which hosts are this container
+(loopback) and which Railway's private network, for the doctor's warnings.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from vault_ingest.errors import ConfigError
@@ -49,3 +51,28 @@ def libpq_url(asyncpg_form: str) -> str:
     parts = urlsplit(asyncpg_form)
     query = [("sslmode" if key == "ssl" else key, val) for key, val in parse_qsl(parts.query, keep_blank_values=True)]
     return urlunsplit(parts._replace(scheme="postgresql", query=urlencode(query)))
+
+
+def url_host(url: str) -> str | None:
+    """The host of `url`, lower case, without brackets or port; None when it has none."""
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
+def is_loopback(host: str | None) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: on Railway, the service's own container."""
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_railway_private(host: str | None) -> bool:
+    """A name on Railway's private network, <service>.railway.internal, which carries plain HTTP."""
+    return bool(host) and host.endswith(".railway.internal")

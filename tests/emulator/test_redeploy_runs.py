@@ -5,22 +5,25 @@ SIGTERM and, after RAILWAY_DEPLOYMENT_DRAINING_SECONDS (default 0), SIGKILL (rai
 deployments/deployment-teardown.md, variables/reference.md, builds/build-configuration.md). So with the
 default a run dies with its worker (nothing reports it; the heartbeat automation `vault-ingest deploy`
 ships marks it Crashed), and a change the Watch Paths exclude (the flow's code, which runs pull through
-git_clone) leaves the worker, and the run, alone. Draining longer than the run is not enough on its own:
-Prefect 3.9.1's worker turns SIGTERM into SIGINT to itself (prefect/utilities/processutils
-forward_signal_handler), whose KeyboardInterrupt ends the worker and its runs at once, and the container
-ends with its main process. A start script that waits for the worker's runs before stopping it does get
-the window, and the run completes.
+git_clone) leaves the worker, and the run, alone. With the shipped start_worker.sh (`vault-ingest worker`) and
+draining longer than the run, the old worker takes no new run, waits for its run, which completes, and goes;
+a run due meanwhile goes to the new worker. Draining alone is not enough for Prefect's own `prefect worker
+start`: Prefect 3.9.1 turns SIGTERM into SIGINT to itself (prefect/utilities/processutils
+setup_signal_handlers_worker), whose KeyboardInterrupt ends the worker and its runs at once.
 
-A throwaway repository of the test's own (a sleep flow), one stack for all four.
+The repository is a copy of what the worker's image is built from and runs (the lock, the package,
+start_worker.sh, railpack.json), as they ship, plus a sleep flow: a tree the tests may change. One stack for all.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -29,13 +32,14 @@ import pytest
 from tests.support.emulator import kill_service_groups
 from tests.support.prefect_server import clean_environ, wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[2]
 POOL = "redeploy-pool"
 UNRESPONSIVE = 40  # above Prefect's minimum heartbeat frequency, 30 s
-PREFECT = re.search(r'name = "prefect"\nversion = "([^"]+)"', (ROOT / "uv.lock").read_text())[1]
-FLOWS = '''import time
+SHIPPED = ("pyproject.toml", "uv.lock", "README.md", "Procfile", "railpack.json", "start_worker.sh", "vault_ingest")
+WATCH_PATHS = tomllib.loads((ROOT / "railway.stack.toml").read_text())["services"]["worker"]["watch_paths"]
+FLOWS = """import time
 
 from prefect import flow
 
@@ -44,28 +48,8 @@ from prefect import flow
 def sleeper(seconds: float = 20):
     time.sleep(seconds)
     return seconds
-'''
-REPOSITORY = {
-    "requirements.txt": f"prefect=={PREFECT}\n",
-    "Procfile": "web: prefect server start --host 127.0.0.1 --port $PORT\n",
-    "start_worker.sh": f"exec prefect worker start --pool {POOL}\n",
-    "railpack.json": '{"deploy": {"aptPackages": ["git"]}}\n',
-    "flows.py": FLOWS,
-}
-# Railway's SIGTERM reaches this script (bash -c execs a lone command); it lets the worker's flow runs (its
-# child processes) finish, then stops the worker. In the background the worker ignores SIGINT, which is
-# what Prefect turns SIGTERM into, so with no runs left it is killed.
-WAITING_START = f'''prefect worker start --pool {POOL} &
-worker=$!
-drain() {{
-  echo "start_worker.sh: SIGTERM: waiting for this worker's flow runs"
-  while [ -n "$(cat /proc/$worker/task/*/children 2>/dev/null)" ]; do sleep 1; done
-  kill -KILL $worker
-  exit 0
-}}
-trap drain TERM
-wait $worker
-'''
+"""
+PREFECTS_OWN = f"exec prefect worker start --pool {POOL}\n"
 DEPLOY = f'''python - <<'PY'
 import os
 from prefect import flow
@@ -90,24 +74,25 @@ STACK = f'''[project]
 name = "redeploys"
 
 [services.web]
+start_command = "prefect server start --host 127.0.0.1 --port $PORT"
 public_domain = true
 healthcheck_path = "/api/health"
-watch_paths = ["/requirements.txt", "/Procfile"]
+watch_paths = ["/uv.lock"]
 
 [services.web.variables]
 PREFECT_SERVER_ANALYTICS_ENABLED = "false"
 PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED = "false"
 
 [services.worker]
-start_command = "sh start_worker.sh"
-# What must redeploy the worker: its dependencies and how it starts. The flows' code reaches runs through
-# git_clone, so a change to it needs no new worker.
-watch_paths = ["/requirements.txt", "/start_worker.sh", "/railpack.json"]
+start_command = "bash start_worker.sh"
+# railway.stack.toml's: what the worker itself runs redeploys it; the flows' code reaches runs through git_clone.
+watch_paths = {json.dumps(WATCH_PATHS)}
 
 [services.worker.variables]
 PREFECT_API_URL = "https://${{{{web.RAILWAY_PUBLIC_DOMAIN}}}}/api"
+PREFECT_WORK_POOL = "{POOL}"
 PREFECT_WORKER_QUERY_SECONDS = "2"
-PREFECT_WORKER_PREFETCH_SECONDS = "2"
+PREFECT_WORKER_PREFETCH_SECONDS = "0"
 PREFECT_FLOWS_HEARTBEAT_FREQUENCY = "30"
 {{draining}}
 
@@ -143,11 +128,24 @@ class World:
         return httpx.Client(base_url=self.status()["api_url"], verify=str(self.state / "tls" / "edge.crt"),
                             timeout=30)
 
-    def start_run(self, api: httpx.Client, seconds: float) -> str:
+    def create_run(self, api: httpx.Client, seconds: float, start_in: float = 0) -> str:
         deployment = api.get("/deployments/name/sleeper/long").raise_for_status().json()
-        created = api.post(f"/deployments/{deployment['id']}/create_flow_run",
-                           json={"parameters": {"seconds": seconds}})
-        run = created.raise_for_status().json()["id"]
+        body: dict = {"parameters": {"seconds": seconds}}
+        if start_in:
+            when = datetime.now(timezone.utc) + timedelta(seconds=start_in)
+            body["state"] = {"type": "SCHEDULED", "state_details": {"scheduled_time": when.isoformat()}}
+
+        def create() -> httpx.Response | None:
+            # A server whose SQLite database is busy answers 503; Prefect's own client retries it (client/base.py).
+            answer = api.post(f"/deployments/{deployment['id']}/create_flow_run", json=body)
+            return None if answer.status_code == 503 else answer
+
+        created = wait_until(create, timeout=60, what="create_flow_run to answer other than 503", interval=1)
+        assert created.is_success, (created.status_code, created.text, _tail(self.state / "logs" / "web.deploy.log"))
+        return created.json()["id"]
+
+    def start_run(self, api: httpx.Client, seconds: float) -> str:
+        run = self.create_run(api, seconds)
         wait_run(api, run, ["RUNNING"], timeout=180)
         return run
 
@@ -166,8 +164,12 @@ def world():
     with tempfile.TemporaryDirectory(prefix="emulator-redeploys-") as root:
         made = World(Path(root))
         made.repo.mkdir()
-        for name, text in REPOSITORY.items():
-            (made.repo / name).write_text(text)
+        for name in SHIPPED:
+            if (ROOT / name).is_dir():
+                shutil.copytree(ROOT / name, made.repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(ROOT / name, made.repo / name)
+        (made.repo / "flows.py").write_text(FLOWS)
         made.configure()
         try:
             up = made.emulator("up", "--detach", timeout=600)
@@ -193,6 +195,7 @@ def test_a_code_change_outside_the_workers_watch_paths_leaves_a_run_alone(world)
 
 
 def test_a_redeploy_with_railways_default_draining_crashes_a_run(world):
+    """The shipped worker drains, but Railway's default window is 0 s: the SIGKILL comes with the SIGTERM."""
     with world.api() as api:
         run = world.start_run(api, seconds=600)
         # The automation that marks it Crashed starts counting at the run's first heartbeat.
@@ -206,14 +209,47 @@ def test_a_redeploy_with_railways_default_draining_crashes_a_run(world):
         assert "Still running after the 0s draining period: SIGKILL" in world.worker_log()
 
 
-def test_draining_alone_does_not_save_a_run_from_a_worker_that_stops_at_sigterm(world):
-    """Prefect 3.9's worker turns SIGTERM into SIGINT to itself, a KeyboardInterrupt that ends it and its runs
-    at once (prefect/utilities/processutils forward_signal_handler, prefect/cli/worker.py); the container ends
-    with its main process. So the draining window is never used."""
+def test_with_the_shipped_worker_and_draining_longer_than_the_run_a_redeploy_lets_it_complete(world):
+    """The old worker takes no new run after SIGTERM, keeps its run going, and its heartbeats (the drain outlasts
+    the automation's window), and leaves once the run is done; a run due meanwhile goes to the new worker."""
     world.configure('RAILWAY_DEPLOYMENT_DRAINING_SECONDS = "180"')
     # The setting applies to deployments made with it: deploy it once, then it is the one that drains.
     applied = world.deploy("worker")
     assert applied.returncode == 0, applied.stdout
+    with world.api() as api:
+        # Long enough to outlast the redeploy by more than a heartbeat interval (30 s).
+        run = world.start_run(api, seconds=120)
+        old = worker_name(api, run)
+        result = world.deploy("worker")
+        assert result.returncode == 0, result.stdout
+        assert "SIGKILL after 180s (RAILWAY_DEPLOYMENT_DRAINING_SECONDS)" in result.stdout
+        wait_until(lambda: "SIGTERM: taking no more flow runs; waiting for the 1 in progress" in world.worker_log(),
+                   timeout=60, what="the old worker to take SIGTERM")
+        sigterm = datetime.now(timezone.utc)
+        # Due a few seconds into the drain, after any poll the old worker had under way at the SIGTERM.
+        later = world.create_run(api, seconds=1, start_in=5)
+        done = wait_run(api, run, ["COMPLETED", "FAILED", "CRASHED"], timeout=180)
+        assert done["state"]["type"] == "COMPLETED", (done["state"], world.worker_log()[-3000:])
+        taken = wait_run(api, later, ["COMPLETED", "FAILED", "CRASHED"], timeout=180)
+        assert taken["state"]["type"] == "COMPLETED", taken["state"]
+        assert worker_name(api, later) not in (None, old)
+        # The run kept sending its own heartbeats while its worker drained.
+        assert any(datetime.fromisoformat(event["occurred"]) > sigterm for event in heartbeats(api, run))
+    # With its run done the old worker goes by itself, long before its 180 s are up.
+    wait_until(lambda: world.status()["services"]["worker"]["state"] == "Active", timeout=60,
+               what="the old worker removed once its run is done")
+    last = world.worker_log().rsplit("Stopping Container", 1)[-1]
+    assert "no flow runs left: the worker stops" in last and "draining period: SIGKILL" not in last
+
+
+def test_draining_alone_does_not_save_a_run_from_prefects_own_worker(world):
+    """Prefect 3.9's `prefect worker start` turns SIGTERM into SIGINT to itself, a KeyboardInterrupt that ends it
+    and its runs at once (prefect/utilities/processutils setup_signal_handlers_worker, prefect/cli/worker.py);
+    the container ends with its main process. So the draining window is never used."""
+    (world.repo / "start_worker.sh").write_text(PREFECTS_OWN)  # draining still 180 s, as the test before left it
+    pushed = world.deploy()
+    assert pushed.returncode == 0, pushed.stdout
+    assert "worker: 1 changed file(s) match its watch paths: start_worker.sh" in pushed.stdout
     with world.api() as api:
         run = world.start_run(api, seconds=30)
         wait_until(lambda: heartbeats(api, run), timeout=60, what="the run's first heartbeat")
@@ -224,27 +260,7 @@ def test_draining_alone_does_not_save_a_run_from_a_worker_that_stops_at_sigterm(
         assert done["state"]["type"] == "CRASHED", done["state"]
     # The old worker left at once, well inside its window: nothing was left for the SIGKILL.
     last = world.worker_log().rsplit("Stopping Container", 1)[-1]
-    assert "Received SIGTERM. Sending SIGINT to the process worker" in last and "SIGKILL" not in last
-
-
-def test_with_a_start_script_that_waits_for_its_runs_draining_lets_a_run_complete(world):
-    """The wrapper keeps the worker (and so its runs) alive after SIGTERM until its runs are done, inside the
-    draining window; a change to it is in the worker's watch paths, so a push redeploys the worker."""
-    world.configure('RAILWAY_DEPLOYMENT_DRAINING_SECONDS = "180"')  # as the test before left it
-    (world.repo / "start_worker.sh").write_text(WAITING_START)
-    pushed = world.deploy()
-    assert pushed.returncode == 0, pushed.stdout
-    assert "worker: 1 changed file(s) match its watch paths: start_worker.sh" in pushed.stdout
-    with world.api() as api:
-        run = world.start_run(api, seconds=30)
-        result = world.deploy("worker")
-        assert result.returncode == 0, result.stdout
-        done = wait_run(api, run, ["COMPLETED", "FAILED", "CRASHED"], timeout=180)
-        assert done["state"]["type"] == "COMPLETED", (done["state"], world.worker_log()[-3000:])
-    assert "start_worker.sh: SIGTERM: waiting for this worker's flow runs" in world.worker_log()
-    # With its run done the old worker goes, long before its 180 s are up.
-    wait_until(lambda: world.status()["services"]["worker"]["state"] == "Active", timeout=60,
-               what="the old worker removed once its run is done")
+    assert "Received SIGTERM. Sending SIGINT to the process worker" in last and "draining period: SIGKILL" not in last
 
 
 def wait_run(api: httpx.Client, run: str, states: list[str], timeout: float) -> dict:
@@ -253,6 +269,11 @@ def wait_run(api: httpx.Client, run: str, states: list[str], timeout: float) -> 
         return found if found["state"]["type"] in states else None
 
     return wait_until(reached, timeout=timeout, what=f"flow run {run} to be {'/'.join(states)}")
+
+
+def worker_name(api: httpx.Client, run: str) -> str | None:
+    """The worker that took `run`: Prefect labels each run with it (BaseWorker._give_worker_labels_to_flow_run)."""
+    return api.get(f"/flow_runs/{run}").raise_for_status().json()["labels"].get("prefect.worker.name")
 
 
 def heartbeats(api: httpx.Client, run: str) -> list[dict]:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import httpx
 
+from vault_ingest.doctor.addresses import check_api_scheme
 from vault_ingest.doctor.live import run_live
 from vault_ingest.doctor.local import inside_service as detect_inside_service
 from vault_ingest.doctor.local import run_local
@@ -33,9 +34,11 @@ def run_checks(
     """
     env = os.environ if env is None else env
     inside = detect_inside_service(env) if inside_service is None else inside_service
-    checks = run_live(api_url, pool=pool, auth=auth, transport=transport)
+    live = run_live(api_url, pool=pool, auth=auth, transport=transport)
+    scheme = check_api_scheme(api_url)
+    checks = ([scheme] if scheme else []) + live
     if inside:
-        checks += run_local(env, api_answers=checks[0].status is Status.PASS)
+        checks += run_local(env, api_answers=live[0].status is Status.PASS)
     else:
         checks.append(skipped("service", "not inside a Railway service (RAILWAY_SERVICE_NAME unset): git and the "
                                          "database URLs are checked when the doctor runs in the service (or --inside)"))

@@ -1,4 +1,5 @@
-"""Checks of the service the doctor runs in: what the API cannot show (git on PATH, database URLs)."""
+"""Checks of the service the doctor runs in: what the API cannot show (git on PATH, database URLs, URLs that
+point at this container for another service)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from vault_ingest.config import app_database_url
+from vault_ingest.doctor.addresses import check_loopback_urls
 from vault_ingest.doctor.report import Check, failed, passed, skipped, warned
 from vault_ingest.errors import ConfigError
 from vault_ingest.urls import DATABASE_URL_VARS, asyncpg_url, mask_url
@@ -109,4 +111,5 @@ def check_app_database_url(env: Mapping[str, str]) -> Check:
 
 
 def run_local(env: Mapping[str, str], *, api_answers: bool) -> list[Check]:
-    return [check_git(env), check_prefect_database_url(env, api_answers), check_app_database_url(env)]
+    return [check_git(env), *check_loopback_urls(env), check_prefect_database_url(env, api_answers),
+            check_app_database_url(env)]

@@ -66,9 +66,11 @@ def test_watch_paths_only_on_repo_services(tmp_path):
 
 
 def test_the_shipped_workers_watch_paths_skip_flow_code_and_catch_its_dependencies():
-    """Flow code reaches runs through git_clone; the lock, the start script and the image need a new worker."""
+    """Flow code reaches runs through git_clone; the lock, the start script, `vault-ingest worker` and the image
+    need a new worker."""
     worker = load_stack(SHIPPED).services["worker"]
     assert triggering(worker.watch_paths, ["vault_ingest/flows.py", "vault_ingest/ingest.py", "README.md",
                                            "docs/railway.md", "tests/test_flows.py"]) == []
-    for file in ("uv.lock", "pyproject.toml", "start_worker.sh", "railpack.json", "Dockerfile.worker"):
+    for file in ("uv.lock", "pyproject.toml", "start_worker.sh", "vault_ingest/worker.py", "railpack.json",
+                 "Dockerfile.worker"):
         assert triggering(worker.watch_paths, [file]) == [file]
