@@ -1,9 +1,10 @@
 """P1: parse + write of a 10,000-vault list against a raw COPY of the same rows, and peak RSS.
 
 Three measurements, each side in a fresh subprocess so its peak RSS is its own:
-- first: the real path (bytes -> parse_vault_list -> write_vault_list) into an empty database;
+- first: the real path sync-vaults takes (stored_list_digests -> parse_changed_vaults on the bytes ->
+  write_vault_list) into an empty database;
 - hourly: then the next hour's list, in which 5 % of the vaults changed (benchmarks.synthetic.next_hour), timed
-  whole (parse + write) and for the write alone;
+  whole (read of the stored digests + parse + write) and for the write alone;
 - copy: the first snapshot's rows, already built, COPYed straight into the same tables (`vaults`,
   `vault_list_values`, `list_snapshots`): the floor any writer pays.
 Targets: first <= 1.5x copy, hourly <= 0.5x copy, peak RSS <= 250 MB.
@@ -21,7 +22,7 @@ from pathlib import Path
 import psycopg
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-VAULT_COLUMNS = ("address", "name", "leader", "created_at", "is_closed", "relationship", "first_seen", "last_seen")
+VAULT_COLUMNS = ("address", "name", "leader", "created_at", "is_closed", "relationship", "list_digest", "first_seen")
 VALUE_COLUMNS = ("vault_address", "valid_from", "tvl", "apr", "pnl_day", "pnl_week", "pnl_month", "pnl_all_time",
                  "pnls")
 
@@ -39,22 +40,23 @@ def _fresh(admin_url: str, name: str) -> str:
 def measure_ingest(first_path: str, next_path: str, url: str) -> dict:
     """The real path, first snapshot then the next hour's."""
     from vault_ingest.db.engine import make_engine
+    from vault_ingest.db.reads import stored_list_digests
     from vault_ingest.db.writer import write_vault_list
-    from vault_ingest.hyperliquid.vault_list import parse_vault_list
+    from vault_ingest.hyperliquid.vault_list import parse_changed_vaults
 
     first, later = Path(first_path).read_bytes(), Path(next_path).read_bytes()
     engine = make_engine(url)
     with engine.connect():
         pass  # connect before the clock: both sides start connected
     start = time.perf_counter()
-    vaults, errors = parse_vault_list(first)
-    counts = write_vault_list(engine, vaults, T0)
+    vaults, unchanged, errors = parse_changed_vaults(first, stored_list_digests(engine))
+    counts = write_vault_list(engine, vaults, T0, unchanged=unchanged)
     first_s = time.perf_counter() - start
     del vaults
     start = time.perf_counter()
-    vaults, _ = parse_vault_list(later)
+    vaults, unchanged, _ = parse_changed_vaults(later, stored_list_digests(engine))
     parsed = time.perf_counter()
-    write_vault_list(engine, vaults, T0 + timedelta(hours=1))
+    write_vault_list(engine, vaults, T0 + timedelta(hours=1), unchanged=unchanged)
     end = time.perf_counter()
     with engine.connect() as conn:
         changed = conn.exec_driver_sql("SELECT count(*) FROM vault_list_values WHERE valid_from > %s",
@@ -68,7 +70,7 @@ def measure_copy(first_path: str, next_path: str, url: str) -> dict:
     from vault_ingest.hyperliquid.vault_list import parse_vault_list
 
     vaults, _ = parse_vault_list(Path(first_path).read_bytes())
-    vault_rows = [(v.address, v.name, v.leader, v.created_at, v.is_closed, v.relationship.type, T0, T0)
+    vault_rows = [(v.address, v.name, v.leader, v.created_at, v.is_closed, v.relationship.type, v.entry_digest, T0)
                   for v in vaults]
     value_rows = [(v.address, T0, v.tvl, v.apr, v.pnl.get("day"), v.pnl.get("week"), v.pnl.get("month"),
                    v.pnl.get("allTime"), v.pnls_json) for v in vaults]
