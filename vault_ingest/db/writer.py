@@ -126,9 +126,14 @@ def _write_list(conn: Connection, vaults: Sequence[VaultSummary], unchanged: Map
     vaults that left the list are touched besides them."""
     newest = at["newest"]
     # an older snapshot (written late) stages every vault: its attributes are upserted, no values change
-    staged_rows = stage(conn, _STAGED_LIST, _changed(vaults, listed if newest else {}))
+    rows = list(_changed(vaults, listed if newest else {}))
+    staged_rows = stage(conn, _STAGED_LIST, rows)
+    # The stored rows are found by the staged addresses, through their indexes: joined on staged_list alone, the
+    # planner hashes all 10,000 current rows to meet a few hundred when the tables lack statistics (after a first
+    # load, until autovacuum analyzes them), and that costs more than the rest of an hourly write.
+    at = {**at, "staged": [r["address"] for r in rows]}
     after_stage("staged")
-    result = _list_counts(conn)
+    result = _list_counts(conn, at)
     result.unchanged += len(vaults) + len(unchanged) - staged_rows
     _upsert_listed_vaults(conn, at)
     gone = sorted(listed.keys() - unchanged.keys() - {v.address for v in vaults}) if newest else []
@@ -173,14 +178,15 @@ def _effective(column: str, new: str, stored: str) -> str:
     return f"{new}.{column}"
 
 
-def _list_counts(conn: Connection) -> WriteCounts:
+def _list_counts(conn: Connection, at: dict) -> WriteCounts:
     effective = ", ".join(_effective(c, "s", "v") for c in LIST_ATTRIBUTES)
     return counts(conn, f"""
         SELECT count(*) FILTER (WHERE v.address IS NULL),
                count(*) FILTER (WHERE v.address IS NOT NULL AND (
                    ({effective}) IS DISTINCT FROM ({cols(LIST_ATTRIBUTES, 'v.')}) OR v.delisted_at IS NOT NULL)),
                count(*)
-        FROM staged_list s LEFT JOIN vaults v ON v.address = s.address""")
+        FROM staged_list s LEFT JOIN vaults v ON v.address = s.address AND v.address = ANY(CAST(:staged AS text[]))""",
+        at)
 
 
 def _upsert_listed_vaults(conn: Connection, at: dict) -> None:
@@ -208,12 +214,15 @@ def _upsert_listed_vaults(conn: Connection, at: dict) -> None:
             list_digest = excluded.list_digest"""), at)
 
 
+_CURRENT = "c.vault_address = s.address AND c.vault_address = ANY(CAST(:staged AS text[])) AND c.valid_to IS NULL"
+
+
 def _write_list_values(conn: Connection, at: dict, gone: list[str]) -> None:
     values = LIST_VALUES
     # values that changed end here; so do the values of vaults this snapshot delisted
     conn.execute(text(f"""
         UPDATE vault_list_values c SET valid_to = :at FROM staged_list s
-        WHERE c.vault_address = s.address AND c.valid_to IS NULL AND c.valid_from < :at
+        WHERE {_CURRENT} AND c.valid_from < :at
           AND {differs('c', 's', values)}"""), at)
     if gone:
         conn.execute(text("""
@@ -222,12 +231,12 @@ def _write_list_values(conn: Connection, at: dict, gone: list[str]) -> None:
     # the same snapshot written again with other values corrects its own rows
     conn.execute(text(f"""
         UPDATE vault_list_values c SET {', '.join(f'{v} = s.{v}' for v in values)} FROM staged_list s
-        WHERE c.vault_address = s.address AND c.valid_to IS NULL AND c.valid_from = :at
+        WHERE {_CURRENT} AND c.valid_from = :at
           AND {differs('c', 's', values)}"""), at)
     conn.execute(text(f"""
         INSERT INTO vault_list_values (vault_address, valid_from, {cols(values)})
         SELECT s.address, :at, {cols(values, 's.')} FROM staged_list s
-        WHERE NOT EXISTS (SELECT FROM vault_list_values c WHERE c.vault_address = s.address AND c.valid_to IS NULL)"""),
+        WHERE NOT EXISTS (SELECT FROM vault_list_values c WHERE {_CURRENT})"""),
         at)
 
 
