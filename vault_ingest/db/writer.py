@@ -43,13 +43,19 @@ _STAGED_LIST = staged("staged_list", (schema.vaults, ["address", *LIST_ATTRIBUTE
                       (schema.vault_list_values, LIST_VALUES))
 
 
+def _attributes(v: VaultSummary, list_digest: int) -> dict:
+    return {"address": v.address, "name": v.name, "leader": v.leader, "created_at": v.created_at,
+            "is_closed": v.is_closed, "relationship": v.relationship.type, "list_digest": list_digest}
+
+
+def _values(v: VaultSummary) -> dict:
+    pnl = v.pnl.get
+    return {"tvl": v.tvl, "apr": v.apr, "pnl_day": pnl("day"), "pnl_week": pnl("week"), "pnl_month": pnl("month"),
+            "pnl_all_time": pnl("allTime"), "pnls": v.pnls_json}
+
+
 def _summary_row(v: VaultSummary, list_digest: int) -> dict:
-    row = {"address": v.address, "name": v.name, "leader": v.leader, "created_at": v.created_at,
-           "is_closed": v.is_closed, "relationship": v.relationship.type, "tvl": v.tvl, "apr": v.apr,
-           "pnls": v.pnls_json, "list_digest": list_digest}
-    for window, suffix in zip(WINDOWS, _SUFFIXES):
-        row[f"pnl_{suffix}"] = v.pnl.get(window)
-    return row
+    return {**_attributes(v, list_digest), **_values(v)}
 
 
 def _list_digest(v: VaultSummary) -> int:
@@ -152,22 +158,19 @@ def _write_list(conn: Connection, vaults: Sequence[VaultSummary], unchanged: Map
 def _load_first(conn: Connection, vaults: Sequence[VaultSummary], at: datetime, after_stage: AfterStage) -> WriteCounts:
     """The first snapshot into empty tables: COPY straight into them, no staging, no upsert."""
     parents = {v.address for v in vaults if v.relationship.type == "parent"}
-    vault_rows, value_rows = [], []
-    for v in vaults:
-        row = _summary_row(v, _list_digest(v))
-        vault_rows.append({"address": v.address, **{c: row[c] for c in LIST_ATTRIBUTES}, "list_digest": row["list_digest"],
-                           "parent_address": v.leader if row["relationship"] == "child" and v.leader in parents else None,
-                           "first_seen": at})
-        value_rows.append({"vault_address": v.address, "valid_from": at, **{c: row[c] for c in LIST_VALUES}})
     after_stage("staged")
-    copy_rows(conn, "vaults", _FIRST_VAULT_COLUMNS, vault_rows)
+    copy_rows(conn, "vaults", _FIRST_VAULT_COLUMNS, (
+        {**_attributes(v, _list_digest(v)), "first_seen": at,
+         "parent_address": v.leader if v.relationship.type == "child" and v.leader in parents else None}
+        for v in vaults))
     after_stage("vaults")
-    copy_rows(conn, "vault_list_values", _FIRST_VALUE_COLUMNS, value_rows)
+    copy_rows(conn, "vault_list_values", _FIRST_VALUE_COLUMNS,
+              ({"vault_address": v.address, "valid_from": at, **_values(v)} for v in vaults))
     after_stage("vault_list_values")
-    return WriteCounts(new=len(vault_rows))
+    return WriteCounts(new=len(vaults))
 
 
-_FIRST_VAULT_COLUMNS = ["address", *LIST_ATTRIBUTES, "list_digest", "parent_address", "first_seen"]
+_FIRST_VAULT_COLUMNS = ["address", *LIST_ATTRIBUTES, "list_digest", "first_seen", "parent_address"]
 _FIRST_VALUE_COLUMNS = ["vault_address", "valid_from", *LIST_VALUES]
 
 

@@ -60,8 +60,16 @@ _ENTRY = msgspec.json.Decoder(_Entry)
 _SHORT_ENTRY = 16_000
 
 
-def _storable(n: Decimal | None, short: bool) -> bool:
-    return n is None or (n.is_finite() and ((short and -_SHORT_ENTRY < n.adjusted() < 131_000) or fits_numeric(n)))
+def _storable(numbers: tuple, short: bool) -> bool:
+    for n in numbers:
+        if n is not None and not (n.is_finite() and ((short and -_SHORT_ENTRY < n.adjusted() < 131_000)
+                                                     or fits_numeric(n))):
+            return False
+    return True
+
+
+# Compact JSON without escapes reads the same as msgspec writes it back: such `pnls` text is stored as sent.
+_REWRITTEN = (b" ", b"\n", b"\t", b"\r", b"\\")
 
 
 def _summary(entry: _Entry, short: bool = False, entry_digest: int | None = None) -> VaultSummary:
@@ -71,8 +79,14 @@ def _summary(entry: _Entry, short: bool = False, entry_digest: int | None = None
     raw = bytes(entry.pnls)
     pnls = _PNLS.decode(raw) if raw != b"null" else None
     pnl = {w: Decimal(values[-1]) if values else None for w, values in pnls or () if w in WINDOWS}
-    if not all(_storable(n, short) for n in (s.tvl, entry.apr, *pnl.values())):
+    if not _storable((s.tvl, entry.apr, *pnl.values()), short):
         raise ValueError("not finite or beyond numeric")  # the precise parser names the field
+    if pnls is None:
+        pnls_json = None
+    elif any(c in raw for c in _REWRITTEN):
+        pnls_json = msgspec.json.encode(pnls).decode()  # compact, as models' json.dumps
+    else:
+        pnls_json = raw.decode()
     return VaultSummary(
         address=s.vault_address.lower(),
         name=s.name,
@@ -83,7 +97,7 @@ def _summary(entry: _Entry, short: bool = False, entry_digest: int | None = None
         created_at=EPOCH + timedelta(milliseconds=s.create_time_millis),
         apr=entry.apr,
         pnl=pnl,
-        pnls_json=msgspec.json.encode(pnls).decode() if pnls is not None else None,  # compact, as models' json.dumps
+        pnls_json=pnls_json,
         entry_digest=entry_digest,
     )
 
