@@ -2,7 +2,10 @@
 
 Each write is one transaction, so a snapshot lands whole or not at all. Values are stored once while they hold
 (schema._interval): a snapshot adds a row only for a vault whose values changed, so writing the same snapshot
-twice leaves identical tables, and an hour in which few vaults changed writes few rows.
+twice leaves identical tables, and an hour in which few vaults changed writes few rows. A list snapshot touches
+only the vaults whose entries changed and those that left the list (the newest snapshot is every listed vault's
+last sighting, `vaults.seen_until` only says when a delisted one was last seen); the first snapshot into empty
+tables is COPYed straight into them.
 """
 
 from __future__ import annotations
