@@ -134,6 +134,24 @@ def test_a_list_snapshot_failing_midway_leaves_no_trace(engine, stage):
     assert dump(engine) == before
 
 
+@pytest.mark.parametrize("stage", ["staged", "vaults", "vault_list_values", "list_snapshots"])
+def test_a_first_snapshot_failing_midway_leaves_empty_tables_with_their_indexes(engine, database_url, stage):
+    """The first load drops the value indexes and builds them after its COPY: a failure keeps them as they were."""
+    from tests.db.test_migrate import schema_diffs
+
+    with pytest.raises(Boom):
+        write_vault_list(engine, [summary(1), summary(2)], T0, _after_stage=fail_at(stage))
+    assert dump(engine) == {t: [] for t in metadata.tables}
+    assert schema_diffs(database_url) == []
+
+
+def test_a_first_snapshot_leaves_the_schema_as_migrated(engine, database_url):
+    from tests.db.test_migrate import schema_diffs
+
+    write_vault_list(engine, [summary(1), summary(2)], T0)
+    assert schema_diffs(database_url) == []  # the value indexes built after the COPY are the migrated ones
+
+
 def test_a_vault_twice_in_one_snapshot_is_refused_and_nothing_lands(engine):
     with pytest.raises(ValueError, match=address(1)):
         write_vault_list(engine, [summary(1), summary(2), summary(1)], T0)
