@@ -49,9 +49,9 @@ def top_vaults(engine: Engine, limit: int = 10) -> list[dict]:
 
 def stored_list_digests(engine: Engine) -> dict[int, str]:
     """The listed vaults' stored list entries, digest -> address: what `parse_changed_vaults` need not parse."""
-    with transaction(engine) as conn:
-        return {d: a for a, d in conn.execute(text(
-            "SELECT address, list_digest FROM vaults WHERE delisted_at IS NULL AND list_digest IS NOT NULL"))}
+    with transaction(engine) as conn:  # 10,000 rows: the driver's tuples, not SQLAlchemy rows
+        return dict(conn.connection.driver_connection.execute(
+            "SELECT list_digest, address FROM vaults WHERE delisted_at IS NULL AND list_digest IS NOT NULL").fetchall())
 
 
 def latest_list_snapshot(engine: Engine) -> dict | None:
