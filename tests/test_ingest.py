@@ -187,8 +187,8 @@ def test_a_list_write_that_lands_between_the_parse_and_the_write_makes_the_run_p
 
     vaults = [entry("0x" + f"{i:040x}") for i in range(1, 6)]
     body = json.dumps(vaults).encode()
-    first = lambda request: httpx.Response(200, content=body, headers={"Last-Modified": "Tue, 30 Dec 2025 03:00:41 GMT"})
-    asyncio.run(run_list(engine, first))
+    asyncio.run(run_list(engine, lambda request: httpx.Response(
+        200, content=body, headers={"Last-Modified": "Tue, 30 Dec 2025 03:00:41 GMT"})))
     other = json.dumps([entry(vaults[0]["summary"]["vaultAddress"], tvl="9")] + vaults[1:]).encode()
     gets = []
 

@@ -67,7 +67,8 @@ def test_unchanged_values_are_stored_once_and_confirmed_by_each_snapshot(engine)
 def test_a_vault_missing_from_a_later_list_is_delisted_until_it_comes_back(engine):
     write_vault_list(engine, [summary(1, tvl=Decimal(5)), summary(2, tvl=Decimal(9))], T0)
     write_vault_list(engine, [summary(1, tvl=Decimal(5))], T0 + HOUR)
-    assert (vault(engine, 2)["seen_until"], confirmed(engine, 2), vault(engine, 2)["delisted_at"]) == (T0, T0, T0 + HOUR)
+    assert (vault(engine, 2)["seen_until"], confirmed(engine, 2), vault(engine, 2)["delisted_at"]) == (
+        T0, T0, T0 + HOUR)
     assert vaults_for_details(engine, None, None) == [address(1)]
     assert [v["address"] for v in top_vaults(engine)] == [address(1)]
 

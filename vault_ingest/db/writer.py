@@ -86,7 +86,8 @@ def _changed(vaults: Sequence[VaultSummary], known: Mapping[str, int | None]) ->
             yield _summary_row(v, list_digest)
 
 
-def _check_unchanged(vaults: Sequence[VaultSummary], unchanged: Mapping[str, int], listed: Mapping[str, int | None]):
+def _check_unchanged(vaults: Sequence[VaultSummary], unchanged: Mapping[str, int],
+                     listed: Mapping[str, int | None]) -> None:
     for address, entry_digest in unchanged.items():
         if listed.get(address) != entry_digest:
             raise StaleListError(
