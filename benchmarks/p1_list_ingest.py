@@ -1,17 +1,23 @@
 """P1: parse + write of a 10,000-vault list against a raw COPY of the same rows, and peak RSS.
 
 Three measurements, each side in a fresh subprocess so its peak RSS is its own:
-- first: the real path (bytes -> parse_vault_list -> write_vault_list) into an empty database;
+- first: the real path sync-vaults takes (stored_list_digests -> parse_changed_vaults on the bytes ->
+  write_vault_list) into an empty database;
 - hourly: then the next hour's list, in which 5 % of the vaults changed (benchmarks.synthetic.next_hour), timed
-  whole (parse + write) and for the write alone;
+  whole (read of the stored digests + parse + write) and for the write alone;
 - copy: the first snapshot's rows, already built, COPYed straight into the same tables (`vaults`,
   `vault_list_values`, `list_snapshots`): the floor any writer pays.
 Targets: first <= 1.5x copy, hourly <= 0.5x copy, peak RSS <= 250 MB.
+
+Beside the wall-clock times, each side's CPU seconds: its own process plus every process of the local PostgreSQL
+server (backends, WAL writer, checkpointer), read from /proc. On a machine other work keeps busy, the wall clock
+of either side swings by 2x between runs; the CPU each side spends does not (absent when the server is remote).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -21,7 +27,7 @@ from pathlib import Path
 import psycopg
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-VAULT_COLUMNS = ("address", "name", "leader", "created_at", "is_closed", "relationship", "first_seen", "last_seen")
+VAULT_COLUMNS = ("address", "name", "leader", "created_at", "is_closed", "relationship", "list_digest", "first_seen")
 VALUE_COLUMNS = ("vault_address", "valid_from", "tvl", "apr", "pnl_day", "pnl_week", "pnl_month", "pnl_all_time",
                  "pnls")
 
@@ -36,31 +42,66 @@ def _fresh(admin_url: str, name: str) -> str:
     return url
 
 
+def _server_cpu(backend_pid: int) -> float:
+    """CPU seconds used so far by the local PostgreSQL server that runs `backend_pid`: its postmaster and every
+    child (nan when the server is not on this machine)."""
+    def stat(pid: str) -> list[str]:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after "(comm)": state, ppid, ...
+
+    try:
+        postmaster = stat(str(backend_pid))[1]
+    except OSError:
+        return float("nan")
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = stat(entry.name)
+            except OSError:
+                continue  # exited meanwhile
+            if fields[1] == postmaster or entry.name == postmaster:
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class _Clock:
+    """Wall clock, and CPU seconds of this process plus the database server."""
+
+    def __init__(self, backend_pid: int) -> None:
+        self.pid = backend_pid
+
+    def now(self) -> tuple[float, float]:
+        return time.perf_counter(), time.process_time() + _server_cpu(self.pid)
+
+
 def measure_ingest(first_path: str, next_path: str, url: str) -> dict:
     """The real path, first snapshot then the next hour's."""
     from vault_ingest.db.engine import make_engine
+    from vault_ingest.db.reads import stored_list_digests
     from vault_ingest.db.writer import write_vault_list
-    from vault_ingest.hyperliquid.vault_list import parse_vault_list
+    from vault_ingest.hyperliquid.vault_list import parse_changed_vaults
 
     first, later = Path(first_path).read_bytes(), Path(next_path).read_bytes()
     engine = make_engine(url)
-    with engine.connect():
-        pass  # connect before the clock: both sides start connected
-    start = time.perf_counter()
-    vaults, errors = parse_vault_list(first)
-    counts = write_vault_list(engine, vaults, T0)
-    first_s = time.perf_counter() - start
+    with engine.connect() as conn:  # connect before the clock: both sides start connected
+        clock = _Clock(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar())
+    start = clock.now()
+    vaults, unchanged, errors = parse_changed_vaults(first, stored_list_digests(engine))
+    counts = write_vault_list(engine, vaults, T0, unchanged=unchanged)
+    first = clock.now()
     del vaults
-    start = time.perf_counter()
-    vaults, _ = parse_vault_list(later)
-    parsed = time.perf_counter()
-    write_vault_list(engine, vaults, T0 + timedelta(hours=1))
-    end = time.perf_counter()
+    start_hour = clock.now()
+    vaults, unchanged, _ = parse_changed_vaults(later, stored_list_digests(engine))
+    parsed = clock.now()
+    write_vault_list(engine, vaults, T0 + timedelta(hours=1), unchanged=unchanged)
+    end = clock.now()
     with engine.connect() as conn:
         changed = conn.exec_driver_sql("SELECT count(*) FROM vault_list_values WHERE valid_from > %s",
                                        (T0,)).scalar()
-    return {"first_s": first_s, "hourly_s": end - start, "hourly_write_s": end - parsed, "new": counts.new,
-            "errors": len(errors), "changed": changed}
+    spent = [[b[i] - a[i] for i in (0, 1)] for a, b in ((start, first), (start_hour, end), (parsed, end))]
+    return {"first_s": spent[0][0], "hourly_s": spent[1][0], "hourly_write_s": spent[2][0],
+            "first_cpu_s": spent[0][1], "hourly_cpu_s": spent[1][1], "hourly_write_cpu_s": spent[2][1],
+            "new": counts.new, "errors": len(errors), "changed": changed}
 
 
 def measure_copy(first_path: str, next_path: str, url: str) -> dict:
@@ -68,13 +109,14 @@ def measure_copy(first_path: str, next_path: str, url: str) -> dict:
     from vault_ingest.hyperliquid.vault_list import parse_vault_list
 
     vaults, _ = parse_vault_list(Path(first_path).read_bytes())
-    vault_rows = [(v.address, v.name, v.leader, v.created_at, v.is_closed, v.relationship.type, T0, T0)
+    vault_rows = [(v.address, v.name, v.leader, v.created_at, v.is_closed, v.relationship.type, v.entry_digest, T0)
                   for v in vaults]
     value_rows = [(v.address, T0, v.tvl, v.apr, v.pnl.get("day"), v.pnl.get("week"), v.pnl.get("month"),
                    v.pnl.get("allTime"), v.pnls_json) for v in vaults]
     total = sum(v.tvl for v in vaults if v.relationship.type != "child")
     with psycopg.connect(url) as conn:
-        start = time.perf_counter()
+        clock = _Clock(conn.info.backend_pid)
+        start = clock.now()
         with conn.cursor() as cur:
             for table, columns, rows in (("vaults", VAULT_COLUMNS, vault_rows),
                                          ("vault_list_values", VALUE_COLUMNS, value_rows)):
@@ -83,7 +125,8 @@ def measure_copy(first_path: str, next_path: str, url: str) -> dict:
                         copy.write_row(row)
             cur.execute("INSERT INTO list_snapshots VALUES (%s, %s, 0, %s)", (T0, len(vaults), total))
         conn.commit()
-        return {"seconds": time.perf_counter() - start, "new": len(vault_rows)}
+        end = clock.now()
+        return {"seconds": end[0] - start[0], "cpu_s": end[1] - start[1], "new": len(vault_rows)}
 
 
 def _child(side: str, first_path: str, next_path: str, url: str) -> dict:
@@ -108,8 +151,9 @@ def run(admin_url: str, workdir: Path, repeats: int = 3) -> dict:
     for i in range(repeats):  # interleaved so drift on the machine hits both sides alike
         ingest.append(_child("ingest", str(first_path), str(next_path), _fresh(admin_url, f"bench_p1_ingest_{i}")))
         copy.append(_child("copy", str(first_path), str(next_path), _fresh(admin_url, f"bench_p1_copy_{i}")))
-    best = {k: min(r[k] for r in ingest) for k in ("first_s", "hourly_s", "hourly_write_s")}
-    best_copy = min(r["seconds"] for r in copy)
+    keys = ("first_s", "hourly_s", "hourly_write_s", "first_cpu_s", "hourly_cpu_s", "hourly_write_cpu_s")
+    best = {k: min(r[k] for r in ingest) for k in keys}
+    best_copy, best_copy_cpu = min(r["seconds"] for r in copy), min(r["cpu_s"] for r in copy)
     return {
         "vaults": ingest[0]["new"],
         "changed_next_hour": ingest[0]["changed"],
@@ -121,5 +165,10 @@ def run(admin_url: str, workdir: Path, repeats: int = 3) -> dict:
         "first_ratio": round(best["first_s"] / best_copy, 2),
         "hourly_ratio": round(best["hourly_s"] / best_copy, 2),
         "hourly_write_ratio": round(best["hourly_write_s"] / best_copy, 2),
+        "cpu_s": {"first": round(best["first_cpu_s"], 3), "hourly": round(best["hourly_cpu_s"], 3),
+                  "hourly_write": round(best["hourly_write_cpu_s"], 3), "copy": round(best_copy_cpu, 3)},
+        "cpu_ratio": {"first": round(best["first_cpu_s"] / best_copy_cpu, 2),
+                      "hourly": round(best["hourly_cpu_s"] / best_copy_cpu, 2),
+                      "hourly_write": round(best["hourly_write_cpu_s"] / best_copy_cpu, 2)},
         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in ingest), 1),
     }

@@ -39,11 +39,11 @@ def generate(url: str, seed: int = 5) -> dict:
     rng = random.Random(seed)
     at = [T0 + timedelta(hours=h) for h in range(HOURS)]
     with psycopg.connect(url) as conn, conn.cursor() as cur:
-        with cur.copy("COPY vaults (address, name, leader, created_at, is_closed, relationship, first_seen, "
-                      "last_seen) FROM STDIN") as copy:
+        with cur.copy("COPY vaults (address, name, leader, created_at, is_closed, relationship, first_seen) "
+                      "FROM STDIN") as copy:
             for i in range(VAULTS):
                 copy.write_row((_address(i), f"Vault {i}", _address(10**6 + i), T0 - timedelta(days=i % 400),
-                                rng.random() < 0.65, "normal", T0, at[-1]))
+                                rng.random() < 0.65, "normal", T0))
         totals = [0.0] * HOURS
         with cur.copy("COPY vault_list_values (vault_address, valid_from, valid_to, tvl, apr, pnl_day, pnls) "
                       "FROM STDIN") as copy:

@@ -174,3 +174,36 @@ def test_details_for_another_vault_are_skipped_with_a_named_error(engine, databa
     with psycopg.connect(database_url) as conn:
         stored = conn.execute("SELECT DISTINCT vault_address FROM vault_history").fetchall()
     assert stored == [("0x" + f"{2:040x}",)]
+
+
+def test_a_list_write_that_lands_between_the_parse_and_the_write_makes_the_run_parse_in_full(engine, database_url,
+                                                                                             caplog):
+    """The run parses against the stored entries; another list write moves one of them before this run's write:
+    nothing half-right is written, the run fetches and parses the list in full and lands it."""
+    from datetime import datetime, timezone
+
+    from vault_ingest.db.writer import write_vault_list
+    from vault_ingest.hyperliquid.vault_list import parse_vault_list
+
+    vaults = [entry("0x" + f"{i:040x}") for i in range(1, 6)]
+    body = json.dumps(vaults).encode()
+    asyncio.run(run_list(engine, lambda request: httpx.Response(
+        200, content=body, headers={"Last-Modified": "Tue, 30 Dec 2025 03:00:41 GMT"})))
+    other = json.dumps([entry(vaults[0]["summary"]["vaultAddress"], tvl="9")] + vaults[1:]).encode()
+    gets = []
+
+    def meanwhile(request):
+        gets.append(request)
+        if len(gets) == 1:  # the other write lands while this run's answer is on its way
+            write_vault_list(engine, parse_vault_list(other)[0], datetime(2025, 12, 30, 3, 30, tzinfo=timezone.utc))
+        return httpx.Response(200, content=body, headers={"Last-Modified": "Tue, 30 Dec 2025 04:00:41 GMT"})
+
+    with caplog.at_level(logging.WARNING, logger="test"):
+        summary = asyncio.run(run_list(engine, meanwhile))
+    assert len(gets) == 2 and "parse the list again in full" in caplog.text
+    assert (summary.new, summary.updated, summary.unchanged) == (0, 0, 5)
+    with psycopg.connect(database_url) as conn:
+        tvl = conn.execute("SELECT tvl::text FROM vault_latest WHERE address = %s",
+                           (vaults[0]["summary"]["vaultAddress"],)).fetchone()
+        snapshots = conn.execute("SELECT count(*) FROM list_snapshots").fetchone()
+    assert tvl == ("1.5",) and snapshots == (3,)

@@ -101,6 +101,11 @@ class StorageError(VaultIngestError):
 # --- deploying and checking a deployment (vault_ingest.deploy, vault_ingest.doctor, release-slots) -----------
 
 
+class StaleListError(StorageError):
+    """A list snapshot parsed against stored entries (`unchanged` vaults) found them changed by another write
+    before its own: nothing was written; parse the list again in full and write that."""
+
+
 class DeployError(VaultIngestError):
     """Deploying the flows failed."""
 

@@ -17,12 +17,13 @@ from typing import Callable
 from sqlalchemy import Engine
 
 from vault_ingest.config import DEFAULT_MAX_BAD_FRACTION
-from vault_ingest.db.reads import latest_list_snapshot, vaults_for_details
+from vault_ingest.db.reads import latest_list_snapshot, stored_list_digests, vaults_for_details
 from vault_ingest.db.writer import write_vault_details, write_vault_list
 from vault_ingest.errors import (
-    DataQualityError, HTTPStatusError, HyperliquidError, MalformedResponseError, TransportError, VaultRecordError,
+    DataQualityError, HTTPStatusError, HyperliquidError, MalformedResponseError, StaleListError, TransportError,
+    VaultRecordError,
 )
-from vault_ingest.hyperliquid.client import HyperliquidClient
+from vault_ingest.hyperliquid.client import HyperliquidClient, VaultListSnapshot
 from vault_ingest.hyperliquid.models import VaultDetails
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -82,26 +83,41 @@ async def sync_vault_list(
     Nothing is written, and the run fails with DataQualityError, when too many entries were skipped or when the
     list holds fewer than LIST_MIN_SHARE of the previous snapshot's vaults: a bad answer never replaces a good one.
     """
-    snapshot = await client.vault_list()
+    stored = await asyncio.to_thread(stored_list_digests, engine)
+    snapshot, summary = await _checked_list(engine, client, log, max_bad_fraction, stored)
+    try:
+        counts = await asyncio.to_thread(
+            partial(write_vault_list, skipped=summary.skipped, unchanged=snapshot.unchanged),
+            engine, snapshot.vaults, snapshot.observed_at)
+    except StaleListError as exc:
+        # another list write moved entries this parse skipped: fetch and parse in full, which cannot be stale
+        log.warning("%s", exc)
+        snapshot, summary = await _checked_list(engine, client, log, max_bad_fraction, {})
+        counts = await asyncio.to_thread(
+            partial(write_vault_list, skipped=summary.skipped), engine, snapshot.vaults, snapshot.observed_at)
+    summary.add_writes(counts)
+    log.info("vaults: %d new, %d updated, %d unchanged", counts.new, counts.updated, counts.unchanged)
+    return summary
+
+
+async def _checked_list(engine: Engine, client: HyperliquidClient, log, max_bad_fraction: float,
+                        stored: dict[int, str]) -> tuple[VaultListSnapshot, RunSummary]:
+    snapshot = await client.vault_list(stored)
     summary = RunSummary(skipped=len(snapshot.errors))
     for error in snapshot.errors:
         log.warning("skipped %s", error)
         summary.problems.append(str(error))
-    log.info("vault list: %d vaults parsed, %d skipped, observed at %s",
-             len(snapshot.vaults), summary.skipped, snapshot.observed_at.isoformat())
-    summary.check(len(snapshot.vaults) + summary.skipped, max_bad_fraction, "vault list not written")
+    log.info("vault list: %d vaults parsed (%d the same as stored), %d skipped, observed at %s",
+             snapshot.listed, len(snapshot.unchanged), summary.skipped, snapshot.observed_at.isoformat())
+    summary.check(snapshot.listed + summary.skipped, max_bad_fraction, "vault list not written")
     previous = await asyncio.to_thread(latest_list_snapshot, engine)
     if previous and previous["observed_at"] < snapshot.observed_at \
-            and len(snapshot.vaults) < LIST_MIN_SHARE * previous["vaults"]:
+            and snapshot.listed < LIST_MIN_SHARE * previous["vaults"]:
         raise DataQualityError(
-            f"vault list not written: it holds {len(snapshot.vaults)} vaults against {previous['vaults']} in the "
+            f"vault list not written: it holds {snapshot.listed} vaults against {previous['vaults']} in the "
             f"snapshot of {previous['observed_at'].isoformat()}; a list that shrinks below "
             f"{LIST_MIN_SHARE:.0%} of the last one is taken as a broken answer", summary)
-    counts = await asyncio.to_thread(
-        partial(write_vault_list, skipped=summary.skipped), engine, snapshot.vaults, snapshot.observed_at)
-    summary.add_writes(counts)
-    log.info("vaults: %d new, %d updated, %d unchanged", counts.new, counts.updated, counts.unchanged)
-    return summary
+    return snapshot, summary
 
 
 async def sync_vault_details(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from tests.db.factories import address
 from vault_ingest.db.engine import make_engine
@@ -31,6 +31,13 @@ def dump(engine) -> dict[str, list[tuple[str, ...]]]:
 def vault(engine, n: int) -> dict:
     with engine.connect() as conn:
         return dict(conn.execute(select(vaults).where(vaults.c.address == address(n))).one()._mapping)
+
+
+def confirmed(engine, n: int):
+    """When the vault's current list values were last confirmed (vault_latest.list_confirmed_at)."""
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT list_confirmed_at FROM vault_latest WHERE address = :a"),
+                            {"a": address(n)}).scalar_one()
 
 
 def _rows(engine, table, n: int) -> list[dict]:

@@ -41,7 +41,7 @@ def table_names(database_url: str) -> set[str]:
 
 def test_migrations_ship_inside_the_package():
     assert (MIGRATIONS / "env.py").is_file() and (MIGRATIONS / "script.py.mako").is_file()
-    assert HEAD == "0004"
+    assert HEAD == "0005"
 
 
 def test_upgrade_from_empty_creates_exactly_the_schema(database_url):
@@ -54,8 +54,8 @@ def test_second_upgrade_is_a_no_op_and_keeps_data(database_url):
     upgrade(database_url)
     with psycopg.connect(database_url) as conn:
         conn.execute(
-            "INSERT INTO vaults (address, name, leader, created_at, is_closed, relationship, first_seen, last_seen) "
-            "VALUES ('0xa', 'kept', '0xb', now(), false, 'normal', now(), now())"
+            "INSERT INTO vaults (address, name, leader, created_at, is_closed, relationship, first_seen) "
+            "VALUES ('0xa', 'kept', '0xb', now(), false, 'normal', now())"
         )
     assert upgrade(database_url) == HEAD
     with psycopg.connect(database_url) as conn:
@@ -150,3 +150,45 @@ def test_upgrade_from_0001_with_rows_keeps_what_they_mean(database_url):
     assert latest == [("0xa", None, None), ("0xc", "3", "9")]
     assert at == [("0xa", "5"), ("0xc", "2")]
     assert tvl == [(day, total) for day, _, total in snapshots]
+
+
+def test_upgrade_from_0004_with_rows_keeps_when_each_vault_was_last_listed(database_url):
+    """0005: last_seen becomes seen_until, NULL while listed; vault_latest.list_confirmed_at reads the same."""
+    upgrade(database_url, "0004")
+    with psycopg.connect(database_url) as conn:
+        conn.execute("INSERT INTO list_snapshots VALUES ('2025-01-01', 2, 0, 7), ('2025-01-02', 1, 0, 3)")
+        conn.execute(
+            "INSERT INTO vaults (address, name, leader, created_at, is_closed, relationship, first_seen, last_seen,"
+            " delisted_at) VALUES ('0xa', 'gone', '0xb', now(), false, 'normal', '2025-01-01', '2025-01-01',"
+            " '2025-01-02'), ('0xc', 'listed', '0xb', now(), false, 'normal', '2025-01-01', '2025-01-02', NULL)")
+        before = conn.execute("SELECT address, list_confirmed_at FROM vault_latest ORDER BY 1").fetchall()
+    assert upgrade(database_url) == HEAD
+    assert schema_diffs(database_url) == []
+    with psycopg.connect(database_url) as conn:
+        seen = conn.execute("SELECT address, name, seen_until::date::text FROM vaults ORDER BY 1").fetchall()
+        after = conn.execute("SELECT address, list_confirmed_at FROM vault_latest ORDER BY 1").fetchall()
+    assert seen == [("0xa", "gone", "2025-01-01"), ("0xc", "listed", None)]
+    assert after == before and [d.date().isoformat() for _, d in after] == ["2025-01-01", "2025-01-02"]
+
+
+def test_0005_downgrades_to_last_seen_with_the_newest_snapshot_for_listed_vaults(database_url):
+    from alembic import command
+
+    upgrade(database_url)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("INSERT INTO list_snapshots VALUES ('2025-01-01', 2, 0, 7), ('2025-01-02', 1, 0, 3)")
+        conn.execute(
+            "INSERT INTO vaults (address, name, leader, created_at, is_closed, relationship, first_seen, seen_until,"
+            " delisted_at) VALUES ('0xa', 'gone', '0xb', now(), false, 'normal', '2025-01-01', '2025-01-01',"
+            " '2025-01-02'), ('0xc', 'listed', '0xb', now(), false, 'normal', '2025-01-01', NULL, NULL)")
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0004")
+    finally:
+        engine.dispose()
+    with psycopg.connect(database_url) as conn:
+        seen = conn.execute("SELECT address, last_seen::date::text FROM vaults ORDER BY 1").fetchall()
+        confirmed = conn.execute("SELECT list_confirmed_at::date::text FROM vault_latest ORDER BY address").fetchall()
+    assert seen == [("0xa", "2025-01-01"), ("0xc", "2025-01-02")] and confirmed == [("2025-01-01",), ("2025-01-02",)]
+    assert upgrade(database_url) == HEAD

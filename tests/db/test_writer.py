@@ -11,14 +11,15 @@ from sqlalchemy import text
 
 from tests.db.advisory import wait_until_queued
 from tests.db.factories import HOUR, T0, address, details, summary
-from tests.db.support import Boom, dump, fail_at, list_rows, vault
+from tests.db.support import Boom, confirmed, dump, fail_at, list_rows, vault
 from vault_ingest.db.engine import make_engine
-from vault_ingest.db.reads import latest_list_snapshot, top_vaults, vaults_for_details
+from vault_ingest.db.reads import latest_list_snapshot, stored_list_digests, top_vaults, vaults_for_details
 from vault_ingest.db.schema import metadata
 from vault_ingest.db.staging import WRITE_LOCK_KEY, WriteCounts
 from vault_ingest.db.writer import write_vault_details, write_vault_list
-from vault_ingest.errors import StorageError
+from vault_ingest.errors import StaleListError, StorageError
 from vault_ingest.hyperliquid.models import Relationship, fits_numeric
+from vault_ingest.hyperliquid.vault_list import parse_changed_vaults, parse_vault_list
 
 
 # --- the stats list ---------------------------------------------------------------------------
@@ -37,8 +38,8 @@ def test_list_counts_new_updated_unchanged_across_snapshots(engine):
 
     assert vault(engine, 2)["name"] == "Renamed"
     assert vault(engine, 3)["is_closed"] is True
-    assert (vault(engine, 1)["first_seen"], vault(engine, 1)["last_seen"]) == (T0, T0 + HOUR)
-    assert (vault(engine, 4)["first_seen"], vault(engine, 4)["last_seen"]) == (T0 + HOUR, T0 + HOUR)
+    assert (vault(engine, 1)["first_seen"], confirmed(engine, 1)) == (T0, T0 + HOUR)
+    assert (vault(engine, 4)["first_seen"], confirmed(engine, 4)) == (T0 + HOUR, T0 + HOUR)
     assert [m["tvl"] for m in list_rows(engine, 1)] == [Decimal("1000.5"), Decimal("5")]
 
 
@@ -60,13 +61,14 @@ def test_unchanged_values_are_stored_once_and_confirmed_by_each_snapshot(engine)
     assert [(r["valid_from"], r["valid_to"], r["tvl"]) for r in list_rows(engine, 1)] == [
         (T0, T0 + 3 * HOUR, Decimal("1000.5")), (T0 + 3 * HOUR, None, Decimal(7))]
     assert [(r["valid_from"], r["valid_to"]) for r in list_rows(engine, 2)] == [(T0, None)]
-    assert vault(engine, 2)["last_seen"] == T0 + 3 * HOUR  # when its current values were last confirmed
+    assert confirmed(engine, 2) == T0 + 3 * HOUR  # when its current values were last confirmed
 
 
 def test_a_vault_missing_from_a_later_list_is_delisted_until_it_comes_back(engine):
     write_vault_list(engine, [summary(1, tvl=Decimal(5)), summary(2, tvl=Decimal(9))], T0)
     write_vault_list(engine, [summary(1, tvl=Decimal(5))], T0 + HOUR)
-    assert (vault(engine, 2)["last_seen"], vault(engine, 2)["delisted_at"]) == (T0, T0 + HOUR)
+    assert (vault(engine, 2)["seen_until"], confirmed(engine, 2), vault(engine, 2)["delisted_at"]) == (
+        T0, T0, T0 + HOUR)
     assert vaults_for_details(engine, None, None) == [address(1)]
     assert [v["address"] for v in top_vaults(engine)] == [address(1)]
 
@@ -74,7 +76,8 @@ def test_a_vault_missing_from_a_later_list_is_delisted_until_it_comes_back(engin
     assert vault(engine, 2)["delisted_at"] == T0 + HOUR  # since when, not moved by later snapshots
     assert [(r["valid_from"], r["valid_to"]) for r in list_rows(engine, 2)] == [(T0, T0 + HOUR)]
     assert write_vault_list(engine, [summary(1), summary(2, tvl=Decimal(9))], T0 + 3 * HOUR).updated == 1
-    assert (vault(engine, 2)["last_seen"], vault(engine, 2)["delisted_at"]) == (T0 + 3 * HOUR, None)
+    assert (vault(engine, 2)["seen_until"], confirmed(engine, 2), vault(engine, 2)["delisted_at"]) == (
+        None, T0 + 3 * HOUR, None)
     assert [(r["valid_from"], r["valid_to"]) for r in list_rows(engine, 2)] == [(T0, T0 + HOUR), (T0 + 3 * HOUR, None)]
     assert vaults_for_details(engine, None, None) == [address(1), address(2)]
 
@@ -93,10 +96,10 @@ def test_each_snapshot_is_recorded_with_its_tvl_counted_once(engine):
                                             "total_tvl": Decimal("300.75")}  # 300.5 + 0.25, not the child's 200
 
 
-def test_an_older_snapshot_written_late_does_not_move_last_seen_back(engine):
+def test_an_older_snapshot_written_late_does_not_move_the_last_sighting_back(engine):
     write_vault_list(engine, [summary(1)], T0 + HOUR)
     write_vault_list(engine, [summary(1, tvl=Decimal(3))], T0)
-    assert (vault(engine, 1)["first_seen"], vault(engine, 1)["last_seen"]) == (T0 + HOUR, T0 + HOUR)
+    assert (vault(engine, 1)["first_seen"], confirmed(engine, 1)) == (T0 + HOUR, T0 + HOUR)
     assert [(r["valid_from"], r["tvl"]) for r in list_rows(engine, 1)] == [(T0 + HOUR, Decimal("1000.5"))]
 
 
@@ -130,6 +133,24 @@ def test_a_list_snapshot_failing_midway_leaves_no_trace(engine, stage):
     with pytest.raises(Boom):
         write_vault_list(engine, [summary(1, name="New name"), summary(3)], T0 + HOUR, _after_stage=fail_at(stage))
     assert dump(engine) == before
+
+
+@pytest.mark.parametrize("stage", ["staged", "vaults", "vault_list_values", "list_snapshots"])
+def test_a_first_snapshot_failing_midway_leaves_empty_tables_with_their_indexes(engine, database_url, stage):
+    """The first load drops the value indexes and builds them after its COPY: a failure keeps them as they were."""
+    from tests.db.test_migrate import schema_diffs
+
+    with pytest.raises(Boom):
+        write_vault_list(engine, [summary(1), summary(2)], T0, _after_stage=fail_at(stage))
+    assert dump(engine) == {t: [] for t in metadata.tables}
+    assert schema_diffs(database_url) == []
+
+
+def test_a_first_snapshot_leaves_the_schema_as_migrated(engine, database_url):
+    from tests.db.test_migrate import schema_diffs
+
+    write_vault_list(engine, [summary(1), summary(2)], T0)
+    assert schema_diffs(database_url) == []  # the value indexes built after the COPY are the migrated ones
 
 
 def test_a_vault_twice_in_one_snapshot_is_refused_and_nothing_lands(engine):
@@ -203,22 +224,106 @@ def test_snapshot_writes_take_turns(engine, database_url):
 
 
 
-def test_an_hourly_list_stages_only_the_entries_that_changed(engine, monkeypatch):
-    """Entries with the same bytes as the stored ones are confirmed without being staged; the rest land."""
+def _versions(engine) -> dict[str, str]:
+    """Each vault's row version (xmin): a write that updates a row gives it a new one."""
+    with engine.connect() as conn:
+        return dict(conn.execute(text("SELECT address, xmin::text FROM vaults")).all())
+
+
+def _hours(n: int = 200, changed: float = 0.1):
     from benchmarks.synthetic import body, next_hour, vault_list
+
+    entries = vault_list(n)
+    later = next_hour(entries, 1, changed=changed)
+    return body(entries), body(later), {e["summary"]["vaultAddress"] for e, f in zip(entries, later) if e != f}
+
+
+def test_an_hourly_list_stages_only_the_entries_that_changed(engine, monkeypatch):
+    """Parsed in full, entries with the same bytes as the stored ones are confirmed without being staged."""
     from vault_ingest.db import writer
     from vault_ingest.hyperliquid.vault_list import parse_vault_list
 
-    entries = vault_list(200)
-    later = next_hour(entries, 1, changed=0.1)
-    changed = {e["summary"]["vaultAddress"] for e, f in zip(entries, later) if e != f}
-    write_vault_list(engine, parse_vault_list(body(entries))[0], T0)
+    first, later, changed = _hours()
+    write_vault_list(engine, parse_vault_list(first)[0], T0)
     built = []
     monkeypatch.setattr(writer, "_summary_row", lambda v, d, row=writer._summary_row: built.append(v.address) or row(v, d))
-    counts = write_vault_list(engine, parse_vault_list(body(later))[0], T0 + HOUR)
+    counts = write_vault_list(engine, parse_vault_list(later)[0], T0 + HOUR)
     with engine.connect() as conn:
         moved = conn.execute(text("SELECT vault_address FROM vault_list_values WHERE valid_from = :at"),
                              {"at": T0 + HOUR}).scalars().all()
-        confirmed = conn.execute(text("SELECT count(*) FROM vaults WHERE last_seen = :at"), {"at": T0 + HOUR}).scalar()
+        seen = conn.execute(text("SELECT count(*) FROM vault_latest WHERE list_confirmed_at = :at"),
+                            {"at": T0 + HOUR}).scalar()
     assert 5 < len(changed) < 40 and set(built) == set(moved) == changed
-    assert confirmed == 200 and counts == WriteCounts(unchanged=200)  # values changed, no vault attribute did
+    assert seen == 200 and counts == WriteCounts(unchanged=200)  # values changed, no vault attribute did
+
+
+def test_an_hourly_list_parses_and_touches_only_the_vaults_that_changed(engine):
+    """The path sync-vaults takes: entries the same as stored are neither parsed nor written; the others are."""
+    first, later, changed = _hours()
+    write_vault_list(engine, parse_changed_vaults(first, stored_list_digests(engine))[0], T0)
+    before = _versions(engine)
+    vaults, unchanged, errors = parse_changed_vaults(later, stored_list_digests(engine))
+    assert ({v.address for v in vaults}, len(unchanged), errors) == (changed, 200 - len(changed), [])
+    assert write_vault_list(engine, vaults, T0 + HOUR, unchanged=unchanged) == WriteCounts(unchanged=200)
+    after = _versions(engine)
+    assert {a for a in after if after[a] != before[a]} == changed
+    with engine.connect() as conn:
+        moved = conn.execute(text("SELECT vault_address FROM vault_list_values WHERE valid_from = :at"),
+                             {"at": T0 + HOUR}).scalars().all()
+        seen = conn.execute(text("SELECT count(*) FROM vault_latest WHERE list_confirmed_at = :at"),
+                            {"at": T0 + HOUR}).scalar()
+    assert set(moved) == changed and seen == 200
+    assert latest_list_snapshot(engine)["vaults"] == 200
+
+
+def test_a_vault_that_leaves_is_the_only_one_touched_besides_the_changed(engine):
+    write_vault_list(engine, [summary(1), summary(2), summary(3)], T0)
+    before = _versions(engine)
+    write_vault_list(engine, [summary(1), summary(3)], T0 + HOUR)
+    after = _versions(engine)
+    assert {a for a in after if after[a] != before[a]} == {address(2)}
+    assert (vault(engine, 2)["seen_until"], vault(engine, 2)["delisted_at"]) == (T0, T0 + HOUR)
+    assert [(r["valid_from"], r["valid_to"]) for r in list_rows(engine, 2)] == [(T0, T0 + HOUR)]
+
+
+def test_unchanged_vaults_that_changed_meanwhile_fail_the_write_whole(engine):
+    """Parsed against stored entries that another list write then replaced: nothing is written."""
+    first, later, _ = _hours(20, changed=0.3)
+    write_vault_list(engine, parse_vault_list(first)[0], T0)
+    vaults, unchanged, _ = parse_changed_vaults(first, stored_list_digests(engine))
+    write_vault_list(engine, parse_vault_list(later)[0], T0 + HOUR)  # the other write
+    before = dump(engine)
+    with pytest.raises(StaleListError, match="parse the list again in full"):
+        write_vault_list(engine, vaults, T0 + 2 * HOUR, unchanged=unchanged)
+    assert dump(engine) == before
+
+
+def test_a_vault_both_parsed_and_unchanged_is_refused(engine):
+    write_vault_list(engine, [summary(1)], T0)
+    [(digest, _)] = stored_list_digests(engine).items()
+    with pytest.raises(ValueError, match="pass each vault once"):
+        write_vault_list(engine, [summary(1)], T0 + HOUR, unchanged={address(1): digest})
+
+
+def test_a_vault_first_listed_by_a_late_older_snapshot_is_delisted_from_the_next(engine):
+    write_vault_list(engine, [summary(1)], T0 + HOUR)
+    write_vault_list(engine, [summary(1), summary(2)], T0)
+    assert (vault(engine, 2)["seen_until"], vault(engine, 2)["delisted_at"]) == (T0, T0 + HOUR)
+    assert vaults_for_details(engine, None, None) == [address(1)]
+
+
+def test_the_first_snapshot_into_empty_tables_stores_what_the_staged_path_does(engine):
+    parent = summary(1, relationship=Relationship("parent"))
+    snapshot = [parent, summary(2, relationship=Relationship("child"), leader=parent.address),
+                summary(3, relationship=Relationship("child")), summary(4)]
+    write_vault_list(engine, snapshot, T0)  # empty tables: COPY straight in
+    loaded = dump(engine)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE vaults, list_snapshots CASCADE"))
+    write_vault_list(engine, [summary(9)], T0 - HOUR)
+    write_vault_list(engine, snapshot, T0)  # a vault stored: staged and upserted
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM vaults WHERE address = :a"), {"a": address(9)})
+        conn.execute(text("DELETE FROM list_snapshots WHERE observed_at = :at"), {"at": T0 - HOUR})
+    assert dump(engine) == loaded
+    assert vault(engine, 2)["parent_address"] == parent.address and vault(engine, 3)["parent_address"] is None

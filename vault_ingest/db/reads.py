@@ -20,12 +20,14 @@ def vaults_for_details(engine: Engine, min_tvl: Decimal | None, max_vaults: int 
     """Addresses of open, listed vaults by latest tvl, highest first: tvl >= min_tvl, at most max_vaults.
 
     A vault that answered null is asked again once a list snapshot newer than that answer still lists it: one
-    null can be a glitch, and a vault the list keeps showing is worth one request an hour.
+    null can be a glitch, and a vault the list keeps showing is worth one request an hour. (A listed vault is
+    in the newest snapshot.)
     """
     with transaction(engine) as conn:
         return list(conn.execute(text(f"""
             SELECT v.address {_OPEN_BY_TVL}
-              AND (v.not_found_checked_at IS NULL OR v.last_seen > v.not_found_checked_at)
+              AND (v.not_found_checked_at IS NULL
+                   OR (SELECT max(observed_at) FROM list_snapshots) > v.not_found_checked_at)
               AND (CAST(:min_tvl AS numeric) IS NULL OR latest.tvl >= CAST(:min_tvl AS numeric))
             ORDER BY latest.tvl DESC, v.address
             LIMIT CAST(:max_vaults AS bigint)"""), {"min_tvl": min_tvl, "max_vaults": max_vaults}).scalars())
@@ -43,6 +45,13 @@ def top_vaults(engine: Engine, limit: int = 10) -> list[dict]:
             {_OPEN_BY_TVL} AND v.relationship <> 'child' AND v.not_found_at IS NULL
             ORDER BY latest.tvl DESC, v.address LIMIT :limit"""), {"limit": limit})
         return [dict(row._mapping) for row in rows]
+
+
+def stored_list_digests(engine: Engine) -> dict[int, str]:
+    """The listed vaults' stored list entries, digest -> address: what `parse_changed_vaults` need not parse."""
+    with transaction(engine) as conn:  # 10,000 rows: the driver's tuples, not SQLAlchemy rows
+        return dict(conn.connection.driver_connection.execute(
+            "SELECT list_digest, address FROM vaults WHERE delisted_at IS NULL AND list_digest IS NOT NULL").fetchall())
 
 
 def latest_list_snapshot(engine: Engine) -> dict | None:

@@ -33,7 +33,9 @@ vaults = Table(
     Column("always_close_on_withdraw", Boolean),
     Column("leader_commission", Numeric),
     Column("first_seen", DateTime(timezone=True), nullable=False),
-    Column("last_seen", DateTime(timezone=True), nullable=False),
+    # the last list snapshot that listed it, once a newer one lacks it; NULL while listed, when that is the newest
+    # snapshot (list_snapshots): the hourly write need not touch every vault to say it is still there
+    Column("seen_until", DateTime(timezone=True)),
     Column("list_digest", BigInteger),  # of the list entry as stored: an unchanged vault is not staged again
     Column("delisted_at", DateTime(timezone=True)),  # the first list snapshot without it; NULL while listed
     Column("details_at", DateTime(timezone=True)),  # when vaultDetails last answered for it
@@ -75,7 +77,7 @@ def _interval_indexes(table: str, covered: list[str]) -> list[Index]:
 LIST_COVERED = ["tvl", "apr", *(f"pnl_{w}" for w in WINDOW_COLUMNS.values())]
 
 # The stats list's values of a vault. Current rows are confirmed by every list snapshot that lists the vault:
-# `vaults.last_seen` is when they were last confirmed.
+# the newest snapshot, or `vaults.seen_until` for a delisted vault (`vault_latest.list_confirmed_at`).
 vault_list_values = Table(
     "vault_list_values",
     metadata,

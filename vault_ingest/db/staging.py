@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from datetime import datetime
 from typing import Callable, Iterable, Iterator, Mapping, TypeVar
 
@@ -107,19 +108,23 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
 
 
 def stage(conn: Connection, table: Staged, rows: Iterable[Mapping[str, object]]) -> int:
-    """Fill a temp table by streaming COPY (no per-row round trips) and return its row count. Rows are mappings
-    by column name: a row with a missing or an unknown column is refused, so two columns can never be swapped
-    by position."""
+    """Fill a temp table by streaming COPY (no per-row round trips) and return its row count."""
     conn.exec_driver_sql(table.ddl())
-    names = table.names
+    return copy_rows(conn, table.name, table.names, rows)
+
+
+def copy_rows(conn: Connection, table: str, names: list[str], rows: Iterable[Mapping[str, object]]) -> int:
+    """COPY rows into `table` and return their count. Rows are mappings by column name: a row with a missing or
+    an unknown column is refused, so two columns can never be swapped by position."""
     expected = set(names)
+    in_order = itemgetter(*names)
     count = 0
-    with conn.connection.driver_connection.cursor() as cur, cur.copy(f"COPY {table.name} ({cols(names)}) FROM STDIN") as copy:
+    with conn.connection.driver_connection.cursor() as cur, cur.copy(f"COPY {table} ({cols(names)}) FROM STDIN") as copy:
         for row in rows:
             if row.keys() != expected:
-                raise ValueError(f"a row for {table.name} has columns {sorted(row.keys() ^ expected)} "
+                raise ValueError(f"a row for {table} has columns {sorted(row.keys() ^ expected)} "
                                  "that are missing or unknown; build rows with exactly the staged columns")
-            copy.write_row([row[n] for n in names])
+            copy.write_row(in_order(row))
             count += 1
     return count
 

@@ -2,21 +2,25 @@
 
 Each write is one transaction, so a snapshot lands whole or not at all. Values are stored once while they hold
 (schema._interval): a snapshot adds a row only for a vault whose values changed, so writing the same snapshot
-twice leaves identical tables, and an hour in which few vaults changed writes few rows.
+twice leaves identical tables, and an hour in which few vaults changed writes few rows. A list snapshot touches
+only the vaults whose entries changed and those that left the list (the newest snapshot is every listed vault's
+last sighting, `vaults.seen_until` only says when a delisted one was last seen); the first snapshot into empty
+tables is COPYed straight into them.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from sqlalchemy import Connection, Engine, text
 
 from vault_ingest.db import schema
 from vault_ingest.db.staging import (
-    AfterStage, WriteCounts, aware, cols, counts, differs, each_once, no_stage, snapshot, stage, staged,
+    AfterStage, WriteCounts, aware, cols, copy_rows, counts, differs, each_once, no_stage, snapshot, stage, staged,
 )
+from vault_ingest.errors import StaleListError
 from vault_ingest.history import vault_series
 from vault_ingest.hyperliquid.models import WINDOWS, VaultDetails, VaultSummary, digest
 from vault_ingest.metrics import window_metrics
@@ -42,13 +46,19 @@ _STAGED_LIST = staged("staged_list", (schema.vaults, ["address", *LIST_ATTRIBUTE
                       (schema.vault_list_values, LIST_VALUES))
 
 
+def _attributes(v: VaultSummary, list_digest: int) -> dict:
+    return {"address": v.address, "name": v.name, "leader": v.leader, "created_at": v.created_at,
+            "is_closed": v.is_closed, "relationship": v.relationship.type, "list_digest": list_digest}
+
+
+def _values(v: VaultSummary) -> dict:
+    pnl = v.pnl.get
+    return {"tvl": v.tvl, "apr": v.apr, "pnl_day": pnl("day"), "pnl_week": pnl("week"), "pnl_month": pnl("month"),
+            "pnl_all_time": pnl("allTime"), "pnls": v.pnls_json}
+
+
 def _summary_row(v: VaultSummary, list_digest: int) -> dict:
-    row = {"address": v.address, "name": v.name, "leader": v.leader, "created_at": v.created_at,
-           "is_closed": v.is_closed, "relationship": v.relationship.type, "tvl": v.tvl, "apr": v.apr,
-           "pnls": v.pnls_json, "list_digest": list_digest}
-    for window, suffix in zip(WINDOWS, _SUFFIXES):
-        row[f"pnl_{suffix}"] = v.pnl.get(window)
-    return row
+    return {**_attributes(v, list_digest), **_values(v)}
 
 
 def _list_digest(v: VaultSummary) -> int:
@@ -61,19 +71,31 @@ def _list_digest(v: VaultSummary) -> int:
     return digest("\x1f".join(map(str, values)).encode())
 
 
-def _known_digests(conn: Connection) -> dict[str, int]:
-    return dict(conn.execute(text(
-        "SELECT address, list_digest FROM vaults WHERE delisted_at IS NULL AND list_digest IS NOT NULL")).all())
+def _listed(conn: Connection) -> dict[str, int | None]:
+    """Every listed vault (address -> the digest of its stored list entry). 10,000 rows: read as the driver's
+    tuples, a third of the cost of SQLAlchemy rows."""
+    return dict(conn.connection.driver_connection.execute(
+        "SELECT address, list_digest FROM vaults WHERE delisted_at IS NULL").fetchall())
 
 
-def _changed(vaults: Sequence[VaultSummary], known: dict[str, int]) -> Iterator[dict]:
-    """The rows a snapshot must stage: new vaults, changed ones, delisted ones back. Most vaults of an hourly
-    list are the same bytes as an hour before (two thirds are closed or empty): skipping them, before even
-    building their rows, is what makes an hourly write cost a fraction of the first."""
+def _changed(vaults: Sequence[VaultSummary], known: Mapping[str, int | None]) -> Iterator[dict]:
+    """The rows a snapshot must stage: new vaults, changed ones, delisted ones back."""
     for v in vaults:
         list_digest = _list_digest(v)
         if known.get(v.address) != list_digest:
             yield _summary_row(v, list_digest)
+
+
+def _check_unchanged(vaults: Sequence[VaultSummary], unchanged: Mapping[str, int],
+                     listed: Mapping[str, int | None]) -> None:
+    for address, entry_digest in unchanged.items():
+        if listed.get(address) != entry_digest:
+            raise StaleListError(
+                f"vault {address}'s stored list entry changed after the list was parsed against it (another list "
+                "write came first); nothing was written: parse the list again in full and write that")
+    for v in vaults:
+        if v.address in unchanged:
+            raise ValueError(f"vault {v.address} is both in `vaults` and in `unchanged`; pass each vault once")
 
 
 def write_vault_list(
@@ -81,37 +103,88 @@ def write_vault_list(
     vaults: Sequence[VaultSummary],
     observed_at: datetime,
     *,
+    unchanged: Mapping[str, int] | None = None,
     skipped: int = 0,
     _after_stage: AfterStage = no_stage,
 ) -> WriteCounts:
     """One stats-list snapshot into `vaults`, `vault_list_values` and `list_snapshots`; counts are about `vaults`.
 
-    A vault missing from the newest snapshot is delisted (`delisted_at`, and its values end there) until a
-    snapshot lists it again. A snapshot older than one already stored updates no values and delists nothing.
+    `unchanged` are the vaults the snapshot lists with the very entry stored (address -> entry digest, from
+    `parse_changed_vaults`): confirmed without a write. If one of them changed meanwhile, StaleListError and
+    nothing is written. A vault missing from the newest snapshot is delisted (`delisted_at`; `seen_until` the
+    last snapshot that listed it; its values end there) until a snapshot lists it again. Nothing is written for
+    the vaults that stay listed: the newest snapshot is their last sighting. A snapshot older than one already
+    stored updates no values and delists nothing.
     """
     at = {"at": aware(observed_at)}
     vaults = list(each_once(vaults))
+    unchanged = unchanged or {}
     with snapshot(engine) as conn:
         newest = conn.execute(text("SELECT NOT EXISTS (SELECT FROM list_snapshots WHERE observed_at > :at)"), at).scalar()
-        # read before the COPY starts: the connection serves one statement at a time
-        known = _known_digests(conn) if newest else {}
-        staged_rows = stage(conn, _STAGED_LIST, _changed(vaults, known))
-        _after_stage("staged")
-        result = _list_counts(conn)
-        result.unchanged += len(vaults) - staged_rows
-        _upsert_listed_vaults(conn, at)
-        if newest and staged_rows < len(vaults):
-            conn.execute(text("UPDATE vaults SET last_seen = :at WHERE address = ANY(:present) AND last_seen < :at"),
-                         {**at, "present": [v.address for v in vaults]})
-        if newest:
-            conn.execute(text("UPDATE vaults SET delisted_at = :at WHERE last_seen < :at AND delisted_at IS NULL"), at)
-        _after_stage("vaults")
-        if newest:
-            _write_list_values(conn, at)
-        _after_stage("vault_list_values")
-        _record_snapshot(conn, at["at"], skipped, len(vaults), newest)
+        listed = _listed(conn)
+        _check_unchanged(vaults, unchanged, listed)
+        if newest and not listed and conn.execute(text("SELECT NOT EXISTS (SELECT FROM vaults)")).scalar():
+            result = _load_first(conn, vaults, at["at"], _after_stage)
+        else:
+            result = _write_list(conn, vaults, unchanged, listed, {**at, "newest": newest}, _after_stage)
+        _record_snapshot(conn, at["at"], skipped, len(vaults) + len(unchanged), newest)
         _after_stage("list_snapshots")
     return result
+
+
+def _write_list(conn: Connection, vaults: Sequence[VaultSummary], unchanged: Mapping[str, int],
+                listed: Mapping[str, int | None], at: dict, after_stage: AfterStage) -> WriteCounts:
+    """Into tables with vaults already: only the entries that changed are staged and written, and only the
+    vaults that left the list are touched besides them."""
+    newest = at["newest"]
+    # an older snapshot (written late) stages every vault: its attributes are upserted, no values change
+    rows = list(_changed(vaults, listed if newest else {}))
+    staged_rows = stage(conn, _STAGED_LIST, rows)
+    # The stored rows are found by the staged addresses, through their indexes: joined on staged_list alone, the
+    # planner hashes all 10,000 current rows to meet a few hundred when the tables lack statistics (after a first
+    # load, until autovacuum analyzes them), and that costs more than the rest of an hourly write.
+    at = {**at, "staged": [r["address"] for r in rows]}
+    after_stage("staged")
+    result = _list_counts(conn, at)
+    result.unchanged += len(vaults) + len(unchanged) - staged_rows
+    _upsert_listed_vaults(conn, at)
+    gone = sorted(listed.keys() - unchanged.keys() - {v.address for v in vaults}) if newest else []
+    if gone:
+        conn.execute(text("""
+            UPDATE vaults SET delisted_at = :at, seen_until = coalesce(
+                (SELECT max(observed_at) FROM list_snapshots WHERE observed_at < :at), first_seen)
+            WHERE address = ANY(CAST(:gone AS text[]))"""), {**at, "gone": gone})
+    after_stage("vaults")
+    if newest:
+        _write_list_values(conn, at, gone)
+    after_stage("vault_list_values")
+    return result
+
+
+def _load_first(conn: Connection, vaults: Sequence[VaultSummary], at: datetime, after_stage: AfterStage) -> WriteCounts:
+    """The first snapshot into empty tables: COPY straight into them, no staging, no upsert. The value indexes
+    are built after the rows are in, which costs less than adding 10,000 rows to them one by one (PostgreSQL's
+    "Populating a Database", https://www.postgresql.org/docs/current/populate.html); the table is empty, so
+    the lock this takes until the commit keeps no reader from any rows."""
+    parents = {v.address for v in vaults if v.relationship.type == "parent"}
+    after_stage("staged")
+    for index in schema.vault_list_values.indexes:
+        index.drop(conn)
+    copy_rows(conn, "vaults", _FIRST_VAULT_COLUMNS, (
+        {**_attributes(v, _list_digest(v)), "first_seen": at,
+         "parent_address": v.leader if v.relationship.type == "child" and v.leader in parents else None}
+        for v in vaults))
+    after_stage("vaults")
+    copy_rows(conn, "vault_list_values", _FIRST_VALUE_COLUMNS,
+              ({"vault_address": v.address, "valid_from": at, **_values(v)} for v in vaults))
+    for index in schema.vault_list_values.indexes:
+        index.create(conn)
+    after_stage("vault_list_values")
+    return WriteCounts(new=len(vaults))
+
+
+_FIRST_VAULT_COLUMNS = ["address", *LIST_ATTRIBUTES, "list_digest", "first_seen", "parent_address"]
+_FIRST_VALUE_COLUMNS = ["vault_address", "valid_from", *LIST_VALUES]
 
 
 def _effective(column: str, new: str, stored: str) -> str:
@@ -121,56 +194,65 @@ def _effective(column: str, new: str, stored: str) -> str:
     return f"{new}.{column}"
 
 
-def _list_counts(conn: Connection) -> WriteCounts:
+def _list_counts(conn: Connection, at: dict) -> WriteCounts:
     effective = ", ".join(_effective(c, "s", "v") for c in LIST_ATTRIBUTES)
     return counts(conn, f"""
         SELECT count(*) FILTER (WHERE v.address IS NULL),
                count(*) FILTER (WHERE v.address IS NOT NULL AND (
                    ({effective}) IS DISTINCT FROM ({cols(LIST_ATTRIBUTES, 'v.')}) OR v.delisted_at IS NOT NULL)),
                count(*)
-        FROM staged_list s LEFT JOIN vaults v ON v.address = s.address""")
+        FROM staged_list s LEFT JOIN vaults v ON v.address = s.address AND v.address = ANY(CAST(:staged AS text[]))""",
+        at)
 
 
 def _upsert_listed_vaults(conn: Connection, at: dict) -> None:
     # A child's leader is its parent when that leader is a parent vault, in this snapshot or
     # stored. When the list cannot tell, a parent known from the parent's details stays.
+    # A vault first seen in an older snapshot (written late) is delisted from the next one, which lacked it.
     updates = ", ".join(f"{c} = {_effective(c, 'excluded', 'vaults')}" for c in LIST_ATTRIBUTES)
     conn.execute(text(f"""
-        INSERT INTO vaults (address, {cols(LIST_ATTRIBUTES)}, list_digest, parent_address, first_seen, last_seen)
+        INSERT INTO vaults (address, {cols(LIST_ATTRIBUTES)}, list_digest, parent_address, first_seen, seen_until,
+                            delisted_at)
         SELECT s.address, {cols(LIST_ATTRIBUTES, 's.')}, s.list_digest,
                CASE WHEN s.relationship = 'child'
                      AND coalesce(p.relationship, stored.relationship) = 'parent' THEN s.leader END,
-               :at, :at
+               :at, CASE WHEN NOT :newest THEN :at END,
+               CASE WHEN NOT :newest THEN (SELECT min(observed_at) FROM list_snapshots WHERE observed_at > :at) END
         FROM staged_list s
         LEFT JOIN staged_list p ON p.address = s.leader
         LEFT JOIN vaults stored ON stored.address = s.leader
         ON CONFLICT (address) DO UPDATE SET {updates},
             parent_address = CASE WHEN {_effective('relationship', 'excluded', 'vaults')} = 'child'
                                   THEN coalesce(excluded.parent_address, vaults.parent_address) END,
-            delisted_at = CASE WHEN excluded.last_seen >= vaults.last_seen THEN NULL ELSE vaults.delisted_at END,
-            list_digest = excluded.list_digest,
-            last_seen = greatest(vaults.last_seen, excluded.last_seen)"""), at)
+            delisted_at = CASE WHEN :newest THEN NULL ELSE vaults.delisted_at END,
+            seen_until = CASE WHEN NOT :newest AND vaults.delisted_at IS NOT NULL
+                              THEN greatest(vaults.seen_until, :at) END,
+            list_digest = excluded.list_digest"""), at)
 
 
-def _write_list_values(conn: Connection, at: dict) -> None:
+_CURRENT = "c.vault_address = s.address AND c.vault_address = ANY(CAST(:staged AS text[])) AND c.valid_to IS NULL"
+
+
+def _write_list_values(conn: Connection, at: dict, gone: list[str]) -> None:
     values = LIST_VALUES
     # values that changed end here; so do the values of vaults this snapshot delisted
     conn.execute(text(f"""
         UPDATE vault_list_values c SET valid_to = :at FROM staged_list s
-        WHERE c.vault_address = s.address AND c.valid_to IS NULL AND c.valid_from < :at
+        WHERE {_CURRENT} AND c.valid_from < :at
           AND {differs('c', 's', values)}"""), at)
-    conn.execute(text("""
-        UPDATE vault_list_values c SET valid_to = :at FROM vaults v
-        WHERE v.address = c.vault_address AND c.valid_to IS NULL AND v.delisted_at = :at"""), at)
+    if gone:
+        conn.execute(text("""
+            UPDATE vault_list_values SET valid_to = :at
+            WHERE vault_address = ANY(CAST(:gone AS text[])) AND valid_to IS NULL"""), {**at, "gone": gone})
     # the same snapshot written again with other values corrects its own rows
     conn.execute(text(f"""
         UPDATE vault_list_values c SET {', '.join(f'{v} = s.{v}' for v in values)} FROM staged_list s
-        WHERE c.vault_address = s.address AND c.valid_to IS NULL AND c.valid_from = :at
+        WHERE {_CURRENT} AND c.valid_from = :at
           AND {differs('c', 's', values)}"""), at)
     conn.execute(text(f"""
         INSERT INTO vault_list_values (vault_address, valid_from, {cols(values)})
         SELECT s.address, :at, {cols(values, 's.')} FROM staged_list s
-        WHERE NOT EXISTS (SELECT FROM vault_list_values c WHERE c.vault_address = s.address AND c.valid_to IS NULL)"""),
+        WHERE NOT EXISTS (SELECT FROM vault_list_values c WHERE {_CURRENT})"""),
         at)
 
 
@@ -181,6 +263,10 @@ def _record_snapshot(conn: Connection, at: datetime, skipped: int, listed: int, 
     source = ("vault_list_values s JOIN vaults v ON v.address = s.vault_address "
               "WHERE s.valid_to IS NULL AND v.delisted_at IS NULL" if newest
               else "staged_list s JOIN vaults v ON v.address = s.address")
+    # every listed vault against every current row: one hash join. Without statistics (after a first load, until
+    # autovacuum analyzes) the planner expects a handful of rows and probes the index 10,000 times, 5x slower.
+    # SET LOCAL lasts until the commit, which follows this statement.
+    conn.exec_driver_sql("SET LOCAL enable_nestloop = off")
     conn.execute(text(f"""
         INSERT INTO list_snapshots (observed_at, vaults, skipped, total_tvl)
         SELECT :at, :listed, :skipped, coalesce(sum(s.tvl) FILTER (WHERE v.relationship <> 'child'), 0)

@@ -15,8 +15,8 @@ import asyncio
 import logging
 import math
 import random as _random
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -34,7 +34,7 @@ from vault_ingest.errors import (
 )
 from vault_ingest.hyperliquid.limiter import Limiter
 from vault_ingest.hyperliquid.models import VaultDetails, VaultSummary, loads, parse_vault_details
-from vault_ingest.hyperliquid.vault_list import parse_vault_list
+from vault_ingest.hyperliquid.vault_list import parse_changed_vaults
 
 log = logging.getLogger("vault_ingest.hyperliquid")
 
@@ -61,9 +61,14 @@ _BREAKER_DEFAULT_HINT = "Hyperliquid is unavailable or unreachable; try again la
 class VaultListSnapshot:
     """One fetch of the stats list. `observed_at` identifies the snapshot: the file is regenerated hourly."""
 
-    vaults: list[VaultSummary]
+    vaults: list[VaultSummary]  # parsed: new, changed, or not stored
     errors: list[VaultRecordError]
     observed_at: datetime
+    unchanged: dict[str, int] = field(default_factory=dict)  # listed with the stored entry: address -> digest
+
+    @property
+    def listed(self) -> int:
+        return len(self.vaults) + len(self.unchanged)
 
 
 class HyperliquidClient:
@@ -114,13 +119,16 @@ class HyperliquidClient:
         finally:
             await self._limiter.aclose()
 
-    async def vault_list(self) -> VaultListSnapshot:
-        """Every vault in the stats file. Not weighted: it is a static file on another host, with no known limit."""
+    async def vault_list(self, stored: Mapping[int, str] | None = None) -> VaultListSnapshot:
+        """Every vault in the stats file. Not weighted: it is a static file on another host, with no known limit.
+
+        Entries whose bytes are `stored` (digest -> address, `db.reads.stored_list_digests`) are not parsed again:
+        they come back as `unchanged`."""
         what = f"GET {self._stats_url} (vault list)"
         response = await self._send(what, "GET", self._stats_url)
-        vaults, errors = parse_vault_list(response.content)
+        vaults, unchanged, errors = parse_changed_vaults(response.content, stored or {})
         observed_at = _last_modified(response) or datetime.now(timezone.utc).replace(microsecond=0)
-        return VaultListSnapshot(vaults=vaults, errors=errors, observed_at=observed_at)
+        return VaultListSnapshot(vaults=vaults, errors=errors, observed_at=observed_at, unchanged=unchanged)
 
     async def vault_details(self, address: str) -> VaultDetails | None:
         """One vault's details; None when the API answers `null` (no such vault). Raises VaultRecordError if invalid."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Mapping
 
 import msgspec
 
@@ -60,8 +60,16 @@ _ENTRY = msgspec.json.Decoder(_Entry)
 _SHORT_ENTRY = 16_000
 
 
-def _storable(n: Decimal | None, short: bool) -> bool:
-    return n is None or (n.is_finite() and ((short and -_SHORT_ENTRY < n.adjusted() < 131_000) or fits_numeric(n)))
+def _storable(numbers: tuple, short: bool) -> bool:
+    for n in numbers:
+        if n is not None and not (n.is_finite() and ((short and -_SHORT_ENTRY < n.adjusted() < 131_000)
+                                                     or fits_numeric(n))):
+            return False
+    return True
+
+
+# Compact JSON without escapes reads the same as msgspec writes it back: such `pnls` text is stored as sent.
+_REWRITTEN = (b" ", b"\n", b"\t", b"\r", b"\\")
 
 
 def _summary(entry: _Entry, short: bool = False, entry_digest: int | None = None) -> VaultSummary:
@@ -71,8 +79,14 @@ def _summary(entry: _Entry, short: bool = False, entry_digest: int | None = None
     raw = bytes(entry.pnls)
     pnls = _PNLS.decode(raw) if raw != b"null" else None
     pnl = {w: Decimal(values[-1]) if values else None for w, values in pnls or () if w in WINDOWS}
-    if not all(_storable(n, short) for n in (s.tvl, entry.apr, *pnl.values())):
+    if not _storable((s.tvl, entry.apr, *pnl.values()), short):
         raise ValueError("not finite or beyond numeric")  # the precise parser names the field
+    if pnls is None:
+        pnls_json = None
+    elif any(c in raw for c in _REWRITTEN):
+        pnls_json = msgspec.json.encode(pnls).decode()  # compact, as models' json.dumps
+    else:
+        pnls_json = raw.decode()
     return VaultSummary(
         address=s.vault_address.lower(),
         name=s.name,
@@ -83,13 +97,12 @@ def _summary(entry: _Entry, short: bool = False, entry_digest: int | None = None
         created_at=EPOCH + timedelta(milliseconds=s.create_time_millis),
         apr=entry.apr,
         pnl=pnl,
-        pnls_json=msgspec.json.encode(pnls).decode() if pnls is not None else None,  # compact, as models' json.dumps
+        pnls_json=pnls_json,
         entry_digest=entry_digest,
     )
 
 
-def _parse_entry(raw: msgspec.Raw) -> VaultSummary:
-    entry_digest = digest(raw)
+def _parse_entry(raw: msgspec.Raw, entry_digest: int) -> VaultSummary:
     try:
         return _summary(_ENTRY.decode(raw), len(raw) < _SHORT_ENTRY, entry_digest)
     except (msgspec.ValidationError, ArithmeticError, ValueError, OverflowError):
@@ -101,8 +114,49 @@ def parse_vault_list(body: str | bytes) -> tuple[list[VaultSummary], list[VaultR
 
     A body that is not a JSON array fails whole (MalformedResponseError): nothing of it is trusted.
     """
+    vaults, _, errors = parse_changed_vaults(body, {})
+    return vaults, errors
+
+
+def parse_changed_vaults(
+    body: str | bytes, stored: Mapping[int, str]
+) -> tuple[list[VaultSummary], dict[str, int], list[VaultRecordError]]:
+    """The stats list against the entries already stored (`stored`: entry digest -> vault address, from
+    `db.reads.stored_list_digests`): the vaults whose entries changed, parsed, and the addresses of those whose
+    bytes are the same as stored (-> digest), not parsed again. Most of an hourly list is the same bytes as the
+    hour before, and those bytes were valid when they were stored: parsing only the rest is what makes an hourly
+    snapshot cost a fraction of the first. A vault listed twice is an error, whichever way each entry went.
+    """
+    entries = _entries(body)
+    vaults: list[VaultSummary] = []
+    unchanged: dict[str, int] = {}
+    errors: list[VaultRecordError] = []
+    seen: set[str] = set()
+    for raw in entries:
+        entry_digest = digest(raw)
+        address = stored.get(entry_digest)
+        vault = None
+        if address is None:
+            try:
+                vault = _parse_entry(raw, entry_digest)
+            except VaultRecordError as exc:
+                errors.append(exc)
+                continue
+            address = vault.address
+        if address in seen:
+            errors.append(VaultRecordError(address, "summary.vaultAddress", "appears twice in the list"))
+            continue
+        seen.add(address)
+        if vault is None:
+            unchanged[address] = entry_digest
+        else:
+            vaults.append(vault)
+    return vaults, unchanged, errors
+
+
+def _entries(body: str | bytes) -> list[msgspec.Raw]:
     try:
-        entries = _ENTRIES.decode(body)
+        return _ENTRIES.decode(body)
     except msgspec.ValidationError:
         raise MalformedResponseError(
             f"vault list: expected a JSON array of vaults, got {type(loads(body, 'vault list')).__name__}; "
@@ -111,18 +165,3 @@ def parse_vault_list(body: str | bytes) -> tuple[list[VaultSummary], list[VaultR
     except msgspec.DecodeError as exc:
         loads(body, "vault list")  # when it is not JSON at all, this error shows how the body starts
         raise MalformedResponseError(f"vault list: malformed JSON ({exc})") from None
-    vaults: list[VaultSummary] = []
-    errors: list[VaultRecordError] = []
-    seen: set[str] = set()
-    for raw in entries:
-        try:
-            vault = _parse_entry(raw)
-        except VaultRecordError as exc:
-            errors.append(exc)
-            continue
-        if vault.address in seen:
-            errors.append(VaultRecordError(vault.address, "summary.vaultAddress", "appears twice in the list"))
-            continue
-        seen.add(vault.address)
-        vaults.append(vault)
-    return vaults, errors
