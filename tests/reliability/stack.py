@@ -79,6 +79,11 @@ class MatrixStack:
     def down(self) -> None:
         self.ok("down", timeout=180)
 
+    def restart(self) -> None:
+        """The whole project stopped, then started again (`make emulate`, Ctrl-C, `make emulate`)."""
+        self.down()
+        self.up()
+
     def redeploy(self, service: str) -> str:
         return self.ok("deploy", service, timeout=600)
 
