@@ -7,13 +7,10 @@ wait out their deadlines, so only `make test-reliability` runs them."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import httpx
 import pytest
 
-from tests.reliability.matrix import BOUND, failures, play
+from tests.reliability.matrix import BOUND, failures, play, matrix_stack
 from tests.reliability.stack import MatrixStack, Runs
 from vault_ingest.doctor.client import PrefectAPI
 from vault_ingest.doctor.live import check_slots
@@ -27,14 +24,8 @@ LABEL = "hold/pending"
 
 @pytest.fixture
 def prefect_defaults():
-    with tempfile.TemporaryDirectory(prefix="fault-matrix-broken-") as root:
-        stack = MatrixStack(Path(root), variant="prefect-defaults")
-        try:
-            stack.up()
-            stack.deploy_flows("--automation-without-pending")
-            yield stack
-        finally:
-            stack.close()
+    with matrix_stack("fault-matrix-broken-", "prefect-defaults", "--automation-without-pending") as stack:
+        yield stack
 
 
 FAULTS = {
