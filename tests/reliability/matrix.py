@@ -104,6 +104,14 @@ def play(stack: MatrixStack, fault: Callable[[], None]) -> tuple[dict[str, Cell]
     return cells, unfinished
 
 
+def record(cells: dict[str, Cell], record_property) -> None:
+    """Each cell's seconds from the end of the fault to the next run Completed, and what the caught run went
+    through, into the JUnit report (the README's figures come from there)."""
+    for moment, cell in cells.items():
+        record_property(f"{moment}_seconds_to_next_completed", round(cell.seconds))
+        record_property(f"{moment}_caught_run", f"{cell.first_state}: {', '.join(cell.events)}")
+
+
 def failures(stack: MatrixStack, fault_kind: str, cells: dict[str, Cell], unfinished: list[str]) -> dict[str, list]:
     """What went wrong in each cell, in words (empty when the deployment came through)."""
     rows = stack.rows()

@@ -40,7 +40,7 @@ FAULTS = {
 def test_with_prefects_defaults_a_fault_in_pending_wedges_or_strands_runs(prefect_defaults, fault_kind,
                                                                          record_property):
     cells, unfinished = play(prefect_defaults, lambda: FAULTS[fault_kind](prefect_defaults))
-    record_property("pending_seconds_to_next_end", round(cells["pending"].seconds))
+    record(cells, record_property)
     found = failures(prefect_defaults, fault_kind, cells, unfinished)
     assert "pending" in found or any(cells["pending"].first in run for run in unfinished), found
     if fault_kind == "stack-restart":  # the wedge of issue 13: the doctor names it, release-slots frees it

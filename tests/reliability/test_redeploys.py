@@ -23,13 +23,11 @@ def test_a_worker_redeploy_with_the_default_draining_at_any_moment_never_wedges_
     said = []
     cells, unfinished = play(shipped, lambda: said.append(shipped.redeploy("worker")))
     assert "SIGKILL after 0s (RAILWAY_DEPLOYMENT_DRAINING_SECONDS, Railway's default)" in said[0]
-    for moment, cell in cells.items():
-        record_property(f"{moment}_seconds_to_next_completed", round(cell.seconds))
+    record(cells, record_property)
     assert failures(shipped, "worker-redeploy", cells, unfinished) == {}
 
 
 def test_a_web_redeploy_at_any_moment_never_wedges_a_deployment(shipped, record_property):
     cells, unfinished = play(shipped, lambda: shipped.redeploy("web"))
-    for moment, cell in cells.items():
-        record_property(f"{moment}_seconds_to_next_completed", round(cell.seconds))
+    record(cells, record_property)
     assert failures(shipped, "web-redeploy", cells, unfinished) == {}

@@ -21,13 +21,11 @@ def shipped():
 
 def test_the_workers_container_killed_at_any_moment_never_wedges_a_deployment(shipped, record_property):
     cells, unfinished = play(shipped, shipped.kill_worker)
-    for moment, cell in cells.items():
-        record_property(f"{moment}_seconds_to_next_completed", round(cell.seconds))
+    record(cells, record_property)
     assert failures(shipped, "worker-sigkill", cells, unfinished) == {}
 
 
 def test_the_stack_stopped_and_started_at_any_moment_never_wedges_a_deployment(shipped, record_property):
     cells, unfinished = play(shipped, shipped.restart)
-    for moment, cell in cells.items():
-        record_property(f"{moment}_seconds_to_next_completed", round(cell.seconds))
+    record(cells, record_property)
     assert failures(shipped, "stack-restart", cells, unfinished) == {}
