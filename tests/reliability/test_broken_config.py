@@ -10,7 +10,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.reliability.matrix import BOUND, failures, play, matrix_stack
+from tests.reliability.matrix import BOUND, failures, play, matrix_stack, record
 from tests.reliability.stack import MatrixStack, Runs
 from vault_ingest.doctor.client import PrefectAPI
 from vault_ingest.doctor.live import check_slots

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reliability.matrix import failures, play, matrix_stack
+from tests.reliability.matrix import failures, play, matrix_stack, record
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
