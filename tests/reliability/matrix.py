@@ -11,6 +11,7 @@ nothing doubled.
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,11 @@ from tests.support.prefect_server import wait_until
 # in the Scheduled cells the next run waits for the first. The measured times are in the README.
 BOUND = UNRESPONSIVE_SECONDS + 255
 SCHEDULED_LEAD = 5
+# A run sends no event between its last pull step and Running, so one held in Pending longer than the
+# automation's window is marked Crashed while alive (then Prefect lets it run on, its slot already given back).
+# A real run spends seconds there; the held one is let go within the window whether the fault is over or not
+# (only a slow `web` redeploy, 30-60 s here, outlasts it).
+PENDING_HOLD_SECONDS = UNRESPONSIVE_SECONDS - 15
 WORKER_FAULTS = {"worker-sigkill", "worker-redeploy", "stack-restart"}  # the ones that kill the worker's runs
 
 
@@ -60,10 +66,8 @@ def matrix_stack(prefix: str, variant: str | None = None, *deploy_args: str) -> 
 
 
 def catch(runs: Runs) -> dict[str, Cell]:
-    """A run held Running, then one held Pending with its code pulled. The Pending one is caught last, just before
-    the fault, so that it waits out the fault alone: it sends no event while held, and held past the
-    automation's window (45 s here, a web redeploy takes 30-60 s on this machine) the automation would mark
-    the live run Crashed."""
+    """A run held Running, then one held Pending with its code pulled, caught last so that it is held as
+    short a time as the fault allows."""
     gates, cells = runs.stack.gates, {}
     (gates / "pending" / "hold-pending").touch()
     (gates / "running" / "hold-running").touch()
@@ -74,17 +78,24 @@ def catch(runs: Runs) -> dict[str, Cell]:
     return cells
 
 
-def play(stack: MatrixStack, fault: Callable[[], None]) -> tuple[dict[str, Cell], list[str]]:
-    """Catch a run at each moment, apply `fault`, start the next runs; the cells, and the runs left unended."""
+def play(stack: MatrixStack, fault: Callable[[], None], pending_hold: float | None = PENDING_HOLD_SECONDS,
+         ) -> tuple[dict[str, Cell], list[str]]:
+    """Catch a run at each moment, apply `fault`, start the next runs; the cells, and the runs left unended.
+    `pending_hold`: let the Pending run go after this long even if the fault is not over (None: never)."""
     runs = Runs(stack)
     cells = catch(runs)
     cells["scheduled"] = Cell("scheduled", runs.create("scheduled", delay=SCHEDULED_LEAD))
     began = datetime.now(timezone.utc)
+    release = threading.Timer(pending_hold or 0, (stack.gates / "pending" / "hold-pending").unlink,
+                              kwargs={"missing_ok": True})
+    if pending_hold is not None:
+        release.start()
     fault()
+    release.cancel()
     ended = datetime.now(timezone.utc)
     recovered = time.monotonic()
     runs.reconnect()  # after an `up` the edge may listen elsewhere
-    (stack.gates / "pending" / "hold-pending").unlink()
+    (stack.gates / "pending" / "hold-pending").unlink(missing_ok=True)
     (stack.gates / "running" / "hold-running").unlink()
     for cell in cells.values():
         cell.following = runs.create(cell.moment)
