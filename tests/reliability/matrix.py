@@ -33,7 +33,7 @@ SCHEDULED_LEAD = 5
 # automation's window is marked Crashed while alive (then Prefect lets it run on, its slot already given back).
 # A real run spends seconds there; the held one is let go within the window whether the fault is over or not
 # (only a slow `web` redeploy, 30-60 s here, outlasts it).
-PENDING_HOLD_SECONDS = UNRESPONSIVE_SECONDS - 15
+PENDING_HOLD_SECONDS = UNRESPONSIVE_SECONDS - 20  # and the engine needs seconds more to propose Running
 WORKER_FAULTS = {"worker-sigkill", "worker-redeploy", "stack-restart"}  # the ones that kill the worker's runs
 
 
