@@ -22,9 +22,9 @@ PYTEST_ARGS ?= -n 2
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The whole fault matrix of tests/test_reliability.py, the broken configurations' cells included.
+# The whole fault matrix of tests/reliability/, the broken configuration's cells included.
 test-reliability: $(STAMP)
-	$(BIN)/python -m pytest -n 0 -m "broken_config or not broken_config" tests/test_reliability.py
+	$(BIN)/python -m pytest -n 0 -m "broken_config or not broken_config" tests/reliability/
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -1,5 +1,5 @@
 """What the doctor says about a deployment's concurrency slot, from the numbers it read. The real server,
-wedged by a fault and released: tests/test_reliability.py."""
+wedged by a fault and released: tests/reliability/test_broken_config.py."""
 
 from __future__ import annotations
 

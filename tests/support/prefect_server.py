@@ -143,8 +143,6 @@ def prefect_server(
     launcher: bool = False,
     timeout: float = 90.0,
     stop_grace: float = 3.0,
-    port: int | None = None,
-    home: Path | None = None,
 ) -> Iterator[PrefectServer]:
     """Run a Prefect server until the block exits; yield it once `/api/health` answers.
 
@@ -152,11 +150,10 @@ def prefect_server(
     otherwise `prefect server start` runs directly. `env` is added on top of the fast settings, so a test
     can set `PREFECT_API_DATABASE_CONNECTION_URL`, `PREFECT_SERVER_API_AUTH_STRING`, `RAILWAY_*` and so on.
     Teardown gives the server `stop_grace` seconds after SIGTERM; tests of graceful shutdown raise it.
-    A restarted server keeps its clients by taking the `port` it had; a new `home` is a fresh filesystem.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port(HOST)
-    home = home or workdir / "prefect-home"
+    port = free_port(HOST)
+    home = workdir / "prefect-home"
     full_env = clean_environ(
         PREFECT_HOME=str(home),
         PREFECT_SERVER_API_HOST=HOST,

@@ -9,7 +9,7 @@ SHIPPED = Path(__file__).resolve().parents[3] / "railway.stack.toml"
 VARIANTS = ("gitless-worker", "gitless-worker-script", "worker-runs-web", "no-worker", "ui-api-url-missing",
             "ui-api-url-no-scheme", "raw-database-url", "nixpacks-worker", "dockerfile-worker", "worker-replicas",
             "gitless-worker-apt", "railpack-json-without-git", "apt-variable-ignored", "railpack-json-without-spread",
-            "as-documented")
+            "as-documented", "prefect-defaults")
 
 
 def stack_file(tmp_path, text):
