@@ -215,25 +215,21 @@ def _start_server(home, port, log):
     return process
 
 
-def test_a_run_waits_through_a_server_restart_and_goes_on_paced(tmp_path):
-    port = free_port()
-    api = f"http://{HOST}:{port}/api"
-    lim = PrefectWeightLimiter(BUDGET, WINDOW, name="restart", client_factory=lambda: PrefectClient(api=api))
+def test_a_run_waits_through_a_server_restart_and_goes_on_paced(server):
+    # The module's server, stopped and started again on its port and home: a fresh one would cost another
+    # database migration and UI copy. The restarted process is the one the module's teardown stops.
+    lim = PrefectWeightLimiter(BUDGET, WINDOW, name="restart", client_factory=lambda: PrefectClient(api=server.api_url))
     grants: list[tuple[float, int]] = []
-    with (tmp_path / "server.log").open("wb") as log:
-        server = _start_server(tmp_path / "home", port, log)
-        try:
-            asyncio.run(take(lim, 1, grants))
-            stop_process_group(server)
-            waiting = threading.Thread(target=lambda: asyncio.run(take(lim, 4, grants)))
-            waiting.start()
-            wait_until(lambda: not waiting.is_alive() or len(grants) == 1, timeout=5, what="the run to wait")
-            time.sleep(1)  # the run is now retrying against a closed port
-            assert len(grants) == 1
-            server = _start_server(tmp_path / "home", port, log)
-            waiting.join(timeout=120)
-            assert not waiting.is_alive()
-        finally:
-            stop_process_group(server)
+    with server.log_path.open("ab") as log:
+        asyncio.run(take(lim, 1, grants))
+        stop_process_group(server.process)
+        waiting = threading.Thread(target=lambda: asyncio.run(take(lim, 4, grants)))
+        waiting.start()
+        wait_until(lambda: not waiting.is_alive() or len(grants) == 1, timeout=5, what="the run to wait")
+        time.sleep(1)  # the run is now retrying against a closed port
+        assert len(grants) == 1
+        server.process = _start_server(server.home, server.port, log)
+        waiting.join(timeout=120)
+        assert not waiting.is_alive()
     assert len(grants) == 5  # the run went on once the server was back, in the same limit (same database)
     assert most_in_any_window(grants[1:]) <= BUDGET + 40

@@ -177,7 +177,7 @@ def prefect_server(
         wait_until(server.healthy, timeout=timeout, what=f"Prefect server health on {server.api_url}")
         yield server
     finally:
-        stop_process_group(process, stop_grace)
+        stop_process_group(server.process, stop_grace)  # a test that restarted the server swapped it in
 
 
 WEB_DOMAIN = "vault-ingest-web.up.railway.app"

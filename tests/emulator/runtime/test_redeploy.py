@@ -9,7 +9,6 @@ old one Active (deployments/reference.md); Watch Paths decide what a push redepl
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from emulator.project import Project
 from tests.support.emulator import kill_service_groups
 from tests.support.prefect_server import wait_until
 
@@ -82,7 +82,8 @@ class World:
                               cwd=self.repo, capture_output=True, text=True, timeout=timeout)
 
     def status(self) -> dict:
-        return json.loads(self.run("status", "--json").stdout)
+        """What `status --json` prints, computed here: the tests poll it, and a CLI start costs 0.6 s of CPU."""
+        return Project(self.repo / "railway.stack.toml", self.state).status()
 
     def pid(self, service: str) -> int:
         return self.status()["services"][service]["replicas"][service]["pid"]
