@@ -174,6 +174,19 @@ def test_fits_numeric_agrees_with_a_real_copy(database_url, value):
     assert landed == fits_numeric(Decimal(value))
 
 
+@pytest.mark.parametrize("column, value, refusal", [
+    ("text", "Snipe\x00Trading", "cannot contain NUL"),  # psycopg refuses it before the server can
+    ("jsonb", '[["day", ["0.0\\u0000"]]]', "unsupported Unicode escape sequence"),
+])
+def test_a_real_copy_refuses_nul_in_text_and_jsonb(database_url, column, value, refusal):
+    """Why hyperliquid.models refuses a NUL character (NulCharacterError): one such row fails a whole COPY."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(f"CREATE TEMP TABLE t (v {column})")
+        with pytest.raises(psycopg.DataError, match=refusal):
+            with conn.cursor() as cur, cur.copy("COPY t FROM STDIN") as copy:
+                copy.write_row((value,))
+
+
 def test_naive_observed_at_is_refused(engine):
     with pytest.raises(ValueError, match="time zone"):
         write_vault_list(engine, [summary(1)], T0.replace(tzinfo=None))

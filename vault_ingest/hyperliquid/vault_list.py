@@ -102,11 +102,17 @@ def _summary(entry: _Entry, short: bool = False, entry_digest: int | None = None
     )
 
 
-def _parse_entry(raw: msgspec.Raw, entry_digest: int) -> VaultSummary:
-    try:
-        return _summary(_ENTRY.decode(raw), len(raw) < _SHORT_ENTRY, entry_digest)
-    except (msgspec.ValidationError, ArithmeticError, ValueError, OverflowError):
-        return replace(parse_vault_summary(loads(bytes(raw), "vault list entry")), entry_digest=entry_digest)
+# JSON can only send U+0000 escaped; PostgreSQL cannot store it, and the precise parser names the field that holds it.
+_NUL = b"\\u0000"
+
+
+def _parse_entry(raw: msgspec.Raw, entry_digest: int, nul_in_body: bool) -> VaultSummary:
+    if not (nul_in_body and _NUL in bytes(raw)):
+        try:
+            return _summary(_ENTRY.decode(raw), len(raw) < _SHORT_ENTRY, entry_digest)
+        except (msgspec.ValidationError, ArithmeticError, ValueError, OverflowError):
+            pass
+    return replace(parse_vault_summary(loads(bytes(raw), "vault list entry")), entry_digest=entry_digest)
 
 
 def parse_vault_list(body: str | bytes) -> tuple[list[VaultSummary], list[VaultRecordError]]:
@@ -128,6 +134,7 @@ def parse_changed_vaults(
     snapshot cost a fraction of the first. A vault listed twice is an error, whichever way each entry went.
     """
     entries = _entries(body)
+    nul_in_body = (_NUL if isinstance(body, bytes) else _NUL.decode()) in body
     vaults: list[VaultSummary] = []
     unchanged: dict[str, int] = {}
     errors: list[VaultRecordError] = []
@@ -138,7 +145,7 @@ def parse_changed_vaults(
         vault = None
         if address is None:
             try:
-                vault = _parse_entry(raw, entry_digest)
+                vault = _parse_entry(raw, entry_digest, nul_in_body)
             except VaultRecordError as exc:
                 errors.append(exc)
                 continue
