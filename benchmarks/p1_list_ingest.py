@@ -1,8 +1,8 @@
 """P1: parse + write of a 10,000-vault list against a raw COPY of the same rows, and peak RSS.
 
 Three measurements, each side in a fresh subprocess so its peak RSS is its own:
-- first: the real path sync-vaults takes (stored_list_digests -> parse_changed_vaults on the bytes ->
-  write_vault_list) into an empty database;
+- first: the real path sync-vaults takes (stored_list_digests -> a ListParse of the bytes, which write_vault_list
+  takes as it is parsed) into an empty database;
 - hourly: then the next hour's list, in which 5 % of the vaults changed (benchmarks.synthetic.next_hour), timed
   whole (read of the stored digests + parse + write) and for the write alone;
 - copy: the first snapshot's rows, already built, COPYed straight into the same tables (`vaults`,
@@ -79,21 +79,23 @@ def measure_ingest(first_path: str, next_path: str, url: str) -> dict:
     from vault_ingest.db.engine import make_engine
     from vault_ingest.db.reads import stored_list_digests
     from vault_ingest.db.writer import write_vault_list
-    from vault_ingest.hyperliquid.vault_list import parse_changed_vaults
+    from vault_ingest.hyperliquid.vault_list import ListParse
 
     first, later = Path(first_path).read_bytes(), Path(next_path).read_bytes()
     engine = make_engine(url)
     with engine.connect() as conn:  # connect before the clock: both sides start connected
         clock = _Clock(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar())
     start = clock.now()
-    vaults, unchanged, errors = parse_changed_vaults(first, stored_list_digests(engine))
-    counts = write_vault_list(engine, vaults, T0, unchanged=unchanged)
+    parse = ListParse(first, stored_list_digests(engine))  # parsed as the write takes it, as sync-vaults does
+    counts = write_vault_list(engine, parse, T0, unchanged=parse.unchanged, skipped=lambda: len(parse.errors))
     first = clock.now()
-    del vaults
+    errors = parse.errors
+    del parse
     start_hour = clock.now()
-    vaults, unchanged, _ = parse_changed_vaults(later, stored_list_digests(engine))
+    parse = ListParse(later, stored_list_digests(engine))
+    vaults = list(parse)  # what the write would do first: a later snapshot is staged whole, then upserted
     parsed = clock.now()
-    write_vault_list(engine, vaults, T0 + timedelta(hours=1), unchanged=unchanged)
+    write_vault_list(engine, vaults, T0 + timedelta(hours=1), unchanged=parse.unchanged)
     end = clock.now()
     with engine.connect() as conn:
         changed = conn.exec_driver_sql("SELECT count(*) FROM vault_list_values WHERE valid_from > %s",
