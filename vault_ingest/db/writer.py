@@ -184,7 +184,7 @@ def _load_first(conn: Connection, vaults: Iterable[VaultSummary], at: datetime,
     for index in schema.vault_list_values.indexes:
         index.drop(conn)
     copy_rows(conn, "vault_list_values", _FIRST_VALUE_COLUMNS,
-              ({"vault_address": v.address, "valid_from": at, **_values(v)} for v in vaults if not taken.append(v)))
+              ({"vault_address": v.address, "valid_from": at, **_values(v)} for v in _kept(vaults, taken)))
     parents = {v.address for v in taken if v.relationship.type == "parent"}
     copy_rows(conn, "vaults", _FIRST_VAULT_COLUMNS, (
         {**_attributes(v, _list_digest(v)), "first_seen": at,
@@ -196,6 +196,12 @@ def _load_first(conn: Connection, vaults: Iterable[VaultSummary], at: datetime,
         index.create(conn)
     after_stage("vault_list_values")
     return taken, WriteCounts(new=len(taken))
+
+
+def _kept(vaults: Iterable[VaultSummary], kept: list[VaultSummary]) -> Iterator[VaultSummary]:
+    for v in vaults:
+        kept.append(v)
+        yield v
 
 
 _FIRST_VAULT_COLUMNS = ["address", *LIST_ATTRIBUTES, "list_digest", "first_seen", "parent_address"]
