@@ -68,6 +68,22 @@ def test_one_invalid_record_is_skipped_and_the_rest_land(engine, database_url, c
     assert len(rows(database_url, "vaults")) == 12
 
 
+def test_a_nul_character_skips_its_vault_and_keeps_what_is_stored(engine, database_url, caplog):
+    """A `\\u0000` PostgreSQL cannot store (tests/db/test_writer.py) costs its vault, never the snapshot."""
+    good = [entry("0x" + f"{i:040x}") for i in range(1, 13)]
+    asyncio.run(run_list(engine, lambda request: httpx.Response(200, content=json.dumps(good).encode())))
+    stored = rows(database_url, "vaults")
+    later = json.loads(json.dumps(good))
+    later[0]["summary"]["name"] = "v\x00"
+    later[1]["summary"]["name"] = "w"
+    with caplog.at_level(logging.WARNING, logger="test"):
+        summary = asyncio.run(run_list(engine, lambda request: httpx.Response(
+            200, content=json.dumps(later).encode(), headers={"Last-Modified": "Wed, 30 Dec 2099 03:00:41 GMT"})))
+    assert (summary.skipped, summary.updated) == (1, 1) and "'summary.name'" in caplog.text
+    assert rows(database_url, "vaults")[0][1] == stored[0][1] == "v"  # its stored name and rows are kept
+    assert len(rows(database_url, "list_snapshots")) == 2
+
+
 def test_same_list_twice_leaves_identical_tables(database_url):
     with replay_server() as server:
         settings = Settings.from_env({"DATABASE_URL": database_url, **hyperliquid_env(server)})

@@ -85,6 +85,10 @@ class NumericRangeError(VaultRecordError):
     """A number PostgreSQL's `numeric` cannot hold (over 131072 digits before the point or 16383 after)."""
 
 
+class NulCharacterError(VaultRecordError):
+    """A string holding U+0000 (JSON `\\u0000`), which PostgreSQL's `text` and `jsonb` cannot store."""
+
+
 class DataQualityError(VaultIngestError):
     """Too many vaults were skipped, failed or not found, or a list snapshot would replace a good one with
     a mostly empty one. `summary` holds the run's counts and its first problems."""

@@ -18,12 +18,13 @@ from sqlalchemy import Engine
 
 from vault_ingest.config import DEFAULT_MAX_BAD_FRACTION
 from vault_ingest.db.reads import latest_list_snapshot, stored_list_digests, vaults_for_details
+from vault_ingest.db.staging import WriteCounts
 from vault_ingest.db.writer import write_vault_details, write_vault_list
 from vault_ingest.errors import (
     DataQualityError, HTTPStatusError, HyperliquidError, MalformedResponseError, StaleListError, TransportError,
     VaultRecordError,
 )
-from vault_ingest.hyperliquid.client import HyperliquidClient, VaultListSnapshot
+from vault_ingest.hyperliquid.client import HyperliquidClient
 from vault_ingest.hyperliquid.models import VaultDetails
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -84,40 +85,45 @@ async def sync_vault_list(
     list holds fewer than LIST_MIN_SHARE of the previous snapshot's vaults: a bad answer never replaces a good one.
     """
     stored = await asyncio.to_thread(stored_list_digests, engine)
-    snapshot, summary = await _checked_list(engine, client, log, max_bad_fraction, stored)
     try:
-        counts = await asyncio.to_thread(
-            partial(write_vault_list, skipped=summary.skipped, unchanged=snapshot.unchanged),
-            engine, snapshot.vaults, snapshot.observed_at)
+        summary, counts = await _write_list(engine, client, log, max_bad_fraction, stored)
     except StaleListError as exc:
         # another list write moved entries this parse skipped: fetch and parse in full, which cannot be stale
         log.warning("%s", exc)
-        snapshot, summary = await _checked_list(engine, client, log, max_bad_fraction, {})
-        counts = await asyncio.to_thread(
-            partial(write_vault_list, skipped=summary.skipped), engine, snapshot.vaults, snapshot.observed_at)
+        summary, counts = await _write_list(engine, client, log, max_bad_fraction, {})
     summary.add_writes(counts)
     log.info("vaults: %d new, %d updated, %d unchanged", counts.new, counts.updated, counts.unchanged)
     return summary
 
 
-async def _checked_list(engine: Engine, client: HyperliquidClient, log, max_bad_fraction: float,
-                        stored: dict[int, str]) -> tuple[VaultListSnapshot, RunSummary]:
-    snapshot = await client.vault_list(stored)
-    summary = RunSummary(skipped=len(snapshot.errors))
-    for error in snapshot.errors:
-        log.warning("skipped %s", error)
-        summary.problems.append(str(error))
-    log.info("vault list: %d vaults parsed (%d the same as stored), %d skipped, observed at %s",
-             snapshot.listed, len(snapshot.unchanged), summary.skipped, snapshot.observed_at.isoformat())
-    summary.check(snapshot.listed + summary.skipped, max_bad_fraction, "vault list not written")
+async def _write_list(engine: Engine, client: HyperliquidClient, log, max_bad_fraction: float,
+                      stored: dict[int, str]) -> tuple[RunSummary, WriteCounts]:
+    """The list is parsed as it is written (write_vault_list takes the ListParse): the checks run when the parse
+    is done, inside the write's transaction, and one that fails rolls the write back."""
     previous = await asyncio.to_thread(latest_list_snapshot, engine)
-    if previous and previous["observed_at"] < snapshot.observed_at \
-            and snapshot.listed < LIST_MIN_SHARE * previous["vaults"]:
-        raise DataQualityError(
-            f"vault list not written: it holds {snapshot.listed} vaults against {previous['vaults']} in the "
-            f"snapshot of {previous['observed_at'].isoformat()}; a list that shrinks below "
-            f"{LIST_MIN_SHARE:.0%} of the last one is taken as a broken answer", summary)
-    return snapshot, summary
+    parse, observed_at = await client.fetch_vault_list(stored)
+    summary = RunSummary()
+
+    def checked() -> int:
+        summary.skipped = len(parse.errors)
+        summary.problems.extend(str(error) for error in parse.errors)
+        summary.check(parse.listed + summary.skipped, max_bad_fraction, "vault list not written")
+        if previous and previous["observed_at"] < observed_at and parse.listed < LIST_MIN_SHARE * previous["vaults"]:
+            raise DataQualityError(
+                f"vault list not written: it holds {parse.listed} vaults against {previous['vaults']} in the "
+                f"snapshot of {previous['observed_at'].isoformat()}; a list that shrinks below "
+                f"{LIST_MIN_SHARE:.0%} of the last one is taken as a broken answer", summary)
+        return summary.skipped
+
+    try:
+        counts = await asyncio.to_thread(
+            partial(write_vault_list, unchanged=parse.unchanged, skipped=checked), engine, parse, observed_at)
+    finally:
+        for error in parse.errors:
+            log.warning("skipped %s", error)
+        log.info("vault list: %d vaults parsed (%d the same as stored), %d skipped, observed at %s",
+                 parse.listed, len(parse.unchanged), len(parse.errors), observed_at.isoformat())
+    return summary, counts
 
 
 async def sync_vault_details(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from decimal import Decimal
 
 import psycopg
@@ -17,7 +18,7 @@ from vault_ingest.db.reads import latest_list_snapshot, stored_list_digests, top
 from vault_ingest.db.schema import metadata
 from vault_ingest.db.staging import WRITE_LOCK_KEY, WriteCounts
 from vault_ingest.db.writer import write_vault_details, write_vault_list
-from vault_ingest.errors import StaleListError, StorageError
+from vault_ingest.errors import DataQualityError, StaleListError, StorageError
 from vault_ingest.hyperliquid.models import Relationship, fits_numeric
 from vault_ingest.hyperliquid.vault_list import parse_changed_vaults, parse_vault_list
 
@@ -153,6 +154,47 @@ def test_a_first_snapshot_leaves_the_schema_as_migrated(engine, database_url):
     assert schema_diffs(database_url) == []  # the value indexes built after the COPY are the migrated ones
 
 
+def test_a_first_snapshot_is_copied_while_it_is_parsed(engine, database_url):
+    """The server stores the first vaults while the rest are still to come (what overlaps the parse with the COPY):
+    midway through the vaults, another session sees the COPY into vault_list_values holding rows."""
+    seen_midway = []
+
+    def parsed():
+        for n in range(1, 3001):
+            if n == 2000:
+                seen_midway.append(_copied_so_far(database_url))
+            yield summary(n)
+
+    assert write_vault_list(engine, parsed(), T0).new == 3000
+    assert seen_midway[0] > 0
+
+
+def _copied_so_far(database_url, deadline_s: float = 20.0) -> int:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT tuples_processed FROM pg_stat_progress_copy "
+                               "WHERE relid = 'vault_list_values'::regclass").fetchone()
+            if row and row[0] > 0:
+                return row[0]
+            time.sleep(0.05)
+    return 0
+
+
+def test_a_first_snapshot_refused_once_parsed_leaves_empty_tables_as_migrated(engine, database_url):
+    """The bad-entries rule runs after the parse, inside the transaction (`skipped` as a callable): refusing there
+    rolls the whole load back, its foreign key and indexes too."""
+    from tests.db.test_migrate import schema_diffs
+
+    def refuse() -> int:
+        raise DataQualityError("vault list not written: too many bad entries")
+
+    with pytest.raises(DataQualityError):
+        write_vault_list(engine, iter([summary(1), summary(2)]), T0, skipped=refuse)
+    assert dump(engine) == {t: [] for t in metadata.tables}
+    assert schema_diffs(database_url) == []
+
+
 def test_a_vault_twice_in_one_snapshot_is_refused_and_nothing_lands(engine):
     with pytest.raises(ValueError, match=address(1)):
         write_vault_list(engine, [summary(1), summary(2), summary(1)], T0)
@@ -172,6 +214,19 @@ def test_fits_numeric_agrees_with_a_real_copy(database_url, value):
         except psycopg.errors.NumericValueOutOfRange:
             landed = False
     assert landed == fits_numeric(Decimal(value))
+
+
+@pytest.mark.parametrize("column, value, refusal", [
+    ("text", "Snipe\x00Trading", "cannot contain NUL"),  # psycopg refuses it before the server can
+    ("jsonb", '[["day", ["0.0\\u0000"]]]', "unsupported Unicode escape sequence"),
+])
+def test_a_real_copy_refuses_nul_in_text_and_jsonb(database_url, column, value, refusal):
+    """Why hyperliquid.models refuses a NUL character (NulCharacterError): one such row fails a whole COPY."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(f"CREATE TEMP TABLE t (v {column})")
+        with pytest.raises(psycopg.DataError, match=refusal):
+            with conn.cursor() as cur, cur.copy("COPY t FROM STDIN") as copy:
+                copy.write_row((value,))
 
 
 def test_naive_observed_at_is_refused(engine):

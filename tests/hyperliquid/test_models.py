@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vault_ingest.errors import MalformedResponseError, NumericRangeError, VaultMismatchError, VaultRecordError
+from vault_ingest.errors import (
+    MalformedResponseError, NulCharacterError, NumericRangeError, VaultMismatchError, VaultRecordError,
+)
 from vault_ingest.hyperliquid.models import loads, parse_vault_details
 from vault_ingest.hyperliquid.vault_list import parse_vault_list
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+SAMPLES = Path(__file__).resolve().parents[2] / "cassettes" / "samples"
 ADDRESS = st.binary(min_size=20, max_size=20).map(lambda raw: "0x" + raw.hex())
 DIGITS = st.text("0123456789", min_size=1, max_size=40)
 
@@ -132,8 +136,9 @@ def test_unknown_fields_are_ignored(address, top, summary, details):
 
 
 @settings(max_examples=200, deadline=None)
-@given(ADDRESS, st.text())
+@given(ADDRESS, st.text().filter(lambda name: "\x00" not in name))
 def test_any_name_round_trips(address, name):
+    """Any name PostgreSQL can store; one holding NUL is refused (test_a_nul_character_is_a_named_error)."""
     assert parse_one(summary_entry(address, name=name)).name == name
     body = json.loads(json.dumps(details_body(address, name=name)), parse_float=Decimal)
     assert parse_vault_details(body, address).name == name
@@ -214,3 +219,48 @@ def test_a_number_beyond_postgresql_numeric_is_a_named_error(literal):
     body = with_raw_number(details_body(address, maxDistributable="@maxDistributable@"), "maxDistributable", literal)
     with pytest.raises(NumericRangeError, match="maxDistributable"):
         parse_vault_details(loads(body, "test"), address)
+
+
+def snipe_entry() -> dict:
+    """The real stats-list entry (cassettes/samples/stats_vaults_raw_entry_snipe_trading.json)."""
+    return json.loads((SAMPLES / "stats_vaults_raw_entry_snipe_trading.json").read_text())[0]
+
+
+def _nul_in_name(entry):
+    entry["summary"]["name"] = "Snipe\x00Trading"
+
+
+def _nul_in_a_past_pnl(entry):
+    entry["pnls"][3][1][1] = "-4022.69\x00"  # not the last value: only the jsonb text holds it
+
+
+def _nul_in_a_window(entry):
+    entry["pnls"].append(["perpDay\x00", ["0.0"]])  # a window we do not read, stored in the jsonb text
+
+
+@pytest.mark.parametrize("put_nul, field", [(_nul_in_name, "summary.name"), (_nul_in_a_past_pnl, "pnls"),
+                                            (_nul_in_a_window, "pnls")])
+@pytest.mark.parametrize("compact", [True, False])
+def test_a_nul_character_is_a_named_error(put_nul, field, compact):
+    """PostgreSQL's text and jsonb cannot hold U+0000 (tests/db/test_writer.py shows a real server refusing it): the
+    vault is skipped with an error naming it and the field, and the rest of the list is parsed."""
+    bad, good = snipe_entry(), summary_entry("0x" + "cc" * 20)
+    put_nul(bad)
+    body = json.dumps([good, bad], separators=(",", ":") if compact else None)
+    vaults, [error] = parse_vault_list(body.encode() if compact else body)
+    assert [v.address for v in vaults] == [good["summary"]["vaultAddress"]]
+    assert isinstance(error, NulCharacterError) and isinstance(error, VaultRecordError)
+    assert (error.address, error.field) == (bad["summary"]["vaultAddress"], field)
+
+
+def test_an_escaped_backslash_before_u0000_is_no_nul():
+    entry = snipe_entry()
+    entry["summary"]["name"] = "C:\\u0000"  # a backslash, then the six characters u0000
+    assert parse_one(entry).name == "C:\\u0000"
+
+
+def test_a_nul_character_in_a_details_description_is_a_named_error():
+    address = "0x" + "cc" * 20
+    body = json.loads(json.dumps(details_body(address, description="line\x00two")), parse_float=Decimal)
+    with pytest.raises(NulCharacterError, match="description"):
+        parse_vault_details(body, address)

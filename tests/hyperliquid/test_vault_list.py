@@ -75,8 +75,8 @@ def test_entries_stored_with_the_same_bytes_are_not_parsed_again(monkeypatch):
     entries[1]["summary"]["tvl"] = "5.25"  # changed since stored
     stored = {digest(_raw(e)): e["summary"]["vaultAddress"] for e in _entries(4)}
     parsed = []
-    monkeypatch.setattr(vault_list, "_parse_entry", lambda raw, d, parse=vault_list._parse_entry:
-                        parsed.append(d) or parse(raw, d))
+    monkeypatch.setattr(vault_list, "_parse_entry", lambda raw, d, nul, parse=vault_list._parse_entry:
+                        parsed.append(d) or parse(raw, d, nul))
     body = b"[" + b",".join(map(_raw, entries)) + b"]"
     vaults, unchanged, errors = parse_changed_vaults(body, stored)
     assert [(v.address, str(v.tvl)) for v in vaults] == [(f"0x{2:040x}", "5.25")] and errors == []

@@ -34,7 +34,7 @@ from vault_ingest.errors import (
 )
 from vault_ingest.hyperliquid.limiter import Limiter
 from vault_ingest.hyperliquid.models import VaultDetails, VaultSummary, loads, parse_vault_details
-from vault_ingest.hyperliquid.vault_list import parse_changed_vaults
+from vault_ingest.hyperliquid.vault_list import ListParse
 
 log = logging.getLogger("vault_ingest.hyperliquid")
 
@@ -124,11 +124,16 @@ class HyperliquidClient:
 
         Entries whose bytes are `stored` (digest -> address, `db.reads.stored_list_digests`) are not parsed again:
         they come back as `unchanged`."""
+        parse, observed_at = await self.fetch_vault_list(stored)
+        vaults = list(parse)
+        return VaultListSnapshot(vaults=vaults, errors=parse.errors, observed_at=observed_at, unchanged=parse.unchanged)
+
+    async def fetch_vault_list(self, stored: Mapping[int, str] | None = None) -> tuple[ListParse, datetime]:
+        """`vault_list`, its vaults parsed as they are taken (a writer COPYs the first while the rest are parsed)."""
         what = f"GET {self._stats_url} (vault list)"
         response = await self._send(what, "GET", self._stats_url)
-        vaults, unchanged, errors = parse_changed_vaults(response.content, stored or {})
-        observed_at = _last_modified(response) or datetime.now(timezone.utc).replace(microsecond=0)
-        return VaultListSnapshot(vaults=vaults, errors=errors, observed_at=observed_at, unchanged=unchanged)
+        parse = ListParse(response.content, stored or {})
+        return parse, _last_modified(response) or datetime.now(timezone.utc).replace(microsecond=0)
 
     async def vault_details(self, address: str) -> VaultDetails | None:
         """One vault's details; None when the API answers `null` (no such vault). Raises VaultRecordError if invalid."""

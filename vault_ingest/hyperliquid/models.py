@@ -20,7 +20,9 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from vault_ingest.errors import MalformedResponseError, NumericRangeError, VaultMismatchError, VaultRecordError
+from vault_ingest.errors import (
+    MalformedResponseError, NulCharacterError, NumericRangeError, VaultMismatchError, VaultRecordError,
+)
 
 WINDOWS = ("day", "week", "month", "allTime")
 PERIODS = WINDOWS + ("perpDay", "perpWeek", "perpMonth", "perpAllTime")
@@ -119,6 +121,8 @@ class _Record:
         value = self.get(key, required)
         if value is not None and not isinstance(value, str):
             raise VaultRecordError(self.address, self._name(key), f"is {type(value).__name__}, expected a string")
+        if value is not None and "\x00" in value:
+            raise _nul(self.address, self._name(key))
         return value
 
     def address_(self, key: str) -> str:
@@ -196,12 +200,27 @@ def _relationship(rec: _Record, key: str = "relationship") -> Relationship:
     return Relationship(kind, children)
 
 
+def _nul(address: str | None, name: str) -> NulCharacterError:
+    return NulCharacterError(address, name, "holds a NUL character (\\u0000), which PostgreSQL's text and jsonb "
+                                            "cannot store; the vault is skipped until the API sends it without")
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    return isinstance(value, list) and any(_holds_nul(v) for v in value)
+
+
 def _last_pnls(raw: Any, address: str) -> dict[str, Decimal | None]:
     """The stats list's `pnls`: `[[window, [decimal strings]], ...]` -> last value per window."""
     if raw is None:
         return {}
     if not isinstance(raw, list):
         raise VaultRecordError(address, "pnls", "is not a list")
+    if _holds_nul(raw):  # the whole `pnls` is stored as jsonb
+        raise _nul(address, "pnls")
     result: dict[str, Decimal | None] = {}
     for entry in raw:
         if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], list)):

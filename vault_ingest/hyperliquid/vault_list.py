@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
-from typing import Annotated, Literal, Mapping
+from typing import Annotated, Iterator, Literal, Mapping
 
 import msgspec
 
@@ -102,11 +102,17 @@ def _summary(entry: _Entry, short: bool = False, entry_digest: int | None = None
     )
 
 
-def _parse_entry(raw: msgspec.Raw, entry_digest: int) -> VaultSummary:
-    try:
-        return _summary(_ENTRY.decode(raw), len(raw) < _SHORT_ENTRY, entry_digest)
-    except (msgspec.ValidationError, ArithmeticError, ValueError, OverflowError):
-        return replace(parse_vault_summary(loads(bytes(raw), "vault list entry")), entry_digest=entry_digest)
+# JSON can only send U+0000 escaped; PostgreSQL cannot store it, and the precise parser names the field that holds it.
+_NUL = b"\\u0000"
+
+
+def _parse_entry(raw: msgspec.Raw, entry_digest: int, nul_in_body: bool) -> VaultSummary:
+    if not (nul_in_body and _NUL in bytes(raw)):
+        try:
+            return _summary(_ENTRY.decode(raw), len(raw) < _SHORT_ENTRY, entry_digest)
+        except (msgspec.ValidationError, ArithmeticError, ValueError, OverflowError):
+            pass
+    return replace(parse_vault_summary(loads(bytes(raw), "vault list entry")), entry_digest=entry_digest)
 
 
 def parse_vault_list(body: str | bytes) -> tuple[list[VaultSummary], list[VaultRecordError]]:
@@ -127,31 +133,50 @@ def parse_changed_vaults(
     hour before, and those bytes were valid when they were stored: parsing only the rest is what makes an hourly
     snapshot cost a fraction of the first. A vault listed twice is an error, whichever way each entry went.
     """
-    entries = _entries(body)
-    vaults: list[VaultSummary] = []
-    unchanged: dict[str, int] = {}
-    errors: list[VaultRecordError] = []
-    seen: set[str] = set()
-    for raw in entries:
-        entry_digest = digest(raw)
-        address = stored.get(entry_digest)
-        vault = None
-        if address is None:
-            try:
-                vault = _parse_entry(raw, entry_digest)
-            except VaultRecordError as exc:
-                errors.append(exc)
+    parse = ListParse(body, stored)
+    return list(parse), parse.unchanged, parse.errors
+
+
+class ListParse:
+    """`parse_changed_vaults` as its vaults are taken: a writer can COPY the first vaults while the rest are parsed
+    (the parse is this process's CPU, the COPY mostly the database's). A body that is not a JSON array fails here,
+    whole. Iterate once; `unchanged` and `errors` are complete when the iteration ends."""
+
+    def __init__(self, body: str | bytes, stored: Mapping[int, str]) -> None:
+        self._entries = _entries(body)
+        self._nul_in_body = (_NUL if isinstance(body, bytes) else _NUL.decode()) in body
+        self._stored = stored
+        self.parsed = 0
+        self.unchanged: dict[str, int] = {}
+        self.errors: list[VaultRecordError] = []
+
+    @property
+    def listed(self) -> int:
+        return self.parsed + len(self.unchanged)
+
+    def __iter__(self) -> Iterator[VaultSummary]:
+        entries, self._entries = self._entries, []
+        seen: set[str] = set()
+        for raw in entries:
+            entry_digest = digest(raw)
+            address = self._stored.get(entry_digest)
+            vault = None
+            if address is None:
+                try:
+                    vault = _parse_entry(raw, entry_digest, self._nul_in_body)
+                except VaultRecordError as exc:
+                    self.errors.append(exc)
+                    continue
+                address = vault.address
+            if address in seen:
+                self.errors.append(VaultRecordError(address, "summary.vaultAddress", "appears twice in the list"))
                 continue
-            address = vault.address
-        if address in seen:
-            errors.append(VaultRecordError(address, "summary.vaultAddress", "appears twice in the list"))
-            continue
-        seen.add(address)
-        if vault is None:
-            unchanged[address] = entry_digest
-        else:
-            vaults.append(vault)
-    return vaults, unchanged, errors
+            seen.add(address)
+            if vault is None:
+                self.unchanged[address] = entry_digest
+            else:
+                self.parsed += 1
+                yield vault
 
 
 def _entries(body: str | bytes) -> list[msgspec.Raw]:
