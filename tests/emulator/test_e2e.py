@@ -204,12 +204,13 @@ def test_worker_replicas_run_every_flow_run_exactly_once(state, replicas_up):
 
 
 def worker_process(replica: dict) -> psutil.Process:
-    """The `prefect worker start` of one replica (its pid may be the start script's or the launcher's)."""
+    """The worker process of one replica, start_worker.sh's `vault-ingest worker --pool ...` (its pid may be the
+    start script's or the launcher's)."""
     root = psutil.Process(replica["pid"])
     for process in (root, *root.children(recursive=True)):
-        if {"worker", "start"} <= set(process.cmdline()):
+        if {"worker", "--pool"} <= set(process.cmdline()):
             return process
-    raise AssertionError(f"no `prefect worker start` under pid {replica['pid']}")
+    raise AssertionError(f"no `vault-ingest worker --pool ...` under pid {replica['pid']}")
 
 
 def runs_under(worker: psutil.Process) -> set[str]:
