@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,24 +11,8 @@ from emulator.model.planner import plan_stack
 from emulator.model.stack import load_stack
 from emulator.runtime.build import build_stack, remove_homes
 from emulator.runtime.secrets import secret_store
-from tests.emulator.model.test_planner import DEPLOYMENT_FILES, ROOT, SHIPPED
-
-
-@pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    return tmp_path_factory.mktemp("state")  # one for the module: the runtime bins are made once
-
-
-@pytest.fixture
-def repo(tmp_path):
-    root = tmp_path / "repo"
-    root.mkdir()
-    for name in DEPLOYMENT_FILES:
-        if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif (ROOT / name).exists():
-            shutil.copy(ROOT / name, root / name)
-    return root
+# The planner's tests plan the same copy of the deployment files, in a state dir per module.
+from tests.emulator.model.test_planner import ROOT, SHIPPED, repo, state  # noqa: F401 (fixtures)
 
 
 def planned(repo: Path, state: Path, variant: str | None = None) -> dict[str, ServicePlan | BuildError]:
