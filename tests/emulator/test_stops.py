@@ -23,6 +23,7 @@ import pytest
 from emulator.runtime import launcher
 from emulator.runtime.process import ACTIVE, CRASHED
 from tests.support.emulator import kill_service_groups
+from tests.support.prefect_server import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -91,14 +92,6 @@ def all_active(state: Path) -> dict | None:
     return None
 
 
-def wait_until(predicate, timeout: float):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
-    return result
-
-
 def service_processes(runtime: dict) -> list[psutil.Process]:
     """Each service's launcher and everything under it: Postgres's backends, the app's two sleeps."""
     found = []
@@ -130,9 +123,10 @@ def test_ctrl_c_of_up_piped_into_tee_stops_every_service(stack):
     shell = subprocess.Popen(["bash", "-c", pipeline], cwd=ROOT, stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        runtime = wait_until(lambda: all_active(stack.state), 120)
+        runtime = wait_until(lambda: all_active(stack.state), timeout=120, what="every service Active")
         # up's last line before it serves: the console has been written to through tee
-        wait_until(lambda: log.exists() and "Ctrl-C or `python -m emulator down`" in log.read_text(), 60)
+        wait_until(lambda: log.exists() and "Ctrl-C or `python -m emulator down`" in log.read_text(), timeout=60,
+                   what="up to say it serves until Ctrl-C")
         processes = service_processes(runtime)
         emulator = psutil.Process(runtime["supervisor"]["pid"])
         assert len(processes) > 2 * len(SERVICES)  # launchers, commands, Postgres helpers, the app's sleeps
@@ -153,7 +147,7 @@ def test_kill_9_of_the_emulator_leaves_no_service_running_and_status_says_so(sta
     emulator = subprocess.Popen(stack.up(), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        runtime = wait_until(lambda: all_active(stack.state), 120)
+        runtime = wait_until(lambda: all_active(stack.state), timeout=120, what="every service Active")
         processes = service_processes(runtime)
         edge_port = runtime["services"]["app"]["edge_port"]
         # Under root, Postgres runs as a user of its own: the launcher, still root, must kill it all the same.

@@ -20,6 +20,7 @@ from emulator.runtime.logs import LogSink
 from emulator.runtime.postgres import free_port, postgres_server
 from emulator.runtime.process import ACTIVE, COMPLETED, CRASHED, FAILED, REMOVED
 from emulator.runtime.supervisor import Supervisor, observed, read_runtime, stop_from_state_file, supervisor_alive
+from tests.support.prefect_server import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 SERVE = "import pickle, sys; from emulator.runtime.supervisor import Supervisor; " \
@@ -37,14 +38,6 @@ def web(cwd) -> ServicePlan:
     port = free_port()
     return bash("web", f"exec {sys.executable} -m http.server {port} --bind 127.0.0.1", cwd, port=port,
                 healthcheck_path="/", healthcheck_timeout=15, public_domain=f"127.0.0.1:{free_port()}")
-
-
-def wait_until(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-    return result
 
 
 def gone(pid):
@@ -195,7 +188,8 @@ def test_postgres_and_replay_builtins(pg_state_dir, supervised, tmp_path):  # th
 def test_down_from_another_process_stops_everything(background, tmp_path):
     plan = bash("worker", "sleep 300 & sleep 300 & wait", tmp_path, draining_seconds=2)
     proc = background({"worker": plan, "web": web(tmp_path)})
-    runtime = wait_until(lambda: running_runtime(tmp_path / "state", "worker", "web"), 30)
+    runtime = wait_until(lambda: running_runtime(tmp_path / "state", "worker", "web"), timeout=30,
+                         what="worker and web running")
     members = [p.pid for p in psutil.Process(runtime["services"]["worker"]["pid"]).children(recursive=True)]
     assert len(members) == 3  # under the launcher: bash and its two sleeps
 
@@ -219,9 +213,9 @@ def test_what_a_killed_emulator_and_launcher_left_running_is_stopped(background,
     """A killed emulator's launchers stop its services (test_stops); should a launcher die with it (the OOM
     killer, say), `down` or the next `up` stops what is left."""
     proc = background({"worker": bash("worker", "trap '' TERM; sleep 300 & wait", tmp_path, draining_seconds=0.3)})
-    runtime = wait_until(lambda: running_runtime(tmp_path / "state", "worker"), 20)
+    runtime = wait_until(lambda: running_runtime(tmp_path / "state", "worker"), timeout=20, what="the worker running")
     launcher = psutil.Process(runtime["services"]["worker"]["pid"])
-    (command,) = wait_until(launcher.children)
+    (command,) = wait_until(launcher.children, timeout=15, what="the launcher's command")
     os.kill(proc.pid, signal.SIGSTOP)  # neither restarting the worker nor closing the launcher's watchdog pipe
     launcher.kill()
     os.kill(proc.pid, signal.SIGKILL)
@@ -239,7 +233,7 @@ def test_what_a_killed_emulator_and_launcher_left_running_is_stopped(background,
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "terminal closed"])
 def test_ctrl_c_or_a_closed_terminal_stops_cleanly(background, tmp_path, sig):
     proc = background({"worker": bash("worker", "sleep 300", tmp_path, draining_seconds=1)})
-    runtime = wait_until(lambda: running_runtime(tmp_path / "state", "worker"), 20)
+    runtime = wait_until(lambda: running_runtime(tmp_path / "state", "worker"), timeout=20, what="the worker running")
     os.kill(proc.pid, sig)
     assert proc.wait(30) == 128 + sig
     assert gone(runtime["services"]["worker"]["pid"])
