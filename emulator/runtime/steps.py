@@ -245,10 +245,6 @@ class _PrefectRetries(httpx.HTTPTransport):
     ERRORS = (httpx.TimeoutException, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
     TRIES = 5
 
-    def __init__(self, *args, sleep: Callable[[float], object] = time.sleep, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._sleep = sleep
-
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         for attempt in range(1, self.TRIES + 1):
             try:
@@ -261,7 +257,7 @@ class _PrefectRetries(httpx.HTTPTransport):
                 response.close()
                 header = _retry_after(response.headers.get("Retry-After"))
                 wait = 2.0 ** attempt if header is None else header
-            self._sleep(wait)
+            time.sleep(wait)
         return super().handle_request(request)
 
 
