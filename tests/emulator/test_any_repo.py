@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.scenarios.browser import chromium, page, shows, visible_lines
-from tests.support.emulator import kill_service_groups
+from tests.support.emulator import deploy_step, kill_service_groups
 from tests.support.prefect_server import clean_environ, stop_process_group, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -41,24 +41,7 @@ REPOSITORY = {
     "flows.py": 'from prefect import flow\n\n\n@flow(log_prints=True)\ndef hello():\n'
                 '    print("hello from a throwaway repository")\n    return 42\n',
 }
-DEPLOY = f'''python - <<'PY'
-import os
-from prefect import flow
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.exceptions import ObjectAlreadyExists
-from prefect.runner.storage import GitRepository
-from prefect.workers.process import ProcessWorker
-
-with get_client(sync_client=True) as client:
-    try:
-        client.create_work_pool(WorkPoolCreate(name="{POOL}", type="process",
-                                               base_job_template=ProcessWorker.get_default_base_job_template()))
-    except ObjectAlreadyExists:
-        pass
-source = GitRepository(url=os.environ["EMULATOR_SNAPSHOT_URL"], branch=os.environ["EMULATOR_SNAPSHOT_BRANCH"])
-flow.from_source(source, "flows.py:hello").deploy(name="once", work_pool_name="{POOL}")
-PY'''
+DEPLOY = deploy_step(POOL, "flows.py:hello", "once")
 STACK = f'''[project]
 name = "throwaway"
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.emulator import kill_service_groups
+from tests.support.emulator import deploy_step, kill_service_groups
 from tests.support.prefect_server import clean_environ, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
@@ -50,26 +50,9 @@ def sleeper(seconds: float = 20):
     return seconds
 """
 PREFECTS_OWN = f"exec prefect worker start --pool {POOL}\n"
-DEPLOY = f'''python - <<'PY'
-import os
-from prefect import flow
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.exceptions import ObjectAlreadyExists
-from prefect.runner.storage import GitRepository
-from prefect.workers.process import ProcessWorker
-from vault_ingest.deploy import ensure_unresponsive_automation
-
-with get_client(sync_client=True) as client:
-    try:  # the worker may have made it already
-        client.create_work_pool(WorkPoolCreate(name="{POOL}", type="process",
-                                               base_job_template=ProcessWorker.get_default_base_job_template()))
-    except ObjectAlreadyExists:
-        pass
-    ensure_unresponsive_automation(client, {UNRESPONSIVE})
-source = GitRepository(url=os.environ["EMULATOR_SNAPSHOT_URL"], branch=os.environ["EMULATOR_SNAPSHOT_BRANCH"])
-flow.from_source(source, "flows.py:sleeper").deploy(name="long", work_pool_name="{POOL}")
-PY'''
+DEPLOY = deploy_step(POOL, "flows.py:sleeper", "long", before_deploy=(
+    f"    from vault_ingest.deploy import ensure_unresponsive_automation\n"
+    f"    ensure_unresponsive_automation(client, {UNRESPONSIVE})"))
 STACK = f'''[project]
 name = "redeploys"
 
