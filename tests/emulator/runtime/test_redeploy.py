@@ -179,7 +179,9 @@ def test_with_draining_set_the_old_deployment_finishes_its_work(world):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SIGKILL after 30s (RAILWAY_DEPLOYMENT_DRAINING_SECONDS)" in result.stdout
     wait_until(lambda: f"drained {old}" in world.log("worker"), timeout=30, what="the old worker to drain")
-    assert world.status()["services"]["worker"]["state"] == "Active"
+    # It logs before it exits; the supervisor then removes it, long before the SIGKILL 30 s after the SIGTERM.
+    wait_until(lambda: world.status()["services"]["worker"]["state"] == "Active", timeout=10,
+               what="the drained deployment removed")
 
 
 def test_a_failed_build_leaves_the_old_deployment_active(world):
