@@ -63,7 +63,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def tier(item: pytest.Item) -> int:
         if item.get_closest_marker("e2e") is None:
             return 2
-        if "tests/reliability/" in item.nodeid:  # the fault matrix: its two longest modules, one on each worker
+        if "tests/reliability/" in item.nodeid or "emulator/test_redeploy_runs" in item.nodeid:  # the longest
             return -1
         return 0 if "scenarios" in item.nodeid or "emulator/test_e2e" in item.nodeid else 1
 

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.support.emulator import deploy_step, kill_service_groups
@@ -39,14 +40,22 @@ POOL = "redeploy-pool"
 UNRESPONSIVE = 40  # above Prefect's minimum heartbeat frequency, 30 s
 SHIPPED = ("pyproject.toml", "uv.lock", "README.md", "Procfile", "railpack.json", "start_worker.sh", "vault_ingest")
 WATCH_PATHS = tomllib.loads((ROOT / "railway.stack.toml").read_text())["services"]["worker"]["watch_paths"]
-FLOWS = """import time
+FLOWS = """import os
+import time
+from pathlib import Path
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 
 @flow
-def sleeper(seconds: float = 20):
-    time.sleep(seconds)
+def sleeper(seconds: float = 20, gate: str = ""):
+    # With a gate directory, the run leaves its pid there and ends early once the test leaves it a release.
+    if gate:
+        (Path(gate) / f"{flow_run.id}.pid").write_text(str(os.getpid()))
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not (gate and (Path(gate) / f"{flow_run.id}.release").exists()):
+        time.sleep(0.2)
     return seconds
 """
 PREFECTS_OWN = f"exec prefect worker start --pool {POOL}\n"
@@ -94,7 +103,7 @@ timeout = 240
 class World:
     def __init__(self, root: Path) -> None:
         self.root, self.repo, self.stack = root, root / "repo", root / "redeploys.stack.toml"
-        self.state = root / ".emulator-redeploys"
+        self.state, self.gates = root / ".emulator-redeploys", root / "gates"
 
     def emulator(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "emulator", "--repo", str(self.repo), "--stack",
@@ -111,9 +120,9 @@ class World:
         return httpx.Client(base_url=self.status()["api_url"], verify=str(self.state / "tls" / "edge.crt"),
                             timeout=30)
 
-    def create_run(self, api: httpx.Client, seconds: float, start_in: float = 0) -> str:
+    def create_run(self, api: httpx.Client, seconds: float, start_in: float = 0, gated: bool = False) -> str:
         deployment = api.get("/deployments/name/sleeper/long").raise_for_status().json()
-        body: dict = {"parameters": {"seconds": seconds}}
+        body: dict = {"parameters": {"seconds": seconds, **({"gate": str(self.gates)} if gated else {})}}
         if start_in:
             when = datetime.now(timezone.utc) + timedelta(seconds=start_in)
             body["state"] = {"type": "SCHEDULED", "state_details": {"scheduled_time": when.isoformat()}}
@@ -127,10 +136,18 @@ class World:
         assert created.is_success, (created.status_code, created.text, _tail(self.state / "logs" / "web.deploy.log"))
         return created.json()["id"]
 
-    def start_run(self, api: httpx.Client, seconds: float) -> str:
-        run = self.create_run(api, seconds)
+    def start_run(self, api: httpx.Client, seconds: float, gated: bool = False) -> str:
+        run = self.create_run(api, seconds, gated=gated)
         wait_run(api, run, ["RUNNING"], timeout=180)
         return run
+
+    def run_pid(self, run: str) -> int:
+        pid = self.gates / f"{run}.pid"
+        wait_until(pid.exists, timeout=60, what=f"flow run {run} to leave its pid")
+        return int(pid.read_text())
+
+    def release(self, run: str) -> None:
+        (self.gates / f"{run}.release").touch()
 
     def deploy(self, *services: str) -> subprocess.CompletedProcess:
         result = self.emulator("deploy", *services, timeout=400)
@@ -147,6 +164,7 @@ def world():
     with tempfile.TemporaryDirectory(prefix="emulator-redeploys-") as root:
         made = World(Path(root))
         made.repo.mkdir()
+        made.gates.mkdir()
         for name in SHIPPED:
             if (ROOT / name).is_dir():
                 shutil.copytree(ROOT / name, made.repo / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -165,13 +183,14 @@ def world():
 
 def test_a_code_change_outside_the_workers_watch_paths_leaves_a_run_alone(world):
     with world.api() as api:
-        run = world.start_run(api, seconds=20)
+        run = world.start_run(api, seconds=120, gated=True)
         worker = world.status()["services"]["worker"]["replicas"]["worker"]["pid"]
         (world.repo / "flows.py").write_text(FLOWS + "# a change that runs pick up through git_clone\n")
         result = world.deploy()
         assert result.returncode == 0, result.stdout
         assert "worker: skipped, none of the 1 changed file(s) match its watch paths" in result.stdout
         assert "nothing to deploy" in result.stdout
+        world.release(run)  # held until after the push: it ran through it
         done = wait_run(api, run, ["COMPLETED", "FAILED", "CRASHED"], timeout=120)
         assert done["state"]["type"] == "COMPLETED", done["state"]
         assert world.status()["services"]["worker"]["replicas"]["worker"]["pid"] == worker
@@ -200,8 +219,8 @@ def test_with_the_shipped_worker_and_draining_longer_than_the_run_a_redeploy_let
     applied = world.deploy("worker")
     assert applied.returncode == 0, applied.stdout
     with world.api() as api:
-        # Long enough to outlast the redeploy by more than a heartbeat interval (30 s).
-        run = world.start_run(api, seconds=120)
+        # It goes on until a heartbeat after the SIGTERM shows it still alive, then the test lets it end.
+        run = world.start_run(api, seconds=300, gated=True)
         old = worker_name(api, run)
         result = world.deploy("worker")
         assert result.returncode == 0, result.stdout
@@ -211,13 +230,15 @@ def test_with_the_shipped_worker_and_draining_longer_than_the_run_a_redeploy_let
         sigterm = datetime.now(timezone.utc)
         # Due a few seconds into the drain, after any poll the old worker had under way at the SIGTERM.
         later = world.create_run(api, seconds=1, start_in=5)
+        # The run keeps sending its own heartbeats while its worker drains (one every 30 s).
+        wait_until(lambda: any(datetime.fromisoformat(event["occurred"]) > sigterm for event in heartbeats(api, run)),
+                   timeout=90, what="a heartbeat of the run after its worker's SIGTERM")
+        world.release(run)
         done = wait_run(api, run, ["COMPLETED", "FAILED", "CRASHED"], timeout=180)
         assert done["state"]["type"] == "COMPLETED", (done["state"], world.worker_log()[-3000:])
         taken = wait_run(api, later, ["COMPLETED", "FAILED", "CRASHED"], timeout=180)
         assert taken["state"]["type"] == "COMPLETED", taken["state"]
         assert worker_name(api, later) not in (None, old)
-        # The run kept sending its own heartbeats while its worker drained.
-        assert any(datetime.fromisoformat(event["occurred"]) > sigterm for event in heartbeats(api, run))
     # With its run done the old worker goes by itself, long before its 180 s are up.
     wait_until(lambda: world.status()["services"]["worker"]["state"] == "Active", timeout=60,
                what="the old worker removed once its run is done")
@@ -228,19 +249,22 @@ def test_with_the_shipped_worker_and_draining_longer_than_the_run_a_redeploy_let
 def test_draining_alone_does_not_save_a_run_from_prefects_own_worker(world):
     """Prefect 3.9's `prefect worker start` turns SIGTERM into SIGINT to itself, a KeyboardInterrupt that ends it
     and its runs at once (prefect/utilities/processutils setup_signal_handlers_worker, prefect/cli/worker.py);
-    the container ends with its main process. So the draining window is never used."""
+    the container ends with its main process. So the draining window is never used: the run's process is gone
+    with the worker, and the run is then Crashed by the automation as with the default draining (the test before)."""
     (world.repo / "start_worker.sh").write_text(PREFECTS_OWN)  # draining still 180 s, as the test before left it
     pushed = world.deploy()
     assert pushed.returncode == 0, pushed.stdout
     assert "worker: 1 changed file(s) match its watch paths: start_worker.sh" in pushed.stdout
     with world.api() as api:
-        run = world.start_run(api, seconds=30)
-        wait_until(lambda: heartbeats(api, run), timeout=60, what="the run's first heartbeat")
+        run = world.start_run(api, seconds=300, gated=True)
+        flow_run_process = psutil.Process(world.run_pid(run))
         result = world.deploy("worker")
         assert result.returncode == 0, result.stdout
         assert "SIGKILL after 180s (RAILWAY_DEPLOYMENT_DRAINING_SECONDS)" in result.stdout
-        done = wait_run(api, run, ["COMPLETED", "FAILED", "CRASHED"], timeout=UNRESPONSIVE + 90)
-        assert done["state"]["type"] == "CRASHED", done["state"]
+        wait_until(lambda: not flow_run_process.is_running(), timeout=30, what="the run's process to be gone")
+    # The new deployment's worker is up (until its SIGTERM handler is in place, a stop would wait out the window).
+    wait_until(lambda: "started!" in world.worker_log().rsplit("Starting Container", 1)[-1], timeout=120,
+               what="the new deployment's worker to start")
     # The old worker left at once, well inside its window: nothing was left for the SIGKILL.
     last = world.worker_log().rsplit("Stopping Container", 1)[-1]
     assert "Received SIGTERM. Sending SIGINT to the process worker" in last and "draining period: SIGKILL" not in last

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tests.reliability.hold_flow import MOMENTS, UNRESPONSIVE_SECONDS
+from tests.reliability.hold_flow import UNRESPONSIVE_SECONDS
 from tests.reliability.stack import MatrixStack, Runs
 from tests.support.prefect_server import wait_until
 
@@ -34,6 +34,7 @@ SCHEDULED_LEAD = 5
 # A real run spends seconds there; the held one is let go within the window whether the fault is over or not
 # (only a slow `web` redeploy, 30-60 s here, outlasts it).
 PENDING_HOLD_SECONDS = UNRESPONSIVE_SECONDS - 20  # and the engine needs seconds more to propose Running
+CRASHED_BY_AUTOMATION = f"No heartbeat for {UNRESPONSIVE_SECONDS} s"  # vault_ingest.deploy's message
 WORKER_FAULTS = {"worker-sigkill", "worker-redeploy", "stack-restart"}  # the ones that kill the worker's runs
 
 
@@ -142,6 +143,11 @@ def failures(stack: MatrixStack, fault_kind: str, cells: dict[str, Cell], unfini
         if cell.first_state not in expected:
             problems.append(f"the run caught by the fault is {cell.first_state} ({cell.first_message!r}), "
                             f"not {'/'.join(sorted(expected))}")
+        elif (moment != "scheduled" and cell.first_state == "CRASHED"
+              and not cell.first_message.startswith(CRASHED_BY_AUTOMATION)):
+            # Nothing else reports the end of a run whose worker died: deploy's automation must be what ended it.
+            problems.append(f"the caught run was Crashed by something other than the automation: "
+                            f"{cell.first_message!r}")
         completed = {run for run, state in ((cell.first, cell.first_state), (cell.following, cell.following_state))
                      if state == "COMPLETED"}
         mine = [row for row in rows if row[1] in (cell.first, cell.following)]

@@ -101,6 +101,8 @@ class MatrixStack:
         wait_until(lambda: self.worker_replica()["restarts"] > replica["restarts"]
                    and self.worker_replica()["running"], timeout=60, what="the worker restarted by its policy",
                    interval=1)
+        log = (self.state / "logs" / "worker.deploy.log").read_text(errors="replace")
+        assert "Exited with code -9; restarting" in log, log[-3000:]
 
     def close(self) -> None:
         self.emulator("down", timeout=180)

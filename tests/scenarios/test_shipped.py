@@ -1,30 +1,25 @@
 """The shipped configuration, railway.stack.toml as it is, in one stack: the healthy side of each scenario,
-the doctor's clean pass, and last (it kills the worker) scenario 6, a worker killed in the middle of a run.
-
-vaultDetails answers take 2 s here, so a sync-vault-details run is still working when its worker is killed.
+and the doctor's clean pass. Scenario 6, a worker killed in the middle of a run, is the fault matrix's
+worker-SIGKILL fault (tests/reliability/test_stops.py), on the same shipped stack file.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 from collections.abc import Iterator
 
 import pytest
 
-from emulator.runtime.replay import load_cassettes
 from tests.scenarios.browser import page, screenshot, shows, visible_lines
 from tests.scenarios.conftest import running_one
 from tests.scenarios.stacks import (
-    DEPLOYMENTS, POOL, ROOT, UNRESPONSIVE_RUN_SECONDS, VAULTS, Spec, Stack, wait_until,
+    DEPLOYMENTS, POOL, ROOT, VAULTS, Spec, Stack, wait_until,
 )
-from vault_ingest.deploy import UNRESPONSIVE_AUTOMATION
 from vault_ingest.doctor import Status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-SHIPPED = Spec(replay_latency=2)
+SHIPPED = Spec()
 DETAILS = DEPLOYMENTS[1]
 LIVE_CHECKS = {"api", "ui-api-url", "auth", "work-pool", "workers",
                *(f"deployment:{name}" for name in DEPLOYMENTS), *(f"last-run:{name}" for name in DEPLOYMENTS)}
@@ -102,58 +97,3 @@ def test_doctor_passes_inside_the_worker_and_web(shipped):
     assert {name: check["status"] for name, check in web.items()
             if check["status"] != "pass"} == {f"last-run:{DETAILS}": "skip", "database-url": "warn"}
     assert "fine on web" in web["database-url"]["detail"]  # the app database matters on the worker only
-
-
-# -- scenario 6, last: it kills the worker
-
-def heartbeats(api, run_id: str) -> list[dict]:
-    found = api.post("/events/filter", json={"filter": {
-        "event": {"name": ["prefect.flow-run.heartbeat"]}, "resource": {"id": [f"prefect.flow-run.{run_id}"]},
-    }}).raise_for_status().json()
-    return found["events"]
-
-
-def served_details(stack: Stack) -> set[str]:
-    """The open vaults whose details the replay answers with data: what one complete run stores."""
-    answers = load_cassettes(ROOT / "cassettes").items()
-    served = {json.loads(body)["vaultAddress"] for (method, _, body), answer in answers
-              if method == "POST" and answer.status == 200 and answer.body != b"null"}
-    return served & {address for (address,) in stack.rows("SELECT address FROM vaults WHERE NOT is_closed")}
-
-
-def test_a_run_whose_worker_is_killed_ends_crashed_and_the_next_run_completes(shipped):
-    """Nothing reports the end of a run whose container was killed, so on its own Prefect leaves it Running,
-    holding the deployment's one concurrency slot. The automation `vault-ingest deploy` keeps marks it Crashed
-    once its heartbeats stop (45 s here, a heartbeat every 30 s); Railway restarts the worker, and the next
-    run completes with nothing lost."""
-    vaults_before = shipped.count(VAULTS)
-    restarts_before = shipped.status()["services"]["worker"]["replicas"]["worker"]["restarts"]
-    with shipped.api() as api:
-        automations = api.post("/automations/filter", json={}).json()
-        assert [automation["name"] for automation in automations].count(UNRESPONSIVE_AUTOMATION) == 1
-
-        run = shipped.create_run(api, DETAILS)
-        shipped.wait_run(api, run, ["RUNNING"], timeout=120)
-        # Killed once the run has said it is alive: its heartbeats are what the automation waits for.
-        wait_until(lambda: heartbeats(api, run), timeout=30, what="the run's first heartbeat")
-        os.kill(shipped.pid("worker"), signal.SIGKILL)
-        # The next run waits for the deployment's slot, which the killed run keeps until it is Crashed.
-        following = shipped.create_run(api, DETAILS)
-
-        crashed = shipped.wait_run(api, run, ["CRASHED", "COMPLETED", "FAILED"],
-                                   timeout=UNRESPONSIVE_RUN_SECONDS + 60)
-        assert crashed["state"]["type"] == "CRASHED", crashed["state"]
-        assert f"No heartbeat for {UNRESPONSIVE_RUN_SECONDS} s" in crashed["state"]["message"]
-
-        # Railway restarts the crashed container (ON_FAILURE) and the new worker takes the next run.
-        done = shipped.wait_run(api, following, ["COMPLETED", "FAILED", "CRASHED"], timeout=180)
-        assert done["state"]["type"] == "COMPLETED", shipped.log("worker")[-4000:]
-        worker = shipped.status()["services"]["worker"]
-        assert worker["state"] == "Active" and worker["replicas"]["worker"]["restarts"] == restarts_before + 1
-        assert "Exited with code -9; restarting" in shipped.log("worker")
-
-    assert shipped.count(VAULTS) == vaults_before
-    with_details = {address for (address,) in shipped.rows("SELECT DISTINCT vault_address FROM vault_history")}
-    assert with_details == served_details(shipped) != set()
-    # The latest finished run is the good one.
-    assert shipped.doctor().check(f"last-run:{DETAILS}").status is Status.PASS
