@@ -132,7 +132,7 @@ def measure_sequential(first_path: str, next_path: str, url: str) -> dict:
 def measure_copy(first_path: str, next_path: str, url: str, binary: bool = False) -> dict:
     """The floor: the first snapshot's rows, already built, COPYed straight into the same tables (in binary: each
     column typed as the table's, jsonb as its text, the way the writer's COPY is)."""
-    from vault_ingest.db.staging import _JsonText
+    from vault_ingest.db.staging import JsonText
     from vault_ingest.hyperliquid.vault_list import parse_vault_list
 
     vaults, _ = parse_vault_list(Path(first_path).read_bytes())
@@ -145,7 +145,7 @@ def measure_copy(first_path: str, next_path: str, url: str, binary: bool = False
         clock = _Clock(conn.info.backend_pid)
         start = clock.now()
         with conn.cursor() as cur:
-            cur.adapters.register_dumper(None, _JsonText)
+            cur.adapters.register_dumper(None, JsonText)
             for table, columns, rows, types in (("vaults", VAULT_COLUMNS, vault_rows, VAULT_TYPES),
                                                 ("vault_list_values", VALUE_COLUMNS, value_rows, VALUE_TYPES)):
                 with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN{' (FORMAT BINARY)' * binary}") as copy:

@@ -123,7 +123,7 @@ def stage(conn: Connection, table: Staged, rows: Iterable[Mapping[str, object]])
     return copy_rows(conn, table.name, table.names, rows)
 
 
-class _JsonText(Dumper):
+class JsonText(Dumper):
     """JSON already as text (the list's `pnls`, kept as sent) into a jsonb column: jsonb's binary format is a version
     byte, 1, then the text (PostgreSQL's jsonb_recv, src/backend/utils/adt/jsonb.c). psycopg's own jsonb dumper
     would encode the str again, as one JSON string."""
@@ -148,7 +148,7 @@ def copy_rows(conn: Connection, table: str, names: list[str], rows: Iterable[Map
     in_order = itemgetter(*names)
     count = 0
     with conn.connection.driver_connection.cursor() as cur:
-        cur.adapters.register_dumper(None, _JsonText)  # this cursor's jsonb columns only
+        cur.adapters.register_dumper(None, JsonText)  # this cursor's jsonb columns only
         types = _column_types(cur, table)
         with cur.copy(f"COPY {table} ({cols(names)}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types([types[n] for n in names])  # the COPY began: every name is a column
