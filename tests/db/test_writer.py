@@ -182,16 +182,19 @@ def test_a_first_snapshot_leaves_the_schema_as_migrated(engine, database_url):
 
 def test_a_first_snapshot_is_copied_while_it_is_parsed(engine, database_url):
     """The server stores the first vaults while the rest are still to come (what overlaps the parse with the COPY):
-    midway through the vaults, another session sees the COPY into vault_list_values holding rows."""
+    midway through the vaults (the writer takes them a batch at a time), another session sees the COPY into
+    vault_list_values holding rows."""
+    from vault_ingest.db.writer import _BATCH
+
     seen_midway = []
 
     def parsed():
-        for n in range(1, 3001):
-            if n == 2000:
+        for n in range(1, 3 * _BATCH + 1):
+            if n == 5 * _BATCH // 2:
                 seen_midway.append(_copied_so_far(database_url))
             yield summary(n)
 
-    assert write_vault_list(engine, parsed(), T0).new == 3000
+    assert write_vault_list(engine, parsed(), T0).new == 3 * _BATCH
     assert seen_midway[0] > 0
 
 
