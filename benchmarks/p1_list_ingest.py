@@ -6,7 +6,10 @@ Four measurements, each side in a fresh subprocess so its peak RSS is its own:
 - hourly: then the next hour's list, in which 5 % of the vaults changed (benchmarks.synthetic.next_hour), timed
   whole (read of the stored digests + parse + write) and for the write alone;
 - copy: the first snapshot's rows, already built, COPYed straight into the same tables (`vaults`,
-  `vault_list_values`, `list_snapshots`): the floor any writer pays;
+  `vault_list_values`, `list_snapshots`) in text, with psycopg's `write_row`: the floor any writer pays, the headline
+  baseline of every run so far;
+- copy_binary: the same with `COPY ... (FORMAT BINARY)`, as the writer now COPYs: the ratio against it says how
+  much of the writer's gain over the text baseline is the format alone;
 - sequential: the first snapshot parsed whole, then written (no overlap), for comparison in the same run.
 Targets: first <= 1.5x copy, hourly <= 0.5x copy, peak RSS <= 250 MB.
 
@@ -31,6 +34,8 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 VAULT_COLUMNS = ("address", "name", "leader", "created_at", "is_closed", "relationship", "list_digest", "first_seen")
 VALUE_COLUMNS = ("vault_address", "valid_from", "tvl", "apr", "pnl_day", "pnl_week", "pnl_month", "pnl_all_time",
                  "pnls")
+VAULT_TYPES = ("varchar", "text", "varchar", "timestamptz", "bool", "varchar", "int8", "timestamptz")
+VALUE_TYPES = ("varchar", "timestamptz", *("numeric",) * 6, "jsonb")
 
 
 def _fresh(admin_url: str, name: str) -> str:
@@ -124,8 +129,10 @@ def measure_sequential(first_path: str, next_path: str, url: str) -> dict:
     return {"seconds": end[0] - start[0], "cpu_s": end[1] - start[1]}
 
 
-def measure_copy(first_path: str, next_path: str, url: str) -> dict:
-    """The floor: the first snapshot's rows, already built, COPYed straight into the same tables."""
+def measure_copy(first_path: str, next_path: str, url: str, binary: bool = False) -> dict:
+    """The floor: the first snapshot's rows, already built, COPYed straight into the same tables (in binary: each
+    column typed as the table's, jsonb as its text, the way the writer's COPY is)."""
+    from vault_ingest.db.staging import JsonText
     from vault_ingest.hyperliquid.vault_list import parse_vault_list
 
     vaults, _ = parse_vault_list(Path(first_path).read_bytes())
@@ -138,15 +145,22 @@ def measure_copy(first_path: str, next_path: str, url: str) -> dict:
         clock = _Clock(conn.info.backend_pid)
         start = clock.now()
         with conn.cursor() as cur:
-            for table, columns, rows in (("vaults", VAULT_COLUMNS, vault_rows),
-                                         ("vault_list_values", VALUE_COLUMNS, value_rows)):
-                with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            cur.adapters.register_dumper(None, JsonText)
+            for table, columns, rows, types in (("vaults", VAULT_COLUMNS, vault_rows, VAULT_TYPES),
+                                                ("vault_list_values", VALUE_COLUMNS, value_rows, VALUE_TYPES)):
+                with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN{' (FORMAT BINARY)' * binary}") as copy:
+                    if binary:
+                        copy.set_types(types)
                     for row in rows:
                         copy.write_row(row)
             cur.execute("INSERT INTO list_snapshots VALUES (%s, %s, 0, %s)", (T0, len(vaults), total))
         conn.commit()
         end = clock.now()
         return {"seconds": end[0] - start[0], "cpu_s": end[1] - start[1], "new": len(vault_rows)}
+
+
+def measure_copy_binary(first_path: str, next_path: str, url: str) -> dict:
+    return measure_copy(first_path, next_path, url, binary=True)
 
 
 def _child(side: str, first_path: str, next_path: str, url: str) -> dict:
@@ -167,14 +181,17 @@ def run(admin_url: str, workdir: Path, repeats: int = 3) -> dict:
     first_path, next_path = workdir / "vaults.json", workdir / "vaults_next_hour.json"
     first_path.write_bytes(body(entries))
     next_path.write_bytes(body(next_hour(entries, 1)))
-    ingest, copy, sequential = [], [], []
+    ingest, copy, copy_binary, sequential = [], [], [], []
     for i in range(repeats):  # interleaved so drift on the machine hits every side alike
         ingest.append(_child("ingest", str(first_path), str(next_path), _fresh(admin_url, f"bench_p1_ingest_{i}")))
         copy.append(_child("copy", str(first_path), str(next_path), _fresh(admin_url, f"bench_p1_copy_{i}")))
+        copy_binary.append(_child("copy_binary", str(first_path), str(next_path),
+                                  _fresh(admin_url, f"bench_p1_copy_binary_{i}")))
         sequential.append(_child("sequential", str(first_path), str(next_path), _fresh(admin_url, f"bench_p1_seq_{i}")))
     keys = ("first_s", "hourly_s", "hourly_write_s", "first_cpu_s", "hourly_cpu_s", "hourly_write_cpu_s")
     best = {k: min(r[k] for r in ingest) for k in keys}
     best_copy, best_copy_cpu = min(r["seconds"] for r in copy), min(r["cpu_s"] for r in copy)
+    best_binary, best_binary_cpu = min(r["seconds"] for r in copy_binary), min(r["cpu_s"] for r in copy_binary)
     return {
         "vaults": ingest[0]["new"],
         "changed_next_hour": ingest[0]["changed"],
@@ -184,15 +201,23 @@ def run(admin_url: str, workdir: Path, repeats: int = 3) -> dict:
         "hourly_write_s": round(best["hourly_write_s"], 3),
         "copy_s": round(best_copy, 3),
         "first_ratio": round(best["first_s"] / best_copy, 2),
+        # against a binary COPY of the same rows (the format the writer uses)
+        "copy_binary_s": round(best_binary, 3),
+        "first_ratio_binary": round(best["first_s"] / best_binary, 2),
         # the first snapshot parsed whole, then written: the overlap's gain is first_s against this
         "first_parse_then_write_s": round(min(r["seconds"] for r in sequential), 3),
         "first_parse_then_write_ratio": round(min(r["seconds"] for r in sequential) / best_copy, 2),
         "hourly_ratio": round(best["hourly_s"] / best_copy, 2),
         "hourly_write_ratio": round(best["hourly_write_s"] / best_copy, 2),
         "cpu_s": {"first": round(best["first_cpu_s"], 3), "hourly": round(best["hourly_cpu_s"], 3),
-                  "hourly_write": round(best["hourly_write_cpu_s"], 3), "copy": round(best_copy_cpu, 3)},
+                  "hourly_write": round(best["hourly_write_cpu_s"], 3), "copy": round(best_copy_cpu, 3),
+                  "copy_binary": round(best_binary_cpu, 3),
+                  # parse then write, one after the other: the overlap's cost in CPU is first against this
+                  "first_parse_then_write": round(min(r["cpu_s"] for r in sequential), 3)},
         "cpu_ratio": {"first": round(best["first_cpu_s"] / best_copy_cpu, 2),
+                      "first_vs_binary": round(best["first_cpu_s"] / best_binary_cpu, 2),
                       "hourly": round(best["hourly_cpu_s"] / best_copy_cpu, 2),
                       "hourly_write": round(best["hourly_write_cpu_s"] / best_copy_cpu, 2)},
         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in ingest), 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],  # other work on the machine, as the run ended
     }

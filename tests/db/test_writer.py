@@ -118,6 +118,32 @@ def test_decimals_round_trip_exactly(engine, value):
     assert (row["tvl"].as_tuple(), row["apr"].as_tuple(), row["pnl_day"].as_tuple()) == (exact,) * 3
 
 
+# Real-shaped (the list's decimal strings) and at numeric's limits: more digits than psycopg's binary dumper counts
+# in 16 bits (65,535), both ends of the range, exponents, negative zero. NaN and infinities are refused by the parse.
+EXTREMES = [
+    "343339094.6083750129", "-0", "-0.000000", "0E-16383", "1E+5", "-1.5E-7", "1e131071", "-1e-16383",
+    "9" * 131072, "-" + "7" * 131072 + "." + "3" * 16383, "0." + "0" * 16382 + "1", "1" + "0" * 70000,
+]
+
+
+@pytest.mark.parametrize("value", EXTREMES, ids=lambda v: v if len(v) < 24 else f"{v[:12]}..({len(v)} chars)")
+def test_decimals_land_as_postgresql_reads_their_text(engine, database_url, value):
+    """The binary COPY stores each decimal as PostgreSQL's own parse of its text would (a text COPY of the same
+    value), on the first load and through the staged upsert."""
+    with psycopg.connect(database_url) as conn:
+        expected = conn.execute("SELECT %s::text::numeric", (value,)).fetchone()[0].as_tuple()
+    pnls = r'[["day",["0.0","\u00e9\\\"x"]],["week",["1"]]]'  # escapes and non-ASCII in the jsonb text
+    first = [summary(1, tvl=Decimal(value), apr=Decimal(value), pnl={"day": Decimal(value)}, pnls_json=pnls)]
+    write_vault_list(engine, first, T0)  # empty tables: COPYed straight in
+    # (not as a TVL beside another: their sum, the snapshot's total, could overflow numeric)
+    write_vault_list(engine, [summary(1), summary(2, apr=Decimal(value), pnl={"week": Decimal(value)})], T0 + HOUR)
+    [row, _] = list_rows(engine, 1)
+    [staged] = list_rows(engine, 2)
+    assert [r.as_tuple() for r in (row["tvl"], row["apr"], row["pnl_day"], staged["apr"], staged["pnl_week"])] == (
+        [expected] * 5)
+    assert row["pnls"] == [["day", ["0.0", 'é\\"x']], ["week", ["1"]]]
+
+
 def test_same_list_snapshot_twice_leaves_identical_tables(engine):
     snapshot = [summary(1), summary(2, relationship=Relationship("parent")),
                 summary(3, relationship=Relationship("child"), leader=address(2))]
@@ -156,16 +182,19 @@ def test_a_first_snapshot_leaves_the_schema_as_migrated(engine, database_url):
 
 def test_a_first_snapshot_is_copied_while_it_is_parsed(engine, database_url):
     """The server stores the first vaults while the rest are still to come (what overlaps the parse with the COPY):
-    midway through the vaults, another session sees the COPY into vault_list_values holding rows."""
+    midway through the vaults (the writer takes them a batch at a time), another session sees the COPY into
+    vault_list_values holding rows."""
+    from vault_ingest.db.writer import _BATCH
+
     seen_midway = []
 
     def parsed():
-        for n in range(1, 3001):
-            if n == 2000:
+        for n in range(1, 3 * _BATCH + 1):
+            if n == 5 * _BATCH // 2:
                 seen_midway.append(_copied_so_far(database_url))
             yield summary(n)
 
-    assert write_vault_list(engine, parsed(), T0).new == 3000
+    assert write_vault_list(engine, parsed(), T0).new == 3 * _BATCH
     assert seen_midway[0] > 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from itertools import islice
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import Connection, Engine, text
@@ -198,10 +199,18 @@ def _load_first(conn: Connection, vaults: Iterable[VaultSummary], at: datetime,
     return taken, WriteCounts(new=len(taken))
 
 
+# The first load takes the parse this many vaults at a time: parsing a batch, then writing its rows, keeps each loop's
+# code and data in the caches, where one vault at a time cost this process ~13 % more CPU (README, P1); with ten
+# batches the server still stores rows while the rest is parsed.
+_BATCH = 1000
+
+
 def _kept(vaults: Iterable[VaultSummary], kept: list[VaultSummary]) -> Iterator[VaultSummary]:
-    for v in vaults:
-        kept.append(v)
-        yield v
+    """The vaults, taken a batch at a time, each also added to `kept`."""
+    vaults = iter(vaults)
+    while batch := list(islice(vaults, _BATCH)):
+        kept.extend(batch)
+        yield from batch
 
 
 _FIRST_VAULT_COLUMNS = ["address", *LIST_ATTRIBUTES, "list_digest", "first_seen", "parent_address"]
