@@ -56,7 +56,7 @@ def database_url(postgres_admin_url) -> str:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """End-to-end tests first, the emulated stacks first of all. They spend much of their time waiting on
-    Prefect's loops; run last, they leave a core idle at the end of `-n 2`, where run first the short
+    Prefect's loops; run last, they leave a core idle at the end of the run, where run first the short
     tests fill those waits. The order within each tier stays as collected; pyproject's
     --no-loadscope-reorder keeps xdist from putting the modules with the most tests first instead."""
 

@@ -82,7 +82,8 @@ class VaultMismatchError(VaultRecordError):
 
 
 class NumericRangeError(VaultRecordError):
-    """A number PostgreSQL's `numeric` cannot hold (over 131072 digits before the point or 16383 after)."""
+    """A number PostgreSQL's `numeric` cannot hold, or not summed with others (over 131066 digits before the point,
+    six fewer than the column's 131072, or over 16383 after)."""
 
 
 class NulCharacterError(VaultRecordError):

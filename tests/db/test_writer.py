@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import psycopg
 import pytest
@@ -19,7 +19,7 @@ from vault_ingest.db.schema import metadata
 from vault_ingest.db.staging import WRITE_LOCK_KEY, WriteCounts
 from vault_ingest.db.writer import write_vault_details, write_vault_list
 from vault_ingest.errors import DataQualityError, StaleListError, StorageError
-from vault_ingest.hyperliquid.models import Relationship, fits_numeric
+from vault_ingest.hyperliquid.models import NUMERIC_INTEGER_DIGITS, SUM_HEADROOM_DIGITS, Relationship, fits_numeric
 from vault_ingest.hyperliquid.vault_list import parse_changed_vaults, parse_vault_list
 
 
@@ -135,7 +135,7 @@ def test_decimals_land_as_postgresql_reads_their_text(engine, database_url, valu
     pnls = r'[["day",["0.0","\u00e9\\\"x"]],["week",["1"]]]'  # escapes and non-ASCII in the jsonb text
     first = [summary(1, tvl=Decimal(value), apr=Decimal(value), pnl={"day": Decimal(value)}, pnls_json=pnls)]
     write_vault_list(engine, first, T0)  # empty tables: COPYed straight in
-    # (not as a TVL beside another: their sum, the snapshot's total, could overflow numeric)
+    # (not as a TVL beside another: the writer stores what the parse gives, and the parse leaves room for totals)
     write_vault_list(engine, [summary(1), summary(2, apr=Decimal(value), pnl={"week": Decimal(value)})], T0 + HOUR)
     [row, _] = list_rows(engine, 1)
     [staged] = list_rows(engine, 2)
@@ -242,7 +242,19 @@ def test_fits_numeric_agrees_with_a_real_copy(database_url, value):
             landed = conn.execute("SELECT v FROM t").fetchone()[0] == Decimal(value)
         except psycopg.errors.NumericValueOutOfRange:
             landed = False
-    assert landed == fits_numeric(Decimal(value))
+    assert landed == fits_numeric(Decimal(value), headroom=0)
+
+
+def test_vaults_at_the_largest_tvl_the_parse_accepts_still_have_a_snapshot_total(engine):
+    """The parse leaves room for totals (fits_numeric's headroom): two such TVLs sum without overflowing numeric,
+    where two at the column's own limit would fail the whole snapshot at its total."""
+    largest = Decimal("9" * (NUMERIC_INTEGER_DIGITS - SUM_HEADROOM_DIGITS))
+    assert fits_numeric(largest) and not fits_numeric(largest * 10)
+    write_vault_list(engine, [summary(1, tvl=largest), summary(2, tvl=largest)], T0)
+    with engine.connect() as conn:
+        total = conn.exec_driver_sql("SELECT total_tvl FROM list_snapshots").scalar_one()
+    with localcontext(prec=NUMERIC_INTEGER_DIGITS):  # Python's own default precision is 28 digits
+        assert total == 2 * largest
 
 
 @pytest.mark.parametrize("column, value, refusal", [

@@ -156,7 +156,8 @@ def to_decimal(value: Any, address: str | None, name: str) -> Decimal | None:
     if not result.is_finite():
         raise VaultRecordError(address, name, f"is {value!r}, expected a finite decimal")
     if not fits_numeric(result):
-        raise NumericRangeError(address, name, f"is {str(value)[:40]!r}, beyond the range of PostgreSQL's numeric")
+        raise NumericRangeError(address, name, f"is {str(value)[:40]!r}, beyond the range of PostgreSQL's numeric "
+                                                  f"(with room for totals)")
     return result
 
 
@@ -164,13 +165,17 @@ def to_decimal(value: Any, address: str | None, name: str) -> Decimal | None:
 # (https://www.postgresql.org/docs/current/datatype-numeric.html, table 8.2).
 NUMERIC_INTEGER_DIGITS = 131072
 NUMERIC_FRACTION_DIGITS = 16383
+# Stored values are also summed (a snapshot's total TVL, the views' totals over time): a million of them must fit,
+# or one absurd value within six digits of the limit would fail a whole snapshot at its total.
+SUM_HEADROOM_DIGITS = 6
 
 
-def fits_numeric(value: Decimal) -> bool:
-    """Whether a finite Decimal can be stored as it is in a `numeric` column, so one COPY row cannot fail a snapshot."""
+def fits_numeric(value: Decimal, headroom: int = SUM_HEADROOM_DIGITS) -> bool:
+    """Whether a finite Decimal can be stored as it is in a `numeric` column, and a million such values summed, so
+    neither one COPY row nor a total can fail a snapshot (headroom=0: the column's own limit)."""
     _, digits, exponent = value.as_tuple()
     integer_digits = 0 if value == 0 else len(digits) + exponent  # PostgreSQL takes 0E+200000 as 0
-    return integer_digits <= NUMERIC_INTEGER_DIGITS and -exponent <= NUMERIC_FRACTION_DIGITS
+    return integer_digits <= NUMERIC_INTEGER_DIGITS - headroom and -exponent <= NUMERIC_FRACTION_DIGITS
 
 
 def to_datetime(value: Any, address: str | None, name: str) -> datetime:
