@@ -209,10 +209,12 @@ def test_details_for_another_vault_are_a_named_error():
     assert isinstance(caught.value, VaultRecordError)  # skipped like any invalid record, never a crash
 
 
-@pytest.mark.parametrize("literal", ["1e131072", "1e-16384", "-0.5e-16383", "1e131066", "-" + "9" * 131067 + ".5"])
+@pytest.mark.parametrize("literal", ["1e131072", "1e-16384", "-0.5e-16383", "1e131066", "-" + "9" * 131067 + ".5",
+                                     "9" * 131067])
 def test_a_number_beyond_postgresql_numeric_is_a_named_error(literal):
     # The limits are PostgreSQL's (tests/db/test_writer.py shows a real server taking 1e131071 and refusing the
-    # first three), less six integer digits so that totals fit too (the last two).
+    # first three), less six integer digits so that totals fit too (the last three: an integer literal of more digits than
+    # Python makes an int of is still a number, not a body that is not JSON).
     address = "0x" + "cc" * 20
     vaults, [error] = parse_vault_list(json.dumps([summary_entry(address, tvl=literal)]).encode())
     assert vaults == [] and isinstance(error, NumericRangeError)

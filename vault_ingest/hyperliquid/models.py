@@ -31,10 +31,16 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}")
 
 
+def _integer(literal: str) -> int | Decimal:
+    # Python refuses to make an int of over 4,300 digits (sys.int_info.str_digits_check_threshold): such a literal
+    # is a number, so it stays one, and the field that holds it gets its own range error instead of the whole body.
+    return int(literal) if len(literal) < 4300 else Decimal(literal)
+
+
 def loads(body: str | bytes, what: str) -> Any:
     """Decode a JSON body with exact decimals; a body that is not JSON raises MalformedResponseError."""
     try:
-        return json.loads(body, parse_float=Decimal)
+        return json.loads(body, parse_float=Decimal, parse_int=_integer)
     except (ValueError, UnicodeDecodeError) as exc:
         preview = body[:80] if isinstance(body, str) else body[:80].decode("utf-8", "replace")
         raise MalformedResponseError(f"{what}: response is not JSON ({exc}); it starts with {preview!r}") from exc
@@ -180,7 +186,7 @@ def fits_numeric(value: Decimal, headroom: int = SUM_HEADROOM_DIGITS) -> bool:
 
 def to_datetime(value: Any, address: str | None, name: str) -> datetime:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise VaultRecordError(address, name, f"is {value!r}, expected integer milliseconds")
+        raise VaultRecordError(address, name, f"is {repr(value)[:40]}, expected integer milliseconds")
     try:
         return EPOCH + timedelta(milliseconds=value)  # integer arithmetic: value / 1000 as a float drifts
     except OverflowError:
