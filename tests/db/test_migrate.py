@@ -41,7 +41,7 @@ def table_names(database_url: str) -> set[str]:
 
 def test_migrations_ship_inside_the_package():
     assert (MIGRATIONS / "env.py").is_file() and (MIGRATIONS / "script.py.mako").is_file()
-    assert HEAD == "0005"
+    assert HEAD == "0006"
 
 
 def test_upgrade_from_empty_creates_exactly_the_schema(database_url):
