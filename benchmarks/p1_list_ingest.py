@@ -141,6 +141,7 @@ def measure_copy(first_path: str, next_path: str, url: str, binary: bool = False
     value_rows = [(v.address, T0, v.tvl, v.apr, v.pnl.get("day"), v.pnl.get("week"), v.pnl.get("month"),
                    v.pnl.get("allTime"), v.pnls_json) for v in vaults]
     total = sum(v.tvl for v in vaults if v.relationship.type != "child")
+    listed_tvl = sum(v.tvl for v in vaults)
     with psycopg.connect(url) as conn:
         clock = _Clock(conn.info.backend_pid)
         start = clock.now()
@@ -153,7 +154,7 @@ def measure_copy(first_path: str, next_path: str, url: str, binary: bool = False
                         copy.set_types(types)
                     for row in rows:
                         copy.write_row(row)
-            cur.execute("INSERT INTO list_snapshots VALUES (%s, %s, 0, %s)", (T0, len(vaults), total))
+            cur.execute("INSERT INTO list_snapshots VALUES (%s, %s, 0, %s, %s)", (T0, len(vaults), total, listed_tvl))
         conn.commit()
         end = clock.now()
         return {"seconds": end[0] - start[0], "cpu_s": end[1] - start[1], "new": len(vault_rows)}

@@ -306,19 +306,18 @@ def _record_snapshot(conn: Connection, at: datetime, skipped: int, listed: int, 
     (details can change a vault's relationship, so the children are subtracted as they are now, through their
     index). Otherwise every listed vault's current values are summed (most are unchanged, so not staged), or the
     staged ones of an older snapshot; in numeric, exact."""
-    params = {"at": at, "skipped": skipped, "listed": listed}
-    base = conn.execute(text("SELECT listed_tvl FROM list_snapshots WHERE observed_at <= :at "
-                             "ORDER BY observed_at DESC LIMIT 1"), params).scalar() if change is not None else None
-    if base is not None:
-        source = """(SELECT CAST(:base AS numeric) + CAST(:change AS numeric) AS listed_tvl) b, LATERAL (
-            SELECT b.listed_tvl - coalesce(sum(s.tvl), 0) AS total_tvl FROM vaults v
-            JOIN vault_list_values s ON s.vault_address = v.address AND s.valid_to IS NULL
-            WHERE v.relationship = 'child' AND v.delisted_at IS NULL) t"""
-        params.update(base=base, change=change)
+    params = {"at": at, "skipped": skipped, "listed": listed, "change": change}
+    current = ("vault_list_values s JOIN vaults v ON v.address = s.vault_address "
+               "WHERE s.valid_to IS NULL AND v.delisted_at IS NULL")
+    if change is not None:
+        # the full sum only when the previous snapshot has no listed TVL (COALESCE evaluates it only then)
+        source = f"""(SELECT coalesce(
+                (SELECT listed_tvl FROM list_snapshots WHERE observed_at <= :at ORDER BY observed_at DESC LIMIT 1)
+                + CAST(:change AS numeric), (SELECT coalesce(sum(s.tvl), 0) FROM {current})) AS listed_tvl) b,
+            LATERAL (SELECT b.listed_tvl - coalesce(sum(s.tvl), 0) AS total_tvl FROM {current}
+                     AND v.relationship = 'child') t"""
     else:
-        rows = ("vault_list_values s JOIN vaults v ON v.address = s.vault_address "
-                "WHERE s.valid_to IS NULL AND v.delisted_at IS NULL" if newest
-                else "staged_list s JOIN vaults v ON v.address = s.address")
+        rows = current if newest else "staged_list s JOIN vaults v ON v.address = s.address"
         source = f"""(SELECT coalesce(sum(s.tvl), 0) AS listed_tvl,
                              coalesce(sum(s.tvl) FILTER (WHERE v.relationship <> 'child'), 0) AS total_tvl
                       FROM {rows}) t"""
