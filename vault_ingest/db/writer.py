@@ -305,7 +305,8 @@ def _record_snapshot(conn: Connection, at: datetime, skipped: int, listed: int, 
     to it: only list writes move list values and listings, so that is every current row's sum without reading them
     (details can change a vault's relationship, so the children are subtracted as they are now, through their
     index). Otherwise every listed vault's current values are summed (most are unchanged, so not staged), or the
-    staged ones of an older snapshot; in numeric, exact."""
+    staged ones of an older snapshot. In numeric, exact: equal in value to the full sum, though its scale can be
+    larger (numeric keeps the largest scale it added: 507.625 - 7.125 is 500.500)."""
     params = {"at": at, "skipped": skipped, "listed": listed, "change": change}
     current = ("vault_list_values s JOIN vaults v ON v.address = s.vault_address "
                "WHERE s.valid_to IS NULL AND v.delisted_at IS NULL")
