@@ -106,8 +106,9 @@ def _summary(entry: _Entry, short: bool = False, entry_digest: int | None = None
 _NUL = b"\\u0000"
 
 
-def _parse_entry(raw: msgspec.Raw, entry_digest: int, nul_in_body: bool) -> VaultSummary:
-    if not (nul_in_body and _NUL in bytes(raw)):
+def _parse_entry(raw: msgspec.Raw, entry_digest: int, nul_in_body: bool | None) -> VaultSummary:
+    """`nul_in_body`: whether the body holds an escaped NUL at all; None when unknown: this entry is searched."""
+    if nul_in_body is False or _NUL not in bytes(raw):
         try:
             return _summary(_ENTRY.decode(raw), len(raw) < _SHORT_ENTRY, entry_digest)
         except (msgspec.ValidationError, ArithmeticError, ValueError, OverflowError):
@@ -144,7 +145,10 @@ class ListParse:
 
     def __init__(self, body: str | bytes, stored: Mapping[int, str]) -> None:
         self._entries = _entries(body)
-        self._nul_in_body = (_NUL if isinstance(body, bytes) else _NUL.decode()) in body
+        # A first list (nothing stored) is parsed whole: the body is searched once. A later one parses the ~5 % of
+        # entries that changed, each searched alone: searching all 13.5 MB cost an hourly list ~0.01 s of its ~0.065 s
+        # ('0', common in numbers, is in the needle, so the search skips little).
+        self._nul_in_body = (_NUL if isinstance(body, bytes) else _NUL.decode()) in body if not stored else None
         self._stored = stored
         self.parsed = 0
         self.unchanged: dict[str, int] = {}
