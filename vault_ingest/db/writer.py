@@ -25,6 +25,7 @@ from vault_ingest.db.staging import (
 from vault_ingest.errors import StaleListError
 from vault_ingest.history import vault_series
 from vault_ingest.hyperliquid.models import WINDOWS, VaultDetails, VaultSummary, digest
+from vault_ingest.hyperliquid.vault_list import ListParse
 from vault_ingest.metrics import window_metrics
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,8 @@ def write_vault_list(
     with snapshot(engine) as conn:
         newest = conn.execute(text("SELECT NOT EXISTS (SELECT FROM list_snapshots WHERE observed_at > :at)"), at).scalar()
         listed = _listed(conn)
+        if isinstance(vaults, ListParse):
+            vaults.against(listed)  # a parse given no stored entries takes these: read under the lock, never stale
         if newest and not listed and conn.execute(text("SELECT NOT EXISTS (SELECT FROM vaults)")).scalar():
             vaults, result = _load_first(conn, each_once(vaults), at["at"], _after_stage)
             change = None
