@@ -17,11 +17,11 @@ from typing import Callable
 from sqlalchemy import Engine
 
 from vault_ingest.config import DEFAULT_MAX_BAD_FRACTION
-from vault_ingest.db.reads import latest_list_snapshot, stored_list_digests, vaults_for_details
+from vault_ingest.db.reads import latest_list_snapshot, vaults_for_details
 from vault_ingest.db.staging import WriteCounts
 from vault_ingest.db.writer import write_vault_details, write_vault_list
 from vault_ingest.errors import (
-    DataQualityError, HTTPStatusError, HyperliquidError, MalformedResponseError, StaleListError, TransportError,
+    DataQualityError, HTTPStatusError, HyperliquidError, MalformedResponseError, TransportError,
     VaultRecordError,
 )
 from vault_ingest.hyperliquid.client import HyperliquidClient
@@ -84,24 +84,19 @@ async def sync_vault_list(
     Nothing is written, and the run fails with DataQualityError, when too many entries were skipped or when the
     list holds fewer than LIST_MIN_SHARE of the previous snapshot's vaults: a bad answer never replaces a good one.
     """
-    stored = await asyncio.to_thread(stored_list_digests, engine)
-    try:
-        summary, counts = await _write_list(engine, client, log, max_bad_fraction, stored)
-    except StaleListError as exc:
-        # another list write moved entries this parse skipped: fetch and parse in full, which cannot be stale
-        log.warning("%s", exc)
-        summary, counts = await _write_list(engine, client, log, max_bad_fraction, {})
+    summary, counts = await _write_list(engine, client, log, max_bad_fraction)
     summary.add_writes(counts)
     log.info("vaults: %d new, %d updated, %d unchanged", counts.new, counts.updated, counts.unchanged)
     return summary
 
 
-async def _write_list(engine: Engine, client: HyperliquidClient, log, max_bad_fraction: float,
-                      stored: dict[int, str]) -> tuple[RunSummary, WriteCounts]:
-    """The list is parsed as it is written (write_vault_list takes the ListParse): the checks run when the parse
-    is done, inside the write's transaction, and one that fails rolls the write back."""
+async def _write_list(engine: Engine, client: HyperliquidClient, log,
+                      max_bad_fraction: float) -> tuple[RunSummary, WriteCounts]:
+    """The list is parsed as it is written (write_vault_list takes the ListParse, and gives it the stored entries
+    it reads under its lock: entries the same as stored are not parsed again, and none can be stale): the checks
+    run when the parse is done, inside the write's transaction, and one that fails rolls the write back."""
     previous = await asyncio.to_thread(latest_list_snapshot, engine)
-    parse, observed_at = await client.fetch_vault_list(stored)
+    parse, observed_at = await client.fetch_vault_list()
     summary = RunSummary()
 
     def checked() -> int:

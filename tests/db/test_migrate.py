@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+from decimal import Decimal
 
 import psycopg
 import pytest
@@ -41,7 +42,7 @@ def table_names(database_url: str) -> set[str]:
 
 def test_migrations_ship_inside_the_package():
     assert (MIGRATIONS / "env.py").is_file() and (MIGRATIONS / "script.py.mako").is_file()
-    assert HEAD == "0005"
+    assert HEAD == "0006"
 
 
 def test_upgrade_from_empty_creates_exactly_the_schema(database_url):
@@ -192,3 +193,35 @@ def test_0005_downgrades_to_last_seen_with_the_newest_snapshot_for_listed_vaults
         confirmed = conn.execute("SELECT list_confirmed_at::date::text FROM vault_latest ORDER BY address").fetchall()
     assert seen == [("0xa", "2025-01-01"), ("0xc", "2025-01-02")] and confirmed == [("2025-01-01",), ("2025-01-02",)]
     assert upgrade(database_url) == HEAD
+
+
+def test_upgrade_from_0005_with_rows_sums_the_next_snapshot_in_full(database_url):
+    """0006: existing snapshots keep their totals and get no listed TVL; the next list write sums every current row
+    (it cannot build on a total it lacks) and stores the listed TVL the one after builds on."""
+    from tests.db.factories import HOUR, T0, address, summary
+    from vault_ingest.db.writer import write_vault_list
+    from vault_ingest.hyperliquid.models import Relationship
+
+    upgrade(database_url, "0005")
+    with psycopg.connect(database_url) as conn:
+        for n, relationship, tvl in ((1, "parent", "300.5"), (2, "child", "200"), (3, "normal", "0.25")):
+            conn.execute("INSERT INTO vaults (address, name, leader, created_at, is_closed, relationship, first_seen) "
+                         "VALUES (%s, 'v', %s, now(), false, %s, %s)", (address(n), address(1), relationship, T0))
+            conn.execute("INSERT INTO vault_list_values (vault_address, valid_from, tvl) VALUES (%s, %s, %s)",
+                         (address(n), T0, Decimal(tvl)))
+        conn.execute("INSERT INTO list_snapshots VALUES (%s, 3, 0, 300.75)", (T0,))
+    assert upgrade(database_url) == HEAD
+    assert schema_diffs(database_url) == []
+    parent = summary(1, tvl=Decimal("300.5"), relationship=Relationship("parent"))
+    child = summary(2, tvl=Decimal(200), relationship=Relationship("child"), leader=parent.address)
+    engine = make_engine(database_url)
+    try:
+        write_vault_list(engine, [parent, child, summary(3, tvl=Decimal("7.125"))], T0 + HOUR)
+        write_vault_list(engine, [parent, child], T0 + 2 * HOUR)
+    finally:
+        engine.dispose()
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT total_tvl, listed_tvl FROM list_snapshots ORDER BY observed_at").fetchall()
+    # equal in value (the sums built on a stored one keep the largest scale they added: 500.500)
+    assert rows == [(Decimal("300.75"), None), (Decimal("307.625"), Decimal("507.625")),
+                    (Decimal("300.5"), Decimal("500.5"))]

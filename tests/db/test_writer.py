@@ -372,6 +372,24 @@ def test_an_hourly_list_parses_and_touches_only_the_vaults_that_changed(engine):
     assert latest_list_snapshot(engine)["vaults"] == 200
 
 
+def test_a_parse_given_no_stored_entries_takes_those_the_write_reads(engine):
+    """As sync-vaults runs: the write reads the stored entries under its lock and the parse takes them, so entries
+    the same as stored are not parsed (one read of the digests, never stale)."""
+    from vault_ingest.hyperliquid.vault_list import ListParse
+
+    first, later, changed = _hours()
+    parse = ListParse(first, None)
+    write_vault_list(engine, parse, T0, unchanged=parse.unchanged)
+    assert (parse.parsed, parse.unchanged) == (200, {})
+    parse = ListParse(later, None)
+    assert write_vault_list(engine, parse, T0 + HOUR, unchanged=parse.unchanged) == WriteCounts(unchanged=200)
+    assert (parse.parsed, len(parse.unchanged)) == (len(changed), 200 - len(changed))
+    with engine.connect() as conn:
+        moved = conn.execute(text("SELECT vault_address FROM vault_list_values WHERE valid_from = :at"),
+                             {"at": T0 + HOUR}).scalars().all()
+    assert set(moved) == changed
+
+
 def test_a_vault_that_leaves_is_the_only_one_touched_besides_the_changed(engine):
     write_vault_list(engine, [summary(1), summary(2), summary(3)], T0)
     before = _versions(engine)

@@ -15,7 +15,7 @@ from vault_ingest.errors import (
     MalformedResponseError, NulCharacterError, NumericRangeError, VaultMismatchError, VaultRecordError,
 )
 from vault_ingest.hyperliquid.models import loads, parse_vault_details
-from vault_ingest.hyperliquid.vault_list import parse_vault_list
+from vault_ingest.hyperliquid.vault_list import parse_changed_vaults, parse_vault_list
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 SAMPLES = Path(__file__).resolve().parents[2] / "cassettes" / "samples"
@@ -244,13 +244,15 @@ def _nul_in_a_window(entry):
 @pytest.mark.parametrize("put_nul, field", [(_nul_in_name, "summary.name"), (_nul_in_a_past_pnl, "pnls"),
                                             (_nul_in_a_window, "pnls")])
 @pytest.mark.parametrize("compact", [True, False])
-def test_a_nul_character_is_a_named_error(put_nul, field, compact):
+@pytest.mark.parametrize("hourly", [False, True])  # entries stored: each parsed entry is searched, not the body
+def test_a_nul_character_is_a_named_error(put_nul, field, compact, hourly):
     """PostgreSQL's text and jsonb cannot hold U+0000 (tests/db/test_writer.py shows a real server refusing it): the
     vault is skipped with an error naming it and the field, and the rest of the list is parsed."""
     bad, good = snipe_entry(), summary_entry("0x" + "cc" * 20)
     put_nul(bad)
     body = json.dumps([good, bad], separators=(",", ":") if compact else None)
-    vaults, [error] = parse_vault_list(body.encode() if compact else body)
+    stored = {1: "0x" + "dd" * 20} if hourly else {}  # another vault's entry, so both are parsed
+    vaults, _, [error] = parse_changed_vaults(body.encode() if compact else body, stored)
     assert [v.address for v in vaults] == [good["summary"]["vaultAddress"]]
     assert isinstance(error, NulCharacterError) and isinstance(error, VaultRecordError)
     assert (error.address, error.field) == (bad["summary"]["vaultAddress"], field)

@@ -57,5 +57,6 @@ def stored_list_digests(engine: Engine) -> dict[int, str]:
 def latest_list_snapshot(engine: Engine) -> dict | None:
     """The newest stored list snapshot: observed_at, vaults, skipped, total_tvl; None before the first."""
     with transaction(engine) as conn:
-        row = conn.execute(text("SELECT * FROM list_snapshots ORDER BY observed_at DESC LIMIT 1")).first()
+        row = conn.execute(text("SELECT observed_at, vaults, skipped, total_tvl FROM list_snapshots "
+                                "ORDER BY observed_at DESC LIMIT 1")).first()
         return dict(row._mapping) if row else None

@@ -41,6 +41,8 @@ vaults = Table(
     Column("details_at", DateTime(timezone=True)),  # when vaultDetails last answered for it
     Column("not_found_at", DateTime(timezone=True)),  # since when vaultDetails answers null
     Column("not_found_checked_at", DateTime(timezone=True)),  # its latest null answer
+    # the few children: a list write subtracts their TVL from the listed total (writer._record_snapshot)
+    Index("vaults_children", "address", postgresql_where=text("relationship = 'child'")),
 )
 
 list_snapshots = Table(
@@ -50,6 +52,7 @@ list_snapshots = Table(
     Column("vaults", Integer, nullable=False),
     Column("skipped", Integer, nullable=False),
     Column("total_tvl", Numeric, nullable=False),  # each dollar once: children are inside their parent
+    Column("listed_tvl", Numeric),  # every listed vault's, children too: the next write's base (NULL before 0006)
 )
 
 

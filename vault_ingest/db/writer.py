@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from decimal import Decimal
 from itertools import islice
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -24,6 +25,7 @@ from vault_ingest.db.staging import (
 from vault_ingest.errors import StaleListError
 from vault_ingest.history import vault_series
 from vault_ingest.hyperliquid.models import WINDOWS, VaultDetails, VaultSummary, digest
+from vault_ingest.hyperliquid.vault_list import ListParse
 from vault_ingest.metrics import window_metrics
 
 log = logging.getLogger(__name__)
@@ -126,23 +128,28 @@ def write_vault_list(
     with snapshot(engine) as conn:
         newest = conn.execute(text("SELECT NOT EXISTS (SELECT FROM list_snapshots WHERE observed_at > :at)"), at).scalar()
         listed = _listed(conn)
+        if isinstance(vaults, ListParse):
+            vaults.against(listed)  # a parse given no stored entries takes these: read under the lock, never stale
         if newest and not listed and conn.execute(text("SELECT NOT EXISTS (SELECT FROM vaults)")).scalar():
             vaults, result = _load_first(conn, each_once(vaults), at["at"], _after_stage)
+            change = None
             _check_unchanged(vaults, unchanged, listed)  # none can be: the tables were empty
         else:
             vaults = list(each_once(vaults))
             _check_unchanged(vaults, unchanged, listed)
-            result = _write_list(conn, vaults, unchanged, listed, {**at, "newest": newest}, _after_stage)
+            result, change = _write_list(conn, vaults, unchanged, listed, {**at, "newest": newest}, _after_stage)
         _record_snapshot(conn, at["at"], skipped() if callable(skipped) else skipped, len(vaults) + len(unchanged),
-                         newest)
+                         newest, change)
         _after_stage("list_snapshots")
     return result
 
 
 def _write_list(conn: Connection, vaults: Sequence[VaultSummary], unchanged: Mapping[str, int],
-                listed: Mapping[str, int | None], at: dict, after_stage: AfterStage) -> WriteCounts:
+                listed: Mapping[str, int | None], at: dict,
+                after_stage: AfterStage) -> tuple[WriteCounts, Decimal | None]:
     """Into tables with vaults already: only the entries that changed are staged and written, and only the
-    vaults that left the list are touched besides them."""
+    vaults that left the list are touched besides them. Also how much the listed vaults' TVL changes (None for an
+    older snapshot): read before their values are."""
     newest = at["newest"]
     # an older snapshot (written late) stages every vault: its attributes are upserted, no values change
     rows = list(_changed(vaults, listed if newest else {}))
@@ -162,10 +169,16 @@ def _write_list(conn: Connection, vaults: Sequence[VaultSummary], unchanged: Map
                 (SELECT max(observed_at) FROM list_snapshots WHERE observed_at < :at), first_seen)
             WHERE address = ANY(CAST(:gone AS text[]))"""), {**at, "gone": gone})
     after_stage("vaults")
+    change = None
     if newest:
+        # A vault has a current row while listed: the staged take theirs, the gone lose theirs.
+        change = conn.execute(text("""
+            SELECT (SELECT coalesce(sum(tvl), 0) FROM staged_list) - coalesce(sum(tvl), 0) FROM vault_list_values
+            WHERE valid_to IS NULL AND vault_address = ANY(CAST(:touched AS text[]))"""),
+            {"touched": at["staged"] + gone}).scalar()
         _write_list_values(conn, at, gone)
     after_stage("vault_list_values")
-    return result
+    return result, change
 
 
 def _load_first(conn: Connection, vaults: Iterable[VaultSummary], at: datetime,
@@ -286,26 +299,44 @@ def _write_list_values(conn: Connection, at: dict, gone: list[str]) -> None:
         at)
 
 
-def _record_snapshot(conn: Connection, at: datetime, skipped: int, listed: int, newest: bool) -> None:
-    """The snapshot's size and its TVL counting each dollar once: a child vault's TVL is inside its parent's
-    (the evidence is in README "TVL counted once"), so children are left out. For the newest snapshot the
-    current values of the listed vaults are this snapshot's (most unchanged, so not staged)."""
-    source = ("vault_list_values s JOIN vaults v ON v.address = s.vault_address "
-              "WHERE s.valid_to IS NULL AND v.delisted_at IS NULL" if newest
-              else "staged_list s JOIN vaults v ON v.address = s.address")
-    # every listed vault against every current row: one hash join. Without statistics (after a first load, until
-    # autovacuum analyzes) the planner expects a handful of rows and probes the index 10,000 times, 5x slower.
-    # SET LOCAL lasts until the commit, which follows this statement.
-    conn.exec_driver_sql("SET LOCAL enable_nestloop = off")
+def _record_snapshot(conn: Connection, at: datetime, skipped: int, listed: int, newest: bool,
+                     change: Decimal | None) -> None:
+    """The snapshot's size, the TVL of the vaults it lists and that TVL counting each dollar once: a child vault's
+    TVL is inside its parent's (the evidence is in README "TVL counted once"), so children are left out.
+
+    A newest snapshot after another whose listed TVL is stored adds `change` (the staged and the delisted vaults')
+    to it: only list writes move list values and listings, so that is every current row's sum without reading them
+    (details can change a vault's relationship, so the children are subtracted as they are now, through their
+    index). Otherwise every listed vault's current values are summed (most are unchanged, so not staged), or the
+    staged ones of an older snapshot. In numeric, exact: equal in value to the full sum, though its scale can be
+    larger (numeric keeps the largest scale it added: 507.625 - 7.125 is 500.500)."""
+    params = {"at": at, "skipped": skipped, "listed": listed, "change": change}
+    current = ("vault_list_values s JOIN vaults v ON v.address = s.vault_address "
+               "WHERE s.valid_to IS NULL AND v.delisted_at IS NULL")
+    if change is not None:
+        # the full sum only when the previous snapshot has no listed TVL (COALESCE evaluates it only then)
+        source = f"""(SELECT coalesce(
+                (SELECT listed_tvl FROM list_snapshots WHERE observed_at <= :at ORDER BY observed_at DESC LIMIT 1)
+                + CAST(:change AS numeric), (SELECT coalesce(sum(s.tvl), 0) FROM {current})) AS listed_tvl) b,
+            LATERAL (SELECT b.listed_tvl - coalesce(sum(s.tvl), 0) AS total_tvl FROM {current}
+                     AND v.relationship = 'child') t"""
+    else:
+        rows = current if newest else "staged_list s JOIN vaults v ON v.address = s.address"
+        source = f"""(SELECT coalesce(sum(s.tvl), 0) AS listed_tvl,
+                             coalesce(sum(s.tvl) FILTER (WHERE v.relationship <> 'child'), 0) AS total_tvl
+                      FROM {rows}) t"""
+        # every listed vault against every current row: one hash join. Without statistics (after a first load,
+        # until autovacuum analyzes) the planner expects a handful of rows and probes the index 10,000 times, 5x
+        # slower. SET LOCAL lasts until the commit, which follows this statement.
+        conn.exec_driver_sql("SET LOCAL enable_nestloop = off")
     conn.execute(text(f"""
-        INSERT INTO list_snapshots (observed_at, vaults, skipped, total_tvl)
-        SELECT :at, :listed, :skipped, coalesce(sum(s.tvl) FILTER (WHERE v.relationship <> 'child'), 0)
-        FROM {source}
+        INSERT INTO list_snapshots (observed_at, vaults, skipped, total_tvl, listed_tvl)
+        SELECT :at, :listed, :skipped, total_tvl, listed_tvl FROM {source}
         ON CONFLICT (observed_at) DO UPDATE SET vaults = excluded.vaults, skipped = excluded.skipped,
-            total_tvl = excluded.total_tvl
-        WHERE (list_snapshots.vaults, list_snapshots.skipped, list_snapshots.total_tvl)
-              IS DISTINCT FROM (excluded.vaults, excluded.skipped, excluded.total_tvl)"""),
-        {"at": at, "skipped": skipped, "listed": listed})
+            total_tvl = excluded.total_tvl, listed_tvl = excluded.listed_tvl
+        WHERE (list_snapshots.vaults, list_snapshots.skipped, list_snapshots.total_tvl, list_snapshots.listed_tvl)
+              IS DISTINCT FROM (excluded.vaults, excluded.skipped, excluded.total_tvl, excluded.listed_tvl)"""),
+        params)
 
 
 # --- vaultDetails -----------------------------------------------------------------------------

@@ -132,7 +132,7 @@ class HyperliquidClient:
         """`vault_list`, its vaults parsed as they are taken (a writer COPYs the first while the rest are parsed)."""
         what = f"GET {self._stats_url} (vault list)"
         response = await self._send(what, "GET", self._stats_url)
-        parse = ListParse(response.content, stored or {})
+        parse = ListParse(response.content, stored)  # None: the writer gives them
         return parse, _last_modified(response) or datetime.now(timezone.utc).replace(microsecond=0)
 
     async def vault_details(self, address: str) -> VaultDetails | None:
