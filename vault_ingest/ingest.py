@@ -96,7 +96,7 @@ async def _write_list(engine: Engine, client: HyperliquidClient, log,
     it reads under its lock: entries the same as stored are not parsed again, and none can be stale): the checks
     run when the parse is done, inside the write's transaction, and one that fails rolls the write back."""
     previous = await asyncio.to_thread(latest_list_snapshot, engine)
-    parse, observed_at = await client.fetch_vault_list()
+    parse, observed_at = await client.vault_list()
     summary = RunSummary()
 
     def checked() -> int:

@@ -101,15 +101,21 @@ def summary_entry(address: str, **summary) -> dict:
 # --- the vault list -------------------------------------------------------------------------------------------
 
 
+def vault_list(hl: HyperliquidClient) -> tuple[list, list, datetime]:
+    """The client's list fetch, its parse taken whole: the vaults, the skipped entries' errors, the snapshot time."""
+    parse, observed_at = call(hl, "vault_list")
+    return list(parse), parse.errors, observed_at
+
+
 def test_vault_list_from_the_cassette():
     with use_cassette("vault_list") as cassette:
-        snapshot = call(client(), "vault_list")
+        vaults, errors, observed_at = vault_list(client())
     assert cassette.all_played
-    assert (len(snapshot.vaults), len(snapshot.errors)) == (39, 0)
-    assert sum(not v.is_closed for v in snapshot.vaults) == 28
-    assert snapshot.observed_at == datetime(2025, 12, 30, 3, 0, 41, tzinfo=UTC)  # Last-Modified, not fetch time
+    assert (len(vaults), len(errors)) == (39, 0)
+    assert sum(not v.is_closed for v in vaults) == 28
+    assert observed_at == datetime(2025, 12, 30, 3, 0, 41, tzinfo=UTC)  # Last-Modified, not fetch time
 
-    by_address = {v.address: v for v in snapshot.vaults}
+    by_address = {v.address: v for v in vaults}
     hlp = by_address[HLP]
     assert hlp.relationship.type == "parent"  # read from summary.relationship, where the list keeps it
     assert {HLP_A, HLP_B, HLP_LIQUIDATOR_2} <= set(hlp.relationship.child_addresses)
@@ -122,24 +128,24 @@ def test_vault_list_from_the_cassette():
     snipe = by_address["0x00043d4a2c258892172dc6ce5f62e2e3936ae0dc"]
     assert (snipe.name, snipe.tvl, snipe.is_closed) == ("Snipe Trading", Decimal("0.000016"), True)
     assert snipe.pnl["allTime"] == Decimal("260.08")
-    names = {v.name for v in snapshot.vaults}
+    names = {v.name for v in vaults}
     assert {"", "   ", "  padded name  ", 'The "Best" Vault', "量化对冲一号", "👨\u200d👩\u200d👧 Family Office"} <= names
-    assert max(v.tvl for v in snapshot.vaults) == Decimal("98765432109876543210.123456789012345678")
+    assert max(v.tvl for v in vaults) == Decimal("98765432109876543210.123456789012345678")
 
 
 def test_the_five_largest_open_vaults_are_the_five_vault_details_answers():
     with use_cassette("vault_list"):
-        snapshot = call(client(), "vault_list")
-    open_vaults = sorted((v for v in snapshot.vaults if not v.is_closed), key=lambda v: v.tvl, reverse=True)
+        vaults, errors, observed_at = vault_list(client())
+    open_vaults = sorted((v for v in vaults if not v.is_closed), key=lambda v: v.tvl, reverse=True)
     assert [v.address for v in open_vaults[:5]] == [HLP, HLP_B, HLP_A, GROWI, GHOST]
 
 
 def test_observed_at_without_last_modified_is_the_fetch_time_in_whole_seconds():
     transport, _ = answering(httpx.Response(200, json=[summary_entry("0x" + "ab" * 20)]))
     before = datetime.now(UTC).replace(microsecond=0)
-    snapshot = call(client(transport), "vault_list")
-    assert before <= snapshot.observed_at <= datetime.now(UTC)
-    assert snapshot.observed_at.microsecond == 0 and snapshot.observed_at.utcoffset() == timedelta(0)
+    vaults, errors, observed_at = vault_list(client(transport))
+    assert before <= observed_at <= datetime.now(UTC)
+    assert observed_at.microsecond == 0 and observed_at.utcoffset() == timedelta(0)
 
 
 def test_one_invalid_list_record_is_reported_and_the_others_parse():
@@ -147,9 +153,9 @@ def test_one_invalid_list_record_is_reported_and_the_others_parse():
     del broken["summary"]["tvl"]
     body = [summary_entry("0x" + "01" * 20), broken, summary_entry("0x" + "02" * 20)]
     transport, _ = answering(httpx.Response(200, json=body))
-    snapshot = call(client(transport), "vault_list")
-    assert [v.address for v in snapshot.vaults] == ["0x" + "01" * 20, "0x" + "02" * 20]
-    [error] = snapshot.errors
+    vaults, errors, observed_at = vault_list(client(transport))
+    assert [v.address for v in vaults] == ["0x" + "01" * 20, "0x" + "02" * 20]
+    [error] = errors
     assert (error.address, error.field) == ("0x" + "ee" * 20, "summary.tvl")
 
 

@@ -16,7 +16,6 @@ import logging
 import math
 import random as _random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -30,10 +29,9 @@ from vault_ingest.errors import (
     RequestRejectedError,
     RetriesExhaustedError,
     TransportError,
-    VaultRecordError,
 )
 from vault_ingest.hyperliquid.limiter import Limiter
-from vault_ingest.hyperliquid.models import VaultDetails, VaultSummary, loads, parse_vault_details
+from vault_ingest.hyperliquid.models import VaultDetails, loads, parse_vault_details
 from vault_ingest.hyperliquid.vault_list import ListParse
 
 log = logging.getLogger("vault_ingest.hyperliquid")
@@ -55,20 +53,6 @@ _BREAKER_HINTS = {
     429: "another client on this IP spends the same weight budget; stop it, or lower HYPERLIQUID_WEIGHT_PER_MINUTE",
 }
 _BREAKER_DEFAULT_HINT = "Hyperliquid is unavailable or unreachable; try again later"
-
-
-@dataclass(frozen=True)
-class VaultListSnapshot:
-    """One fetch of the stats list. `observed_at` identifies the snapshot: the file is regenerated hourly."""
-
-    vaults: list[VaultSummary]  # parsed: new, changed, or not stored
-    errors: list[VaultRecordError]
-    observed_at: datetime
-    unchanged: dict[str, int] = field(default_factory=dict)  # listed with the stored entry: address -> digest
-
-    @property
-    def listed(self) -> int:
-        return len(self.vaults) + len(self.unchanged)
 
 
 class HyperliquidClient:
@@ -119,21 +103,15 @@ class HyperliquidClient:
         finally:
             await self._limiter.aclose()
 
-    async def vault_list(self, stored: Mapping[int, str] | None = None) -> VaultListSnapshot:
-        """Every vault in the stats file. Not weighted: it is a static file on another host, with no known limit.
-
-        Entries whose bytes are `stored` (digest -> address, `db.reads.stored_list_digests`) are not parsed again:
-        they come back as `unchanged`."""
-        parse, observed_at = await self.fetch_vault_list(stored)
-        vaults = list(parse)
-        return VaultListSnapshot(vaults=vaults, errors=parse.errors, observed_at=observed_at, unchanged=parse.unchanged)
-
-    async def fetch_vault_list(self, stored: Mapping[int, str] | None = None) -> tuple[ListParse, datetime]:
-        """`vault_list`, its vaults parsed as they are taken (a writer COPYs the first while the rest are parsed)."""
+    async def vault_list(self, stored: Mapping[int, str] | None = None) -> tuple[ListParse, datetime]:
+        """Every vault in the stats file, parsed as its vaults are taken (a writer COPYs the first while the rest are
+        parsed), and the snapshot's time (Last-Modified: the file is regenerated hourly). Not weighted: it is a static
+        file on another host, with no known limit. Entries whose bytes are `stored` (digest -> address,
+        `db.reads.stored_list_digests`; None: the writer gives them) are not parsed again: they are `unchanged`."""
         what = f"GET {self._stats_url} (vault list)"
         response = await self._send(what, "GET", self._stats_url)
-        parse = ListParse(response.content, stored)  # None: the writer gives them
-        return parse, _last_modified(response) or datetime.now(timezone.utc).replace(microsecond=0)
+        return ListParse(response.content, stored), _last_modified(response) or datetime.now(timezone.utc).replace(
+            microsecond=0)
 
     async def vault_details(self, address: str) -> VaultDetails | None:
         """One vault's details; None when the API answers `null` (no such vault). Raises VaultRecordError if invalid."""
