@@ -4,7 +4,6 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 
 from emulator.model.plan import BuildError, ServicePlan
 from emulator.model.planner import plan_stack
