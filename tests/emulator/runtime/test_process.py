@@ -1,4 +1,5 @@
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -10,7 +11,11 @@ from emulator.model.plan import ServicePlan
 from emulator.runtime.logs import LogSink
 from emulator.runtime.postgres import free_port
 from emulator.runtime.process import ACTIVE, COMPLETED, CRASHED, FAILED, REMOVED, Deployment, ProcessGroup
-from tests.support.prefect_server import wait_until
+from tests.support.prefect_server import wait_until as support_wait_until
+
+
+# These processes are local shells: a few seconds is long, and they are checked often.
+wait_until = functools.partial(support_wait_until, timeout=10, interval=0.02)
 
 
 def bash(name, command, cwd, **options) -> ServicePlan:
@@ -94,7 +99,7 @@ def test_never_policy_crashes_at_the_first_failure(deploy, tmp_path):
 
 def test_always_policy_restarts_even_after_exit_zero(deploy, tmp_path):
     d = deploy(bash("loop", "exit 0", tmp_path, restart_policy="ALWAYS"), restart_delay=0.01)
-    wait_until(lambda: d.restarts >= 3, timeout=10, what="three restarts", interval=0.02)
+    wait_until(lambda: d.restarts >= 3, what="three restarts")
     assert d.state == ACTIVE
     d.stop()
     assert d.state == REMOVED
@@ -138,7 +143,7 @@ def test_healthcheck_timeout_fails_the_deploy_and_stops_the_process(deploy, tmp_
 def test_without_healthcheck_active_at_start_and_stop_kills_the_whole_group(deploy, tmp_path):
     d = deploy(bash("worker", "sleep 300 & echo pid=$!; sleep 300 & echo pid=$!; echo pid=$$; wait", tmp_path))
     d.wait_state(ACTIVE, 5)
-    wait_until(lambda: len(pids_in(log(tmp_path, "worker"))) == 3, timeout=10, what="three pids logged", interval=0.02)
+    wait_until(lambda: len(pids_in(log(tmp_path, "worker"))) == 3, what="three pids logged")
     pids = pids_in(log(tmp_path, "worker"))
     assert all(not gone(pid) for pid in pids)
     d.stop()
@@ -150,7 +155,7 @@ def test_sigterm_is_enough_when_the_process_honours_it(deploy, tmp_path):
     d = deploy(bash("worker", "trap 'echo draining; exit 0' TERM; echo trapped; while :; do sleep 0.05; done",
                     tmp_path, draining_seconds=10))
     d.wait_state(ACTIVE, 5)
-    wait_until(lambda: "trapped" in log(tmp_path, "worker"), timeout=10, what="the trap set", interval=0.02)  # the trap is set, not merely the launcher up
+    wait_until(lambda: "trapped" in log(tmp_path, "worker"), what="the trap set, not merely the launcher up")
     began = time.monotonic()
     d.stop()
     assert time.monotonic() - began < 5
@@ -161,7 +166,7 @@ def test_sigterm_is_enough_when_the_process_honours_it(deploy, tmp_path):
 def test_sigkill_after_the_draining_period_when_sigterm_is_ignored(deploy, tmp_path):
     d = deploy(bash("stubborn", "trap '' TERM; echo pid=$$; while :; do sleep 0.05; done", tmp_path,
                     draining_seconds=0.5))
-    wait_until(lambda: pids_in(log(tmp_path, "stubborn")), timeout=10, what="stubborn's pid", interval=0.02)
+    wait_until(lambda: pids_in(log(tmp_path, "stubborn")), what="stubborn's pid")
     (pid,) = pids_in(log(tmp_path, "stubborn"))
     began = time.monotonic()
     d.stop()
@@ -182,7 +187,7 @@ def test_a_descendant_in_its_own_session_still_dies_on_stop(deploy, tmp_path):
               "print(f'pid={p.pid}', flush=True); time.sleep(300)")
     d = deploy(ServicePlan(name="worker", kind="app", argv=(sys.executable, "-c", script),
                            env={"PATH": os.environ["PATH"]}, cwd=tmp_path, port=0))
-    wait_until(lambda: pids_in(log(tmp_path, "worker")), timeout=10, what="the worker's pid", interval=0.02)
+    wait_until(lambda: pids_in(log(tmp_path, "worker")), what="the worker's pid")
     (pid,) = pids_in(log(tmp_path, "worker"))
     assert os.getpgid(pid) != d.pid
     d.stop()
@@ -230,7 +235,7 @@ def test_sigterm_goes_to_the_main_process_only_so_a_wrapper_without_exec_never_d
     if script:
         (tmp_path / "start.sh").write_text(script.format(python=sys.executable) + "\n")
     d = deploy(bash("worker", start_command.format(python=sys.executable), tmp_path, draining_seconds=1))
-    wait_until(lambda: "ready" in log(tmp_path, "worker"), timeout=10, what="the worker ready", interval=0.02)
+    wait_until(lambda: "ready" in log(tmp_path, "worker"), what="the worker ready")
     d.stop()
     text = log(tmp_path, "worker")
     assert ("got SIGTERM" in text) is drains
