@@ -38,7 +38,7 @@ install: $(STAMP)
 
 # Three workers on two cores: the end-to-end files spend most of their time waiting on Prefect's loops and
 # Railway's windows (the cores were busy 77 % of a -n 2 run), so a third worker fills those waits. On an idle
-# 2-core machine, from a fresh clone: -n 2 10 min 11 s; -n 3 8 min 17 s to 10 min 41 s, four runs (cores 84 % busy).
+# 2-core machine, from a fresh clone: -n 2 10 min 11 s; -n 3 8 min 17 s to 10 min 58 s, five runs (cores 84 % busy).
 PYTEST_ARGS ?= -n 3
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
