@@ -86,7 +86,8 @@ def export(bare_repo: Path, commit: str, dest: Path, without: tuple[str, ...] = 
     archive = subprocess.Popen(["git", "--git-dir", str(bare_repo), "archive", "--format=tar", commit],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
-        tar.extractall(staging, filter="tar")
+        # Extraction filters came in Python 3.11.4; Debian 12's 3.11.2 lacks them (the archive is git's own).
+        tar.extractall(staging, **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))
     if archive.wait() != 0:
         raise BuildError(f"git archive {commit} failed: {archive.stderr.read().decode(errors='replace').strip()}")
     for name in without:
