@@ -36,6 +36,10 @@ _SYSTEM_USER = "pgserver"
 # trades that for speed, named as unsafe: a crash of the machine may then lose or corrupt the data.
 UNSAFE_FAST_ENV = "EMULATOR_UNSAFE_FAST_POSTGRES"
 _UNSAFE_FAST_OPTIONS = ("-c", "fsync=off", "-c", "full_page_writes=off")
+# Tests only, named in the build log: a new volume starts as a copy of this prepared data directory instead of
+# initdb's output (the suite's has a `prefect` database Prefect's server already set up, so the stacks whose tests
+# are not about a first deploy skip Prefect's migrations). On Railway a new volume starts empty.
+PREPARED_ENV = "EMULATOR_POSTGRES_PREPARED"
 
 
 class PostgresError(RuntimeError):
@@ -86,6 +90,7 @@ class PostgresServer:
     password: str = "postgres"
     unsafe_fast: bool | None = None  # fsync off; None: as EMULATOR_UNSAFE_FAST_POSTGRES=1 says
     template_cache: Path | None = None  # where initdb's output is kept for the next new cluster
+    prepared: Path | None = None  # a data directory to copy instead (PREPARED_ENV); needs template_cache
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -131,13 +136,13 @@ class PostgresServer:
             return
         if "\n" in self.password:  # single-user mode ends a statement at a newline
             raise PostgresError("the Postgres password has a newline; set POSTGRES_PASSWORD without one")
-        template = self._template()
+        template = self.prepared or self._template()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._run_as:
             _open_path_for(self.data_dir, _SYSTEM_USER)
         copied = subprocess.run(["cp", "-a", f"{template}/.", str(self.data_dir)], capture_output=True, text=True)
         if copied.returncode != 0:
-            raise PostgresError(f"copying the initdb template {template} failed: {copied.stderr.strip()}")
+            raise PostgresError(f"copying the data directory template {template} failed: {copied.stderr.strip()}")
         # The statement goes in on stdin, so the password is in no argv; single-user mode logs no statements.
         quoted = self.password.replace("'", "''")
         self._pg("postgres", "--single", "-D", str(self.data_dir), "-c", "log_statement=none", "postgres",
@@ -235,5 +240,6 @@ def postgres_server(env: Mapping[str, str], volume: Path, port: int,
     password = env.get("POSTGRES_PASSWORD") or env.get("PGPASSWORD")
     if not password:
         raise BuildError("a postgres service needs POSTGRES_PASSWORD in its variables")
+    prepared = os.environ.get(PREPARED_ENV) if template_cache else None
     return PostgresServer(Path(env.get("PGDATA") or volume / "pgdata"), port=port, password=password,
-                          template_cache=template_cache)
+                          template_cache=template_cache, prepared=Path(prepared) if prepared else None)

@@ -25,7 +25,7 @@ from emulator.model.plan import BuildError, ServicePlan, start_order
 from emulator.runtime.edge import EDGE_HOST, Edge
 from emulator.runtime.image import cache_dir
 from emulator.runtime.logs import LogSink
-from emulator.runtime.postgres import UNSAFE_FAST_ENV, postgres_server
+from emulator.runtime.postgres import PREPARED_ENV, UNSAFE_FAST_ENV, postgres_server
 from emulator.runtime.process import ACTIVE, CRASHED, FAILED, FINISHED, REMOVED, Deployment, ProcessGroup
 from emulator.state import StateDir, write_json
 from emulator.wait import wait_until
@@ -302,6 +302,9 @@ def _postgres(plan: ServicePlan, sink: LogSink, common: dict) -> Deployment:
         plan = dataclasses.replace(plan, build_log=(*plan.build_log, f"fsync is off ({UNSAFE_FAST_ENV}=1): faster, "
                                                     "but a crash of this machine can lose or corrupt the data; "
                                                     "Railway's Postgres keeps fsync on"))
+    if server.prepared and not (server.data_dir / "PG_VERSION").exists():
+        plan = dataclasses.replace(plan, build_log=(*plan.build_log, f"the new volume starts as a copy of "
+                                                    f"{server.prepared} ({PREPARED_ENV}), not empty as on Railway"))
     database = plan.env.get("POSTGRES_DB") or plan.env.get("PGDATABASE") or "railway"
 
     def ready(stopped) -> bool:

@@ -26,6 +26,7 @@ import psycopg
 from tests.reliability.hold_flow import MOMENTS
 from tests.support.emulator import kill_service_groups
 from tests.support.prefect_server import clean_environ, wait_until
+from tests.support.prepared_postgres import prepared_env
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -55,7 +56,8 @@ class MatrixStack:
 
     def emulator(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "emulator", "--state-dir", str(self.state), *args], cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout, env=clean_environ(NO_COLOR="1"))
+                              capture_output=True, text=True, timeout=timeout,
+                              env=clean_environ(NO_COLOR="1", **prepared_env()))
 
     def ok(self, *args: str, timeout: float = 120) -> str:
         result = self.emulator(*args, timeout=timeout)

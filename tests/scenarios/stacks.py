@@ -22,6 +22,7 @@ from emulator.model.stack import load_stack
 from emulator.project import Project
 from tests.support.emulator import kill_service_groups
 from tests.support.prefect_server import clean_environ, stop_process_group
+from tests.support.prepared_postgres import prepared_env
 from tests.support.prefect_server import wait_until as support_wait_until
 from vault_ingest.doctor import Report, run_checks
 
@@ -115,7 +116,7 @@ class Stack:
     def start(self) -> subprocess.Popen:
         """`up --detach`, not waited for: it exits 0 once ready, 1 once a step after the services failed."""
         return subprocess.Popen([sys.executable, "-m", "emulator", "--state-dir", str(self.state),
-                                 *self.spec.up_args()], cwd=ROOT, env=clean_environ(NO_COLOR="1"),
+                                 *self.spec.up_args()], cwd=ROOT, env=clean_environ(NO_COLOR="1", **prepared_env()),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 stdin=subprocess.DEVNULL)
 

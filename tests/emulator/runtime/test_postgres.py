@@ -4,7 +4,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from emulator.runtime.postgres import UNSAFE_FAST_ENV, PostgresServer
+from emulator.runtime.postgres import PREPARED_ENV, UNSAFE_FAST_ENV, PostgresServer, postgres_server
 
 
 @pytest.fixture
@@ -89,3 +89,21 @@ def test_a_new_cluster_from_the_initdb_template_has_its_own_password_and_the_tem
             second.wipe()
     finally:
         first.wipe()
+
+
+def test_a_new_volume_starts_from_the_prepared_directory_only_when_told(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    prepared = PostgresServer(tmp_path / "prepared", password="prep-pw", template_cache=cache).start()
+    prepared.create_database("prefect")
+    prepared.stop()
+    env = {"POSTGRES_PASSWORD": "volume-pw"}
+    assert postgres_server(env, tmp_path / "plain", 0, template_cache=cache).prepared is None
+    monkeypatch.setenv(PREPARED_ENV, str(prepared.data_dir))
+    server = postgres_server(env, tmp_path / "volume", 0, template_cache=cache).start()
+    try:
+        with psycopg.connect(server.url()) as conn:
+            databases = {name for (name,) in conn.execute("SELECT datname FROM pg_database")}
+        assert "prefect" in databases  # the prepared cluster's, with this volume's own password
+    finally:
+        server.wipe()
+    assert postgres_server(env, tmp_path / "bare", 0).prepared is None  # no cache: initdb, as before
