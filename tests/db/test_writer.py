@@ -163,8 +163,8 @@ def test_a_list_snapshot_failing_midway_leaves_no_trace(engine, stage):
 
 
 @pytest.mark.parametrize("stage", ["staged", "vaults", "vault_list_values", "list_snapshots"])
-def test_a_first_snapshot_failing_midway_leaves_empty_tables_with_their_indexes(engine, database_url, stage):
-    """The first load drops the value indexes and builds them after its COPY: a failure keeps them as they were."""
+def test_a_first_snapshot_failing_midway_leaves_empty_tables_as_migrated(engine, database_url, stage):
+    """The first load drops the values' foreign key and adds it after its COPY: a failure keeps it as it was."""
     from tests.db.test_migrate import schema_diffs
 
     with pytest.raises(Boom):
@@ -177,7 +177,7 @@ def test_a_first_snapshot_leaves_the_schema_as_migrated(engine, database_url):
     from tests.db.test_migrate import schema_diffs
 
     write_vault_list(engine, [summary(1), summary(2)], T0)
-    assert schema_diffs(database_url) == []  # the value indexes built after the COPY are the migrated ones
+    assert schema_diffs(database_url) == []  # the foreign key added after the COPY is the migrated one
 
 
 def test_a_first_snapshot_is_copied_while_it_is_parsed(engine, database_url):
