@@ -128,8 +128,8 @@ EXTREMES = [
 
 @pytest.mark.parametrize("value", EXTREMES, ids=lambda v: v if len(v) < 24 else f"{v[:12]}..({len(v)} chars)")
 def test_decimals_land_as_postgresql_reads_their_text(engine, database_url, value):
-    """The binary COPY stores each decimal as PostgreSQL's own parse of its text would (a text COPY of the same
-    value), on the first load and through the staged upsert."""
+    """Each decimal lands as PostgreSQL's own parse of its text: on the first load (a text COPY) and through the
+    staged upsert (a binary COPY)."""
     with psycopg.connect(database_url) as conn:
         expected = conn.execute("SELECT %s::text::numeric", (value,)).fetchone()[0].as_tuple()
     pnls = r'[["day",["0.0","\u00e9\\\"x"]],["week",["1"]]]'  # escapes and non-ASCII in the jsonb text

@@ -191,7 +191,9 @@ def _load_first(conn: Connection, vaults: Iterable[VaultSummary], at: datetime,
     first snapshot costs about the longer of the two, not their sum. The parse is the longer side: the server,
     idle half that time, adds each row to the value indexes as it comes, where building them after the rows
     (PostgreSQL's "Populating a Database", https://www.postgresql.org/docs/current/populate.html) costs less of
-    its time but runs after the parse, on the clock (README, P1). The foreign key is added after the vaults are
+    its time but runs after the parse, on the clock (README, P1). For the same reason the values go in text: the
+    server parses the numbers that psycopg's binary dumper would take apart on the client, and it stores the rows as
+    they come instead of the last 1,000 after the COPY ends (staging). The foreign key is added after the vaults are
     in: one join instead of 10,000 checks. The tables are empty, so the locks this takes until the commit keep no
     reader from any rows. Also the snapshot's TVL totals (_record_snapshot), summed as the vaults were taken."""
     taken = _Taken(vaults)
@@ -201,7 +203,7 @@ def _load_first(conn: Connection, vaults: Iterable[VaultSummary], at: datetime,
         "WHERE conrelid = 'vault_list_values'::regclass AND contype = 'f'").one()
     conn.exec_driver_sql(f"ALTER TABLE vault_list_values DROP CONSTRAINT {name}")
     copy_rows(conn, "vault_list_values", _FIRST_VALUE_COLUMNS,
-              ({"vault_address": v.address, "valid_from": at, **_values(v)} for v in taken))
+              ({"vault_address": v.address, "valid_from": at, **_values(v)} for v in taken), binary=False)
     copy_rows(conn, "vaults", _FIRST_VAULT_COLUMNS, (
         {**_attributes(v, _list_digest(v)), "first_seen": at,
          "parent_address": v.leader if v.relationship.type == "child" and v.leader in taken.parents else None}
