@@ -72,6 +72,11 @@ def _storable(numbers: tuple, short: bool) -> bool:
 _REWRITTEN = (b" ", b"\n", b"\t", b"\r", b"\\")
 
 
+# A relationship without children, shared by every vault that has it (Relationship is frozen): one object per vault
+# would be 10,000 more that Python's garbage collector walks, again and again, while a parsed list is kept.
+_CHILDLESS = {kind: Relationship(kind) for kind in ("normal", "parent", "child")}
+
+
 def _summary(entry: _Entry, short: bool = False, entry_digest: int | None = None) -> VaultSummary:
     s = entry.summary
     rel = s.relationship
@@ -93,7 +98,7 @@ def _summary(entry: _Entry, short: bool = False, entry_digest: int | None = None
         leader=s.leader.lower(),
         tvl=s.tvl,
         is_closed=s.is_closed,
-        relationship=Relationship(rel.type if rel else "normal", children),
+        relationship=Relationship(rel.type, children) if children else _CHILDLESS[rel.type if rel else "normal"],
         created_at=EPOCH + timedelta(milliseconds=s.create_time_millis),
         apr=entry.apr,
         pnl=pnl,
