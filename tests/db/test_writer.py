@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from decimal import Decimal, localcontext
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -196,6 +201,40 @@ def test_a_first_snapshot_is_copied_while_it_is_parsed(engine, database_url):
 
     assert write_vault_list(engine, parsed(), T0).new == 3 * _BATCH
     assert seen_midway[0] > 0
+
+
+_KILLED_MIDWAY = """
+import sys, time
+from tests.db.factories import T0, summary
+from vault_ingest.db.engine import make_engine
+from vault_ingest.db.writer import _BATCH, write_vault_list
+
+def parsed():  # a parse that stalls midway, its first vaults already COPYed
+    for n in range(1, 3 * _BATCH + 1):
+        if n == 5 * _BATCH // 2:
+            time.sleep(600)
+        yield summary(n)
+
+write_vault_list(make_engine(sys.argv[1]), parsed(), T0)
+"""
+
+
+def test_a_first_snapshot_killed_midway_leaves_empty_tables_as_migrated(engine, database_url):
+    """The process dies (SIGKILL) while its first load is COPYing, the values' foreign key dropped: PostgreSQL rolls
+    the transaction back, its DDL with it, and the next first load lands."""
+    from tests.db.test_migrate import schema_diffs
+
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_MIDWAY, database_url], start_new_session=True,
+                             cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert _copied_so_far(database_url) > 0, "the child never started its COPY"
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    assert dump(engine) == {t: [] for t in metadata.tables}  # waits for the backend to end the dead transaction
+    assert schema_diffs(database_url) == []
+    assert write_vault_list(engine, [summary(1), summary(2)], T0).new == 2
+    assert schema_diffs(database_url) == []
 
 
 def _copied_so_far(database_url, deadline_s: float = 20.0) -> int:
