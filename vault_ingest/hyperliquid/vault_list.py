@@ -8,6 +8,7 @@ either accepts it or raises the VaultRecordError naming the vault and the field.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -109,6 +110,9 @@ def _summary(entry: _Entry, short: bool = False, entry_digest: int | None = None
 
 # JSON can only send U+0000 escaped; PostgreSQL cannot store it, and the precise parser names the field that holds it.
 _NUL = b"\\u0000"
+# The whole body searched by a regular expression: it skips to each backslash (rare in a list), where `in` reads the
+# 13.5 MB with a general substring search, 2x slower (4.5 ms vs 10 ms).
+_NUL_IN_BYTES, _NUL_IN_TEXT = re.compile(re.escape(_NUL)), re.compile(re.escape(_NUL.decode()))
 
 
 def _parse_entry(raw: msgspec.Raw, entry_digest: int, nul_in_body: bool | None) -> VaultSummary:
@@ -171,9 +175,10 @@ class ListParse:
     def _use(self, stored: Mapping[int, str]) -> None:
         # A first list (nothing stored) is parsed whole: the body is searched once. A later one parses the ~5 % of
         # entries that changed, each searched alone: searching all 13.5 MB cost an hourly list ~0.01 s of its ~0.065 s
-        # ('0', common in numbers, is in the needle, so the search skips little).
+        # (with `in`; ~0.005 s by _NUL_IN_BYTES, still more than its ~500 entries alone).
         body, self._body, self._stored = self._body, None, stored
-        self._nul_in_body = (_NUL if isinstance(body, bytes) else _NUL.decode()) in body if not stored else None
+        nul = _NUL_IN_TEXT if isinstance(body, str) else _NUL_IN_BYTES
+        self._nul_in_body = nul.search(body) is not None if not stored else None
 
     @property
     def listed(self) -> int:
