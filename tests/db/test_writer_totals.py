@@ -108,5 +108,6 @@ def test_a_first_snapshot_sums_its_totals_to_the_last_digit(engine):
     vaults = [parent, summary(2, tvl=Decimal("0.000000000000000000001")), summary(3, tvl=Decimal("-5.5")),
               summary(4, tvl=Decimal("7.25"), relationship=Relationship("child"), leader=address(1))]
     write_vault_list(engine, vaults, T0)
-    listed = (Decimal("12345678901234567884.623456789012345678902"), Decimal("12345678901234567891.873456789012345678902"))
-    assert _stored(engine, T0) == listed == _full(engine)
+    total = Decimal("12345678901234567884.623456789012345678902")  # by hand: without the child's 7.25
+    listed = Decimal("12345678901234567891.873456789012345678902")
+    assert _stored(engine, T0) == (total, listed) == _full(engine)
