@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from decimal import Decimal, localcontext
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -128,8 +133,8 @@ EXTREMES = [
 
 @pytest.mark.parametrize("value", EXTREMES, ids=lambda v: v if len(v) < 24 else f"{v[:12]}..({len(v)} chars)")
 def test_decimals_land_as_postgresql_reads_their_text(engine, database_url, value):
-    """The binary COPY stores each decimal as PostgreSQL's own parse of its text would (a text COPY of the same
-    value), on the first load and through the staged upsert."""
+    """Each decimal lands as PostgreSQL's own parse of its text: on the first load (a text COPY) and through the
+    staged upsert (a binary COPY)."""
     with psycopg.connect(database_url) as conn:
         expected = conn.execute("SELECT %s::text::numeric", (value,)).fetchone()[0].as_tuple()
     pnls = r'[["day",["0.0","\u00e9\\\"x"]],["week",["1"]]]'  # escapes and non-ASCII in the jsonb text
@@ -163,8 +168,8 @@ def test_a_list_snapshot_failing_midway_leaves_no_trace(engine, stage):
 
 
 @pytest.mark.parametrize("stage", ["staged", "vaults", "vault_list_values", "list_snapshots"])
-def test_a_first_snapshot_failing_midway_leaves_empty_tables_with_their_indexes(engine, database_url, stage):
-    """The first load drops the value indexes and builds them after its COPY: a failure keeps them as they were."""
+def test_a_first_snapshot_failing_midway_leaves_empty_tables_as_migrated(engine, database_url, stage):
+    """The first load drops the values' foreign key and adds it after its COPY: a failure keeps it as it was."""
     from tests.db.test_migrate import schema_diffs
 
     with pytest.raises(Boom):
@@ -177,7 +182,7 @@ def test_a_first_snapshot_leaves_the_schema_as_migrated(engine, database_url):
     from tests.db.test_migrate import schema_diffs
 
     write_vault_list(engine, [summary(1), summary(2)], T0)
-    assert schema_diffs(database_url) == []  # the value indexes built after the COPY are the migrated ones
+    assert schema_diffs(database_url) == []  # the foreign key added after the COPY is the migrated one
 
 
 def test_a_first_snapshot_is_copied_while_it_is_parsed(engine, database_url):
@@ -196,6 +201,40 @@ def test_a_first_snapshot_is_copied_while_it_is_parsed(engine, database_url):
 
     assert write_vault_list(engine, parsed(), T0).new == 3 * _BATCH
     assert seen_midway[0] > 0
+
+
+_KILLED_MIDWAY = """
+import sys, time
+from tests.db.factories import T0, summary
+from vault_ingest.db.engine import make_engine
+from vault_ingest.db.writer import _BATCH, write_vault_list
+
+def parsed():  # a parse that stalls midway, its first vaults already COPYed
+    for n in range(1, 3 * _BATCH + 1):
+        if n == 5 * _BATCH // 2:
+            time.sleep(600)
+        yield summary(n)
+
+write_vault_list(make_engine(sys.argv[1]), parsed(), T0)
+"""
+
+
+def test_a_first_snapshot_killed_midway_leaves_empty_tables_as_migrated(engine, database_url):
+    """The process dies (SIGKILL) while its first load is COPYing, the values' foreign key dropped: PostgreSQL rolls
+    the transaction back, its DDL with it, and the next first load lands."""
+    from tests.db.test_migrate import schema_diffs
+
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_MIDWAY, database_url], start_new_session=True,
+                             cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert _copied_so_far(database_url) > 0, "the child never started its COPY"
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    assert dump(engine) == {t: [] for t in metadata.tables}  # waits for the backend to end the dead transaction
+    assert schema_diffs(database_url) == []
+    assert write_vault_list(engine, [summary(1), summary(2)], T0).new == 2
+    assert schema_diffs(database_url) == []
 
 
 def _copied_so_far(database_url, deadline_s: float = 20.0) -> int:

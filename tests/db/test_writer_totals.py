@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from sqlalchemy import text
 
-from tests.db.factories import HOUR, T0, details
+from tests.db.factories import HOUR, T0, address, details, summary
 from vault_ingest.db.reads import stored_list_digests
 from vault_ingest.db.writer import write_vault_details, write_vault_list
 from vault_ingest.hyperliquid.models import Relationship
@@ -99,3 +99,15 @@ def test_a_newest_snapshot_builds_on_the_previous_listed_tvl(engine):
         conn.execute(text("UPDATE list_snapshots SET listed_tvl = NULL"))
     _write(engine, hour2, T0 + 2 * HOUR)
     assert _stored(engine, T0 + 2 * HOUR) == _full(engine)
+
+
+def test_a_first_snapshot_sums_its_totals_to_the_last_digit(engine):
+    """A first snapshot sums the TVL of the vaults it writes as it writes them, not over the stored rows: exactly as
+    numeric's sum does (by hand below), where Python's default context would round them to 28 digits."""
+    parent = summary(1, tvl=Decimal("12345678901234567890.123456789012345678901"), relationship=Relationship("parent"))
+    vaults = [parent, summary(2, tvl=Decimal("0.000000000000000000001")), summary(3, tvl=Decimal("-5.5")),
+              summary(4, tvl=Decimal("7.25"), relationship=Relationship("child"), leader=address(1))]
+    write_vault_list(engine, vaults, T0)
+    total = Decimal("12345678901234567884.623456789012345678902")  # by hand: without the child's 7.25
+    listed = Decimal("12345678901234567891.873456789012345678902")
+    assert _stored(engine, T0) == (total, listed) == _full(engine)

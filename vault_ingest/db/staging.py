@@ -1,12 +1,16 @@
 """Building blocks of the set-based writes: one locked transaction per snapshot, COPY into temp tables by column
 name, and the SQL fragments the upserts share.
 
-COPY is binary (https://www.postgresql.org/docs/current/sql-copy.html, "Binary Format"): the server reads each value
-with its type's receive function instead of parsing text, and psycopg's C dumpers write timestamps and booleans
-without formatting them. Each column's type is read from the table itself, by column name, so every value is sent
-as exactly that type (psycopg's `Copy.set_types`; PostgreSQL applies no cast to binary values). A numeric costs
-the client about twice its text dump (psycopg_c/types/numeric.pyx at 00fa361 goes through `Decimal.as_tuple`), so
-the gain is the server's and the timestamps' (README, P1).
+COPY is binary by default (https://www.postgresql.org/docs/current/sql-copy.html, "Binary Format"): the server reads
+each value with its type's receive function instead of parsing text, and psycopg's C dumpers write timestamps and
+booleans without formatting them. Each column's type is read from the table itself, by column name, so every value
+is sent as exactly that type (psycopg's `Copy.set_types`; PostgreSQL applies no cast to binary values). A numeric
+costs the client about twice its text dump (psycopg_c/types/numeric.pyx at 00fa361 goes through `Decimal.as_tuple`),
+so the gain is the server's and the timestamps' (README, P1). Text moves that work to the server, for a COPY whose
+client is the longer side (the first load's values, COPYed as they are parsed); it also stores its rows as they
+come: PostgreSQL's COPY buffers rows until 1,000 of them or 64 KB of their input, and a binary row counts no bytes
+(CopyMultiInsertInfoStore is given `line_buf.len`, which only text fills: src/backend/commands/copyfrom.c at
+06bd311), so a binary COPY stores up to its last 1,000 rows only after the client has sent them all.
 """
 
 from __future__ import annotations
@@ -143,17 +147,20 @@ def _column_types(cur, table: str) -> dict[str, int]:
                             "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped", (table,)).fetchall())
 
 
-def copy_rows(conn: Connection, table: str, names: list[str], rows: Iterable[Mapping[str, object]]) -> int:
+def copy_rows(conn: Connection, table: str, names: list[str], rows: Iterable[Mapping[str, object]], *,
+              binary: bool = True) -> int:
     """COPY rows into `table` and return their count. Rows are mappings by column name: a row with a missing or
-    an unknown column is refused, so two columns can never be swapped by position. A jsonb column takes JSON text."""
+    an unknown column is refused, so two columns can never be swapped by position. A jsonb column takes JSON text.
+    `binary` False: in text, each value parsed by the server as its column's type."""
     expected = set(names)
     in_order = itemgetter(*names)
     count = 0
     with conn.connection.driver_connection.cursor() as cur:
         cur.adapters.register_dumper(None, JsonText)  # this cursor's jsonb columns only
         types = _column_types(cur, table)
-        with cur.copy(f"COPY {table} ({cols(names)}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types([types[n] for n in names])  # the COPY began: every name is a column
+        with cur.copy(f"COPY {table} ({cols(names)}) FROM STDIN{' (FORMAT BINARY)' * binary}") as copy:
+            if binary:
+                copy.set_types([types[n] for n in names])  # the COPY began: every name is a column
             for row in rows:
                 if row.keys() != expected:
                     raise ValueError(f"a row for {table} has columns {sorted(row.keys() ^ expected)} "

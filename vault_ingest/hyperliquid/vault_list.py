@@ -8,6 +8,7 @@ either accepts it or raises the VaultRecordError naming the vault and the field.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -72,6 +73,11 @@ def _storable(numbers: tuple, short: bool) -> bool:
 _REWRITTEN = (b" ", b"\n", b"\t", b"\r", b"\\")
 
 
+# A relationship without children, shared by every vault that has it (Relationship is frozen): one object per vault
+# would be 10,000 more that Python's garbage collector walks, again and again, while a parsed list is kept.
+_CHILDLESS = {kind: Relationship(kind) for kind in ("normal", "parent", "child")}
+
+
 def _summary(entry: _Entry, short: bool = False, entry_digest: int | None = None) -> VaultSummary:
     s = entry.summary
     rel = s.relationship
@@ -93,7 +99,7 @@ def _summary(entry: _Entry, short: bool = False, entry_digest: int | None = None
         leader=s.leader.lower(),
         tvl=s.tvl,
         is_closed=s.is_closed,
-        relationship=Relationship(rel.type if rel else "normal", children),
+        relationship=Relationship(rel.type, children) if children else _CHILDLESS[rel.type if rel else "normal"],
         created_at=EPOCH + timedelta(milliseconds=s.create_time_millis),
         apr=entry.apr,
         pnl=pnl,
@@ -104,6 +110,9 @@ def _summary(entry: _Entry, short: bool = False, entry_digest: int | None = None
 
 # JSON can only send U+0000 escaped; PostgreSQL cannot store it, and the precise parser names the field that holds it.
 _NUL = b"\\u0000"
+# The whole body searched by a regular expression: it skips to each backslash (rare in a list), where `in` reads the
+# 13.5 MB with a general substring search, 2x slower (4.5 ms vs 10 ms).
+_NUL_IN_BYTES, _NUL_IN_TEXT = re.compile(re.escape(_NUL)), re.compile(re.escape(_NUL.decode()))
 
 
 def _parse_entry(raw: msgspec.Raw, entry_digest: int, nul_in_body: bool | None) -> VaultSummary:
@@ -166,9 +175,10 @@ class ListParse:
     def _use(self, stored: Mapping[int, str]) -> None:
         # A first list (nothing stored) is parsed whole: the body is searched once. A later one parses the ~5 % of
         # entries that changed, each searched alone: searching all 13.5 MB cost an hourly list ~0.01 s of its ~0.065 s
-        # ('0', common in numbers, is in the needle, so the search skips little).
+        # (with `in`; ~0.005 s by _NUL_IN_BYTES, still more than its ~500 entries alone).
         body, self._body, self._stored = self._body, None, stored
-        self._nul_in_body = (_NUL if isinstance(body, bytes) else _NUL.decode()) in body if not stored else None
+        nul = _NUL_IN_TEXT if isinstance(body, str) else _NUL_IN_BYTES
+        self._nul_in_body = nul.search(body) is not None if not stored else None
 
     @property
     def listed(self) -> int:
