@@ -165,10 +165,13 @@ class PostgresServer:
         finally:
             pwfile.unlink(missing_ok=True)
 
+    def version(self) -> str:
+        """What the server binary says of itself, e.g. "postgres (PostgreSQL) 17.5": a key for cached clusters."""
+        return self._pg("postgres", "--version").stdout.strip()
+
     def _template(self) -> Path:
         """initdb's output for this PostgreSQL and these options, made unless the cache holds it."""
-        version = self._pg("postgres", "--version").stdout.strip()
-        key = hashlib.sha256("\0".join([version, *self._initdb_args()]).encode()).hexdigest()[:16]
+        key = hashlib.sha256("\0".join([self.version(), *self._initdb_args()]).encode()).hexdigest()[:16]
         template = self.template_cache / f"initdb-{key}"
         if (template / "PG_VERSION").exists():
             return template
